@@ -1,0 +1,244 @@
+"""
+The forward proxy's request logic: who may use it, where they may go, and
+how each request reaches its origin (directly or through a parent proxy).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from ..http.message import NO_BODY, Headers, Refusal, RequestHead, ResponseHead
+from ..http.rules import absoluteTarget, addVia, connectTarget, frameBody, stripHopByHop
+from ..relay.connect import asRefusal, connectTCP, resolve
+from ..relay.pool import ConnectionPool
+from ..relay.relay import Relay
+from .acl import ClientACL, DestinationPolicy
+from .auth import ProxyAuthenticator
+
+_log = Logger()
+
+
+class ForwardHandler:
+    """
+    Handles every request on the forward proxy's client connections.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        settings,
+        timeouts,
+        pool: ConnectionPool,
+        filters: Sequence = (),
+        accessLog=None,
+        authenticator: Optional[ProxyAuthenticator] = None,
+    ):
+        self.reactor = reactor
+        self.settings = settings
+        self.timeouts = timeouts
+        self.pool = pool
+        self.filters = tuple(filters)
+        self.accessLog = accessLog
+        self.authenticator = authenticator
+        self.clients = ClientACL(settings.allow_clients)
+        self.destinations = DestinationPolicy(
+            settings.deny_destinations, settings.allow_destinations, settings.connect_ports
+        )
+        self.pseudonym = settings.via.encode("ascii")
+        self.forwardedFor = ClientACL(settings.x_forwarded_for) if settings.x_forwarded_for else None
+        self.stripped = tuple(name.lower().encode("ascii") for name in settings.anonymous_headers)
+        self.parent = settings.parent
+        self.resolver = reactor.nameResolver
+
+    # Channel callbacks
+
+    def connectionMade(self, channel) -> None:
+        channel.allowed = self.clients.allows(channel.clientHost)
+
+    def connectionLost(self, channel) -> None:
+        pass
+
+    def exchangeDone(self, exchange) -> None:
+        if self.accessLog is not None:
+            self.accessLog(exchange)
+
+    def handle(self, exchange) -> None:
+        if not exchange.channel.allowed:
+            raise Refusal(403, "this client may not use the proxy")
+        head = exchange.request
+        if self.authenticator is not None:
+            exchange.user = self.authenticator.authenticate(head.headers)
+        if self._seenBefore(head.headers):
+            raise Refusal(508, "proxy loop detected: this request already passed through this proxy")
+        if head.method == b"CONNECT":
+            self._connect(exchange)
+        else:
+            self._relay(exchange)
+
+    def _seenBefore(self, headers: Headers) -> bool:
+        for value in headers.getAll(b"via"):
+            for hop in value.split(b","):
+                parts = hop.split()
+                if len(parts) >= 2 and parts[1] == self.pseudonym:
+                    return True
+        return False
+
+    # Plain HTTP
+
+    def _relay(self, exchange) -> None:
+        request = exchange.request
+        host, port, authority, path = absoluteTarget(request)
+        self._checkHost(host, port)
+        headers = request.headers.copy()
+        stripHopByHop(headers)
+        headers.remove(b"host")
+        headers.insert(b"Host", authority)
+        self._identify(exchange, headers)
+        addVia(headers, request.version, self.pseudonym)
+        frameBody(headers, request)
+        if self.parent is not None:
+            # The parent needs the absolute form to know where to go.
+            target = b"http://" + authority + path
+            if self.parent.authorization:
+                headers.add(b"Proxy-Authorization", self.parent.authorization)
+        else:
+            target = path
+        outgoing = RequestHead(request.method, target, b"HTTP/1.1", headers, request.framing, request.length)
+        self._filterRequest(outgoing, exchange)
+        key, connect, what = self._route(host, port)
+        Relay(exchange, outgoing, self.pool, key, connect, self._filterResponse(outgoing), what).start()
+
+    def _identify(self, exchange, headers: Headers) -> None:
+        """
+        Privacy: by default nothing reveals the client; X-Forwarded-For
+        only for the configured client networks.
+        """
+        if self.settings.anonymous:
+            headers.remove(*self.stripped)
+        if self.forwardedFor is not None and exchange.clientHost and self.forwardedFor.allows(
+            exchange.clientHost
+        ):
+            prior = headers.get(b"x-forwarded-for")
+            mine = exchange.clientHost.encode("ascii")
+            headers.set(b"X-Forwarded-For", prior + b", " + mine if prior else mine)
+
+    def _filterRequest(self, head: RequestHead, exchange) -> None:
+        for requestFilter in self.filters:
+            refusal = requestFilter.request(head, exchange.client)
+            if refusal is not None:
+                raise refusal
+
+    def _filterResponse(self, request: RequestHead):
+        filters, pseudonym = self.filters, self.pseudonym
+
+        def onResponse(head: ResponseHead) -> None:
+            stripHopByHop(head.headers)
+            addVia(head.headers, head.version, pseudonym)
+            for responseFilter in filters:
+                responseFilter.response(request, head)
+
+        return onResponse
+
+    def _checkHost(self, host: str, port: int) -> None:
+        reason = self.destinations.checkHost(host)
+        if reason is not None:
+            raise Refusal(403, reason)
+
+    def _route(self, host: str, port: int):
+        parent = self.parent
+        if parent is not None:
+            what = f"parent proxy {parent.host}:{parent.port}"
+            return ("parent", parent.host, parent.port), lambda: self._open(
+                parent.host, parent.port, what, checked=False), what
+        what = f"origin {host}:{port}"
+        return (host, port), lambda: self._open(host, port, what, checked=True), what
+
+    def _open(self, host: str, port: int, what: str, checked: bool) -> Deferred:
+        """
+        Resolve and connect.  The address checked against the destination
+        policy is the very address connected to, so a name cannot resolve
+        to a public address for the check and a private one for the connect.
+        """
+
+        def connect(addresses):
+            refusal = None
+            for address in addresses:
+                reason = self.destinations.checkAddress(address) if checked else None
+                if reason is None:
+                    return connectTCP(self.reactor, address, port,
+                                      self.timeouts.connect, self.timeouts.upstream_read)
+                refusal = refusal or Refusal(403, reason)
+            raise refusal
+
+        return resolve(self.resolver, host, port).addCallback(connect)
+
+    # CONNECT tunnels
+
+    def _connect(self, exchange) -> None:
+        host, port = connectTarget(exchange.request)
+        if not self.destinations.connectAllowed(port):
+            raise Refusal(403, f"CONNECT to port {port} is not allowed")
+        self._checkHost(host, port)
+        key, connect, what = self._route(host, port)
+        opened = connect()
+        if self.parent is not None:
+            opened.addCallback(self._askParent, exchange, host, port)
+        opened.addCallbacks(self._tunnel, self._tunnelFailed,
+                            callbackArgs=(exchange,), errbackArgs=(exchange, what))
+
+    def _askParent(self, upstream, exchange, host: str, port: int) -> Deferred:
+        """
+        Chain a tunnel through the parent proxy with a CONNECT of our own.
+        """
+        answered: Deferred = Deferred()
+        authority = exchange.request.target
+        headers = Headers([(b"Host", authority)])
+        if self.parent.authorization:
+            headers.add(b"Proxy-Authorization", self.parent.authorization)
+        addVia(headers, b"HTTP/1.1", self.pseudonym)
+        upstream.send(RequestHead(b"CONNECT", authority, b"HTTP/1.1", headers), _ParentAnswer(answered, upstream))
+        return answered
+
+    def _tunnel(self, upstream, exchange) -> None:
+        if exchange.finished:
+            upstream.transport.loseConnection()
+            return
+        exchange.writeHead(ResponseHead(200, b"Connection Established", framing=NO_BODY))
+        exchange.tunnel(upstream)
+
+    def _tunnelFailed(self, failure, exchange, what: str) -> None:
+        refusal = asRefusal(failure, what)
+        exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+
+
+class _ParentAnswer:
+    """
+    Listens for the parent proxy's answer to our CONNECT.
+    """
+
+    def __init__(self, deferred: Deferred, upstream):
+        self.deferred = deferred
+        self.upstream = upstream
+
+    def responseInterim(self, head) -> None:
+        pass
+
+    def responseHead(self, head) -> None:
+        if 200 <= head.status < 300:
+            self.deferred.callback(self.upstream)
+        else:
+            self.upstream.transport.loseConnection()
+            self.deferred.errback(Refusal(502, f"parent proxy refused the tunnel with {head.status}"))
+
+    def responseBody(self, data: bytes) -> None:
+        pass
+
+    def responseEnded(self) -> None:
+        pass
+
+    def responseFailed(self, status: int, reason: str) -> None:
+        if not self.deferred.called:
+            self.deferred.errback(Refusal(status, reason))

@@ -1,0 +1,3 @@
+"""
+Pure HTTP/1.x rules: messages, parsing, intermediary header rules.
+"""

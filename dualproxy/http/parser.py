@@ -1,0 +1,372 @@
+"""
+A sans-IO HTTP/1.x message reader (RFC 9112).
+
+Bytes go in through L{MessageReader.feed}; heads, body data and message ends
+come out as calls on a sink.  It never touches a socket, so every framing rule
+is tested directly.  It is strict where leniency lets two parsers disagree on
+where a message ends (request smuggling): conflicting lengths, unknown
+transfer codings, obs-fold and malformed chunks are errors, never guesses.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from .message import (
+    CHUNKED,
+    CLOSE,
+    LENGTH,
+    NO_BODY,
+    Headers,
+    Refusal,
+    RequestHead,
+    ResponseHead,
+)
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) (HTTP/[0-9]\.[0-9])\Z")
+_STATUS_LINE = re.compile(rb"(HTTP/[0-9]\.[0-9]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(.*?)[ \t]*\Z", re.S)
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_FIELD_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*"
+_FIELDS_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":" + _FIELD_VALUE + rb"\r?\n)*")
+_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb"?)[ \t]*\r?\n")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?\Z", re.S)
+
+
+class Limits:
+    """
+    Bounds on what a peer may make the reader hold in memory.
+    """
+
+    __slots__ = ("maxHead", "maxLine", "maxFields")
+
+    def __init__(self, maxHead: int = 65536, maxLine: int = 8192, maxFields: int = 100):
+        self.maxHead = maxHead
+        self.maxLine = maxLine
+        self.maxFields = maxFields
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class MessageReader:
+    """
+    Reads a sequence of requests (C{isRequest}) or responses from one stream.
+
+    The sink gets C{headReceived(head)}, C{bodyReceived(data)} and
+    C{messageEnded()}.  A response reader must be told the method of the
+    request each response answers (L{expectResponse}): HEAD responses have no
+    body whatever their headers say.
+
+    Malformed input raises L{Refusal} with the status the server should send
+    (400, 414, 431, 501, 505); the reader is then unusable.
+    """
+
+    def __init__(self, sink, isRequest: bool, limits: Limits = DEFAULT_LIMITS):
+        self.sink = sink
+        self.isRequest = isRequest
+        self.limits = limits
+        self._buffer = b""
+        self._state = self._readHead
+        self._remaining = 0
+        self._method: Optional[bytes] = None
+        self.paused = False
+
+    def expectResponse(self, method: bytes) -> None:
+        self._method = method
+
+    @property
+    def idle(self) -> bool:
+        """
+        True between messages with nothing buffered.
+        """
+        return self._state == self._readHead and not self._buffer
+
+    @property
+    def buffered(self) -> bytes:
+        return self._buffer
+
+    def feed(self, data: bytes) -> None:
+        """
+        Consume C{data}; stops early (keeping the rest buffered) if the sink
+        sets L{paused}, e.g. to hold a pipelined request until the current
+        one is answered.
+        """
+        if self._buffer:
+            data = self._buffer + data
+        while data and not self.paused:
+            rest = self._state(data)
+            if rest is None:
+                break
+            data = rest
+        self._buffer = data
+
+    def resume(self) -> None:
+        self.paused = False
+        self.feed(b"")
+
+    def connectionLost(self) -> None:
+        """
+        The stream ended: finish a close-delimited body, or complain that a
+        message was cut short.
+        """
+        if self._state == self._readClose:
+            self._state = self._readHead
+            self.sink.messageEnded()
+        elif self._state != self._readHead or self._buffer.strip():
+            raise Refusal(400 if self.isRequest else 502, "message truncated")
+
+    # States: each takes the unconsumed bytes and returns what it left, or
+    # None when it needs more bytes before it can consume any.
+
+    def _readHead(self, data: bytes) -> bytes:
+        if self.isRequest and data[:1] in (b"\r", b"\n"):
+            # RFC 9112 section 2.2: ignore empty lines before a request-line.
+            data = data.lstrip(b"\r\n")
+            if not data:
+                return b""
+        end = _HEAD_END.search(data)
+        if end is None:
+            if len(data) > self.limits.maxHead:
+                self._tooLarge(data)
+            if b"\n" not in data and len(data) > self.limits.maxLine:
+                raise Refusal(414 if self.isRequest else 502, "request line too long")
+            return None
+        if end.start() > self.limits.maxHead:
+            self._tooLarge(data)
+        head = data[: end.start()]
+        rest = data[end.end():]
+        if self.isRequest:
+            self._dispatchRequest(head)
+        else:
+            self._dispatchResponse(head)
+        return rest
+
+    def _tooLarge(self, data: bytes) -> None:
+        first = data.split(b"\n", 1)[0]
+        if len(first) > self.limits.maxLine:
+            raise Refusal(414 if self.isRequest else 502, "request line too long")
+        raise Refusal(431 if self.isRequest else 502, "header section too large")
+
+    def _parseFields(self, block: bytes) -> Headers:
+        """
+        Parse the field lines of a head (each ending in a newline).  The
+        common well-formed case is checked and split by two regular
+        expression passes; only a malformed block is walked line by line,
+        to say what is wrong with it.
+        """
+        limits = self.limits
+        if _FIELDS_BLOCK.fullmatch(block) is None:
+            self._fieldError(block)
+        if len(block) > limits.maxLine and any(
+            len(line) > limits.maxLine for line in block.split(b"\n")
+        ):
+            raise Refusal(431 if self.isRequest else 502, "header field too large")
+        items = _FIELD_LINE.findall(block)
+        if len(items) > limits.maxFields:
+            raise Refusal(431 if self.isRequest else 502, "too many header fields")
+        return Headers(items)
+
+    def _fieldError(self, block: bytes) -> None:
+        status = 400 if self.isRequest else 502
+        for line in block.split(b"\n")[:-1]:
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if line[:1] in (b" ", b"\t"):
+                raise Refusal(status, "obsolete line folding in header field")
+            match = _FIELD.match(line)
+            if match is None:
+                raise Refusal(status, "malformed header field")
+            if _BAD_VALUE.search(match.group(2)):
+                raise Refusal(status, "control character in header field")
+        raise Refusal(status, "malformed header section")
+
+    def _splitHead(self, head: bytes):
+        newline = head.find(b"\n")
+        if newline < 0:
+            first, block = head, b""
+        else:
+            first, block = head[:newline], head[newline + 1:] + b"\n"
+        if first[-1:] == b"\r":
+            first = first[:-1]
+        if len(first) > self.limits.maxLine:
+            raise Refusal(414 if self.isRequest else 502, "request line too long")
+        return first, self._parseFields(block)
+
+    def _dispatchRequest(self, head: bytes) -> None:
+        first, headers = self._splitHead(head)
+        match = _REQUEST_LINE.match(first)
+        if match is None:
+            raise Refusal(400, "malformed request line")
+        method, target, version = match.groups()
+        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+            raise Refusal(505, "HTTP version not supported")
+        request = RequestHead(method, target, version, headers)
+        hosts = headers.getAll(b"host")
+        if len(hosts) > 1:
+            raise Refusal(400, "more than one Host header field")
+        if version == b"HTTP/1.1" and not hosts:
+            raise Refusal(400, "missing Host header field")
+        self._frame(request, headers)
+        self.sink.headReceived(request)
+        self._afterHead(request)
+
+    def _dispatchResponse(self, head: bytes) -> None:
+        first, headers = self._splitHead(head)
+        match = _STATUS_LINE.match(first)
+        if match is None:
+            raise Refusal(502, "malformed status line from upstream")
+        version, status, reason = match.groups()
+        response = ResponseHead(int(status), reason or b"", headers, version)
+        status = response.status
+        if 100 <= status < 200:
+            response.framing = NO_BODY
+            if status != 101:
+                # Interim response: the final one is still to come.
+                self.sink.headReceived(response)
+                return
+        elif self._method == b"HEAD" or status in (204, 304):
+            response.framing = NO_BODY
+        elif self._method == b"CONNECT" and 200 <= status < 300:
+            # RFC 9112 section 6.3: the connection is a tunnel from here.
+            response.framing = NO_BODY
+            status = 101
+        else:
+            self._frame(response, headers)
+        self.sink.headReceived(response)
+        if status == 101:
+            self._state = self._readUpgraded
+            return
+        self._afterHead(response)
+
+    def _frame(self, message, headers: Headers) -> None:
+        """
+        Decide how the body is delimited (RFC 9112 section 6.3).
+        """
+        codings = headers.tokens(b"transfer-encoding")
+        lengths = headers.getAll(b"content-length")
+        status = 400 if self.isRequest else 502
+        if codings:
+            if lengths:
+                raise Refusal(status, "both Transfer-Encoding and Content-Length")
+            if codings != [b"chunked"]:
+                # The relay decodes chunked and nothing else: another coding
+                # would reach the client undeclared once Transfer-Encoding
+                # (hop-by-hop) is dropped.
+                if self.isRequest:
+                    misused = b"chunked" in codings and (
+                        codings[-1] != b"chunked" or codings.count(b"chunked") > 1)
+                    raise Refusal(400 if misused else 501, "unsupported Transfer-Encoding")
+                raise Refusal(502, "unsupported Transfer-Encoding from upstream")
+            if self.isRequest and message.version == b"HTTP/1.0":
+                raise Refusal(400, "Transfer-Encoding in an HTTP/1.0 request")
+            message.framing = CHUNKED
+            return
+        if lengths:
+            values = {v.strip() for value in lengths for v in value.split(b",")}
+            if len(values) != 1:
+                raise Refusal(status, "conflicting Content-Length values")
+            value = values.pop()
+            if not value.isdigit() or len(value) > 18:
+                raise Refusal(status, "invalid Content-Length")
+            message.length = int(value)
+            message.framing = LENGTH if message.length else NO_BODY
+            return
+        message.framing = NO_BODY if self.isRequest else CLOSE
+
+    def _afterHead(self, message) -> None:
+        framing = message.framing
+        if framing == NO_BODY:
+            self.sink.messageEnded()
+        elif framing == LENGTH:
+            self._remaining = message.length
+            self._state = self._readLength
+        elif framing == CHUNKED:
+            self._state = self._readChunkSize
+        else:
+            self._state = self._readClose
+
+    def _readLength(self, data: bytes) -> bytes:
+        remaining = self._remaining
+        if len(data) < remaining:
+            self._remaining = remaining - len(data)
+            self.sink.bodyReceived(data)
+            return b""
+        self._state = self._readHead
+        self.sink.bodyReceived(data[:remaining])
+        self.sink.messageEnded()
+        return data[remaining:]
+
+    def _readClose(self, data: bytes) -> bytes:
+        self.sink.bodyReceived(data)
+        return b""
+
+    def _readUpgraded(self, data: bytes) -> None:
+        # After a 101, or a 2xx to CONNECT, the bytes belong to another
+        # protocol: they stay in the buffer for whoever takes over.
+        return None
+
+    def _line(self, data: bytes):
+        end = data.find(b"\n")
+        if end < 0:
+            if len(data) > self.limits.maxLine:
+                raise Refusal(400 if self.isRequest else 502, "chunk line too long")
+            return None, None
+        line = data[:end]
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        return line, data[end + 1:]
+
+    def _readChunkSize(self, data: bytes) -> bytes:
+        line, rest = self._line(data)
+        if line is None:
+            return None
+        match = _CHUNK_SIZE.match(line)
+        if match is None or b"\r" in line or b"\n" in line:
+            raise Refusal(400 if self.isRequest else 502, "malformed chunk size")
+        size = int(match.group(1), 16)
+        if size == 0:
+            self._state = self._readTrailer
+        else:
+            self._remaining = size
+            self._state = self._readChunkData
+        return rest
+
+    def _readChunkData(self, data: bytes) -> bytes:
+        remaining = self._remaining
+        if len(data) <= remaining:
+            self._remaining = remaining - len(data)
+            self.sink.bodyReceived(data)
+            if self._remaining == 0:
+                self._state = self._readChunkEnd
+            return b""
+        self.sink.bodyReceived(data[:remaining])
+        self._state = self._readChunkEnd
+        return data[remaining:]
+
+    def _readChunkEnd(self, data: bytes) -> bytes:
+        if data == b"\r":
+            return None
+        if data[:2] == b"\r\n":
+            rest = data[2:]
+        elif data[:1] == b"\n":
+            rest = data[1:]
+        else:
+            raise Refusal(400 if self.isRequest else 502, "malformed chunk end")
+        self._state = self._readChunkSize
+        return rest
+
+    def _readTrailer(self, data: bytes) -> bytes:
+        # Trailer fields are read and dropped: the proxy does not forward
+        # them (RFC 9110 section 6.5.1 lets an intermediary discard them).
+        line, rest = self._line(data)
+        if line is None:
+            return None
+        if line:
+            return rest
+        self._state = self._readHead
+        self.sink.messageEnded()
+        return rest

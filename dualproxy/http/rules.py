@@ -1,0 +1,151 @@
+"""
+Header rules every intermediary applies (RFC 9110 section 7.6), as pure
+functions on L{Headers}.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Tuple
+from urllib.parse import urlsplit
+
+from .message import CHUNKED, LENGTH, Headers, Refusal, RequestHead
+
+# RFC 9110 section 7.6.1, plus the non-standard ones clients still send.
+HOP_BY_HOP = frozenset(
+    [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ]
+)
+
+
+_HOP_BY_HOP = tuple(HOP_BY_HOP)
+
+
+def stripHopByHop(headers: Headers) -> None:
+    """
+    Remove the fields that describe one connection, not the message: the
+    fixed list and every field the Connection header names.
+    """
+    named = headers.tokens(b"connection") + headers.tokens(b"proxy-connection")
+    headers.remove(*_HOP_BY_HOP, *named)
+
+
+def protocolVersion(version: bytes) -> bytes:
+    """
+    The received-protocol of a Via entry: C{b"1.1"} for C{b"HTTP/1.1"}.
+    """
+    return version[5:] if version.startswith(b"HTTP/") else version
+
+
+def addVia(headers: Headers, version: bytes, pseudonym: bytes) -> None:
+    """
+    Append this hop to Via (RFC 9110 section 7.6.3): one field per hop keeps
+    earlier hops intact and lets a loop be spotted later.
+    """
+    headers.add(b"Via", protocolVersion(version) + b" " + pseudonym)
+
+
+def wantsKeepAlive(version: bytes, headers: Headers) -> bool:
+    """
+    Whether the sender of a message is willing to reuse its connection
+    (RFC 9112 section 9.3).
+    """
+    tokens = headers.tokens(b"connection")
+    if b"close" in tokens:
+        return False
+    if version == b"HTTP/1.1":
+        return True
+    return b"keep-alive" in tokens or b"keep-alive" in headers.tokens(b"proxy-connection")
+
+
+_SIMPLE_AUTHORITY = re.compile(r"([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?\Z")
+
+
+def splitAuthority(authority: str, defaultPort: int) -> Tuple[str, int]:
+    """
+    Host and port of C{host[:port]} or C{[v6]:port}; raises L{Refusal} 400.
+    """
+    simple = _SIMPLE_AUTHORITY.match(authority)
+    if simple is not None:
+        host, port = simple.groups()
+        port = int(port) if port else defaultPort
+        if 0 < port < 65536 or (port == 0 and not simple.group(2)):
+            return host.lower(), port
+        raise Refusal(400, "invalid port in request target")
+    try:
+        parts = urlsplit("//" + authority)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise Refusal(400, "invalid host or port in request target")
+    if not host or parts.username is not None or parts.netloc != authority:
+        raise Refusal(400, "invalid host in request target")
+    return host, port or defaultPort
+
+
+def absoluteTarget(head: RequestHead) -> Tuple[str, int, bytes, bytes]:
+    """
+    Split an absolute-form target (RFC 9112 section 3.2.2) into host, port,
+    the Host field value to send, and the origin-form target.
+    """
+    target = head.target
+    lower = target[:8].lower()
+    if lower.startswith(b"http://"):
+        rest = target[7:]
+    elif lower.startswith(b"https://"):
+        raise Refusal(400, "https URLs must be requested with CONNECT")
+    else:
+        raise Refusal(400, "not a proxy request: the target must be an absolute http:// URL")
+    slash = len(rest)
+    for mark in (b"/", b"?"):
+        index = rest.find(mark)
+        if 0 <= index < slash:
+            slash = index
+    authority, path = rest[:slash], rest[slash:]
+    if b"#" in rest:
+        raise Refusal(400, "fragment in request target")
+    try:
+        text = authority.decode("ascii")
+    except UnicodeDecodeError:
+        raise Refusal(400, "non-ASCII host in request target")
+    host, port = splitAuthority(text, 80)
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    return host, port, authority, path
+
+
+def connectTarget(head: RequestHead) -> Tuple[str, int]:
+    """
+    Host and port of a CONNECT request's authority-form target.
+    """
+    try:
+        text = head.target.decode("ascii")
+    except UnicodeDecodeError:
+        raise Refusal(400, "non-ASCII CONNECT target")
+    host, port = splitAuthority(text, 0)
+    if not port:
+        raise Refusal(400, "CONNECT target needs a port")
+    return host, port
+
+
+def frameBody(headers: Headers, head: RequestHead) -> None:
+    """
+    Declare the body of a forwarded request in one canonical way, whatever
+    way it arrived (RFC 9112 section 6): the upstream never has to choose
+    between conflicting framings.
+    """
+    headers.remove(b"content-length", b"transfer-encoding")
+    if head.framing == LENGTH:
+        headers.add(b"Content-Length", b"%d" % head.length)
+    elif head.framing == CHUNKED:
+        headers.add(b"Transfer-Encoding", b"chunked")
+    elif head.method in (b"POST", b"PUT", b"PATCH"):
+        headers.add(b"Content-Length", b"0")

@@ -1,0 +1,63 @@
+"""
+Every extension point of dualproxy.
+
+Built-in modes and filters implement these same interfaces and are found the
+same way third-party ones are: as plugins in a ``twisted/plugins/`` dropin,
+discovered with :func:`twisted.plugin.getPlugins`.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IProxyMode(Interface):
+    """
+    A way of running dualproxy, selected with ``--mode NAME``.
+    """
+
+    name = Attribute("The name given to --mode, as str.")
+    description = Attribute("One line shown in --help and in mode listings.")
+    defaultListen = Attribute(
+        "Endpoint strings used when neither the config nor --listen names any."
+    )
+
+    def makeService(config, filters):
+        """
+        Build the running proxy.
+
+        @param config: the validated L{dualproxy.config.Config}.
+        @param filters: the enabled L{IRequestFilter} providers, in order.
+        @return: an L{twisted.application.service.IService}.
+        """
+
+
+class IRequestFilter(Interface):
+    """
+    A hook run on every proxied request and response, enabled by name with
+    the ``filters`` config key.
+
+    Filters see the same L{dualproxy.http.message.RequestHead} and
+    L{dualproxy.http.message.ResponseHead} objects the relay forwards, so a
+    change they make is what the upstream (or the client) receives.
+    """
+
+    name = Attribute("The name used in the config's ``filters`` list, as str.")
+
+    def request(head, client):
+        """
+        Inspect or rewrite a request before it is relayed.
+
+        @param head: the L{RequestHead} about to be sent upstream (mutable).
+        @param client: the client's L{twisted.internet.interfaces.IAddress}.
+        @return: L{None} to continue, or a L{dualproxy.http.message.Refusal}
+            to answer the client directly without contacting the upstream.
+        """
+
+    def response(request, head):
+        """
+        Inspect or rewrite a response head before it reaches the client.
+
+        @param request: the L{RequestHead} that was relayed.
+        @param head: the L{ResponseHead} received from upstream (mutable).
+        """

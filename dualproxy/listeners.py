@@ -1,0 +1,54 @@
+"""
+Listening on Twisted endpoint strings, as a service that knows its port.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from twisted.application.service import Service
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.python.failure import Failure
+
+
+class ListenerService(Service):
+    """
+    Listens on one endpoint (e.g. C{tcp:3128:interface=127.0.0.1}) while
+    running.
+
+    A listener that cannot listen stops start-up with one line naming the
+    endpoint and the reason, instead of a traceback.
+    """
+
+    def __init__(self, description: str, factory, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.description = description
+        self.factory = factory
+        self.reactor = reactor
+        self.port: Optional[IListeningPort] = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        outcome: list = []
+        serverFromString(self.reactor, self.description).listen(self.factory).addBoth(outcome.append)
+        if outcome and isinstance(outcome[0], Failure):
+            sys.stderr.write(
+                f"dualproxy: cannot listen on {self.description}: {outcome[0].getErrorMessage()}\n"
+            )
+            raise SystemExit(1)
+        if outcome:
+            self.port = outcome[0]
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()

@@ -1,0 +1,3 @@
+"""
+The upstream relay engine both modes share: connections, pooling, streaming.
+"""

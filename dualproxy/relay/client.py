@@ -1,0 +1,219 @@
+"""
+The upstream side of the relay: one persistent HTTP/1.1 connection to an
+origin, backend or parent proxy, carrying one request at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from zope.interface import implementer
+
+from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
+from ..http.parser import MessageReader
+from ..http.rules import wantsKeepAlive
+
+
+@implementer(IPushProducer)
+class UpstreamProtocol(Protocol):
+    """
+    An HTTP/1.1 client connection that streams a request out and hands the
+    response to a listener (C{responseInterim}, C{responseHead},
+    C{responseBody}, C{responseEnded}, C{responseFailed(status, reason)}).
+
+    It is also the producer the client's transport throttles: when the
+    client reads slowly, this connection stops reading from the upstream.
+    """
+
+    def __init__(self, clock, readTimeout: float):
+        self.clock = clock
+        self.readTimeout = readTimeout
+        self.reader = MessageReader(self, False)
+        self.listener = None
+        self.pool = None
+        self.key = None
+        self.reused = False
+        self.lastActivity = 0.0
+        self.responseBegun = False
+        self._bodyChunked = False
+        self._requestSent = False
+        self._responseDone = False
+        self._reusable = False
+        self._paused = False
+        self._timer = None
+        self._tunnelPeer = None
+
+    def connectionMade(self) -> None:
+        self.lastActivity = self.clock.seconds()
+
+    # Sending
+
+    def send(self, head: RequestHead, listener) -> None:
+        """
+        Write a request head; a body follows through L{writeBody} and
+        L{endBody} unless C{head.framing} says there is none.
+        """
+        self.listener = listener
+        self.responseBegun = False
+        self._responseDone = False
+        self._reusable = False
+        self._requestSent = head.framing == 0
+        self._bodyChunked = head.framing == CHUNKED
+        self.reader.expectResponse(head.method)
+        self.lastActivity = self.clock.seconds()
+        self.transport.write(head.serialize())
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.readTimeout, self._checkTimeout)
+
+    def writeBody(self, data: bytes) -> None:
+        if self._bodyChunked:
+            self.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.transport.write(data)
+
+    def endBody(self) -> None:
+        if self._bodyChunked:
+            self.transport.write(b"0\r\n\r\n")
+        self._requestSent = True
+        self._maybeDone()
+
+    # Receiving (sink of the response reader)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.lastActivity = self.clock.seconds()
+        if self._tunnelPeer is not None:
+            self._tunnelPeer.write(data)
+            return
+        if self.listener is None:
+            # Bytes nobody asked for: the connection is out of step.
+            self.transport.abortConnection()
+            return
+        try:
+            self.reader.feed(data)
+        except Refusal as refusal:
+            self._fail(refusal.status, refusal.reason)
+
+    def headReceived(self, head) -> None:
+        self.responseBegun = True
+        if 100 <= head.status < 200 and head.status != 101:
+            self.listener.responseInterim(head)
+            return
+        self._reusable = (
+            head.framing != CLOSE and head.status != 101 and wantsKeepAlive(head.version, head.headers)
+        )
+        self.listener.responseHead(head)
+
+    def bodyReceived(self, data: bytes) -> None:
+        self.listener.responseBody(data)
+
+    def messageEnded(self) -> None:
+        self._responseDone = True
+        if not self._requestSent:
+            # Answered before the request body was all sent (e.g. 413):
+            # the rest of the body is dropped with the connection.
+            self._requestSent = True
+            self._reusable = False
+        listener = self.listener
+        self._maybeDone()
+        listener.responseEnded()
+
+    def _maybeDone(self) -> None:
+        if self._responseDone and self._requestSent and self.listener is not None:
+            self.listener = None
+            self.resumeProducing()
+            self.lastActivity = self.clock.seconds()
+            if self.pool is not None and self._reusable and not self.reader.buffered:
+                self.pool.release(self)
+            else:
+                self.transport.loseConnection()
+
+    def _fail(self, status: int, reason: str) -> None:
+        listener, self.listener = self.listener, None
+        self.transport.abortConnection()
+        if listener is not None:
+            listener.responseFailed(status, reason)
+
+    def _checkTimeout(self) -> None:
+        self._timer = None
+        if self.listener is None:
+            return
+        elapsed = self.clock.seconds() - self.lastActivity
+        if self._paused:
+            # The client is slow, not the upstream.
+            elapsed = 0.0
+        if elapsed >= self.readTimeout:
+            self._fail(504, "upstream timed out")
+        else:
+            self._timer = self.clock.callLater(self.readTimeout - elapsed, self._checkTimeout)
+
+    def connectionLost(self, reason=None) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._tunnelPeer is not None:
+            self._tunnelPeer.loseConnection()
+            return
+        if self.pool is not None:
+            self.pool.forget(self)
+        listener = self.listener
+        if listener is None:
+            return
+        try:
+            self.reader.connectionLost()
+        except Refusal as refusal:
+            self.listener = None
+            listener.responseFailed(refusal.status, "upstream closed the connection early")
+            return
+        if self._responseDone:
+            self._maybeDone()
+        elif self.listener is not None:
+            self.listener = None
+            listener.responseFailed(502, "upstream closed the connection before responding")
+
+    # Tunnel
+
+    def becomeTunnel(self, peer) -> None:
+        """
+        From now on relay raw bytes to and from C{peer}, a transport.
+        """
+        self.listener = None
+        self._tunnelPeer = peer
+        self.transport.registerProducer(peer, True)
+        leftover = self.reader.buffered
+        if leftover:
+            peer.write(leftover)
+
+    # IPushProducer, driven by the client's transport.
+
+    def pauseProducing(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.lastActivity = self.clock.seconds()
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.listener = None
+        self.transport.abortConnection()
+
+
+def isIdempotent(method: bytes) -> bool:
+    """
+    Whether a request may be sent again after a failure (RFC 9110 section
+    9.2.2).
+    """
+    return method in (b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE")
+
+
+def reusedConnectionDied(upstream: Optional[UpstreamProtocol]) -> bool:
+    """
+    A pooled connection the upstream closed just as it was reused: nothing
+    was answered, so a safe request can be retried on a fresh connection.
+    """
+    return upstream is not None and upstream.reused and not upstream.responseBegun

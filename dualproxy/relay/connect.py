@@ -1,0 +1,102 @@
+"""
+Opening upstream connections: name resolution, TCP connect, and turning
+their failures into the status a client should see.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import List
+
+from twisted.internet import error
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IResolutionReceiver
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..http.message import Refusal
+from .client import UpstreamProtocol
+
+
+def isAddress(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@implementer(IResolutionReceiver)
+class _Addresses:
+    def __init__(self, host: str):
+        self.host = host
+        self.addresses: List[str] = []
+        self.deferred: Deferred = Deferred()
+
+    def resolutionBegan(self, resolution) -> None:
+        pass
+
+    def addressResolved(self, address) -> None:
+        if address.host not in self.addresses:
+            self.addresses.append(address.host)
+
+    def resolutionComplete(self) -> None:
+        if self.addresses:
+            self.deferred.callback(self.addresses)
+        else:
+            self.deferred.errback(error.DNSLookupError(self.host))
+
+
+def resolve(resolver, host: str, port: int) -> Deferred:
+    """
+    Every address C{host} resolves to with an
+    L{twisted.internet.interfaces.IHostnameResolver}, as IP strings (an IP
+    literal resolves to itself without a lookup).
+    """
+    if isAddress(host):
+        done: Deferred = Deferred()
+        done.callback([host])
+        return done
+    receiver = _Addresses(host)
+    resolver.resolveHostName(receiver, host, port)
+    return receiver.deferred
+
+
+class _OneConnection(Factory):
+    # Quiet: a busy proxy opens upstream connections all the time.
+    noisy = False
+
+    def __init__(self, protocol: UpstreamProtocol):
+        self._protocol = protocol
+
+    def buildProtocol(self, addr) -> UpstreamProtocol:
+        return self._protocol
+
+
+def connectTCP(reactor, address: str, port: int, timeout: float, readTimeout: float) -> Deferred:
+    """
+    A new L{UpstreamProtocol} connected to an IP address.
+    """
+    endpointType = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+    endpoint = endpointType(reactor, address, port, timeout=timeout)
+    return endpoint.connect(_OneConnection(UpstreamProtocol(reactor, readTimeout)))
+
+
+def asRefusal(failure: Failure, what: str) -> Refusal:
+    """
+    The answer for a failed upstream connection (RFC 9110 sections 15.6.3
+    and 15.6.5): C{what} names the upstream, e.g. "origin example.com:80".
+    """
+    if failure.check(Refusal):
+        return failure.value
+    if failure.check(error.DNSLookupError):
+        return Refusal(502, f"DNS lookup failed for {what}")
+    if failure.check(error.ConnectionRefusedError):
+        return Refusal(502, f"{what} refused the connection")
+    if failure.check(error.TimeoutError, error.TCPTimedOutError):
+        return Refusal(504, f"connecting to {what} timed out")
+    if failure.check(error.NoRouteError):
+        return Refusal(502, f"no route to {what}")
+    return Refusal(502, f"cannot connect to {what}: {failure.getErrorMessage()}")

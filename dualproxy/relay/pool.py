@@ -1,0 +1,93 @@
+"""
+Persistent upstream connections, kept idle per destination for reuse.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Hashable, List
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
+
+from .client import UpstreamProtocol
+
+
+class ConnectionPool(Service):
+    """
+    A bounded idle pool per key (an origin, backend or parent proxy).
+
+    Idle connections older than C{idleTimeout} are closed by one sweep for the
+    whole pool rather than a timer per connection: releasing and reusing a
+    connection is on every request's path and stays cheap.
+    """
+
+    def __init__(self, clock, maxIdlePerKey: int, idleTimeout: float):
+        self.clock = clock
+        self.maxIdlePerKey = maxIdlePerKey
+        self.idleTimeout = idleTimeout
+        self._idle: Dict[Hashable, List[UpstreamProtocol]] = {}
+        self._sweeper = LoopingCall(self.sweep)
+        self._sweeper.clock = clock
+
+    def acquire(self, key: Hashable, connect: Callable[[], Deferred], fresh: bool = False) -> Deferred:
+        """
+        An idle connection for C{key} if there is one (unless C{fresh}), else
+        a new one from C{connect()}; either way a L{Deferred} firing with an
+        L{UpstreamProtocol}.
+        """
+        idle = None if fresh else self._idle.get(key)
+        while idle:
+            upstream = idle.pop()
+            if upstream.transport.connected and not upstream.transport.disconnecting:
+                upstream.reused = True
+                return succeed(upstream)
+        return connect().addCallback(self._adopt, key)
+
+    def _adopt(self, upstream: UpstreamProtocol, key: Hashable) -> UpstreamProtocol:
+        upstream.pool = self
+        upstream.key = key
+        upstream.reused = False
+        return upstream
+
+    def release(self, upstream: UpstreamProtocol) -> None:
+        """
+        Keep a connection that finished an exchange cleanly, if there is room.
+        """
+        idle = self._idle.setdefault(upstream.key, [])
+        if len(idle) >= self.maxIdlePerKey or not self.running:
+            upstream.transport.loseConnection()
+            return
+        idle.append(upstream)
+
+    def forget(self, upstream: UpstreamProtocol) -> None:
+        """
+        Drop a connection that closed while idle.
+        """
+        idle = self._idle.get(upstream.key)
+        if idle and upstream in idle:
+            idle.remove(upstream)
+            if not idle:
+                del self._idle[upstream.key]
+
+    def idleCount(self, key: Hashable) -> int:
+        return len(self._idle.get(key, ()))
+
+    def sweep(self) -> None:
+        deadline = self.clock.seconds() - self.idleTimeout
+        for idle in list(self._idle.values()):
+            for upstream in [u for u in idle if u.lastActivity <= deadline]:
+                upstream.transport.loseConnection()
+
+    def startService(self) -> None:
+        super().startService()
+        self._sweeper.start(max(self.idleTimeout / 4, 0.5), now=False)
+
+    def stopService(self):
+        super().stopService()
+        if self._sweeper.running:
+            self._sweeper.stop()
+        for idle in list(self._idle.values()):
+            for upstream in list(idle):
+                upstream.transport.loseConnection()
+        self._idle.clear()

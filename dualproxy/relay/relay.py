@@ -1,0 +1,139 @@
+"""
+One request relayed upstream and its response streamed back: the glue
+between a client L{Exchange} and an L{UpstreamProtocol}.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Hashable
+
+from twisted.internet.defer import Deferred
+
+from ..http.message import NO_BODY, RequestHead, ResponseHead
+from .client import UpstreamProtocol, isIdempotent, reusedConnectionDied
+from .connect import asRefusal
+from .pool import ConnectionPool
+
+
+class Relay:
+    """
+    Streams C{head} and the request body to an upstream connection taken
+    from C{pool}, and the response back, with backpressure both ways.
+
+    C{onResponse} rewrites the response head (hop-by-hop fields, Via,
+    filters) before the client sees it.  C{what} names the upstream in
+    error messages.
+    """
+
+    def __init__(
+        self,
+        exchange,
+        head: RequestHead,
+        pool: ConnectionPool,
+        key: Hashable,
+        connect: Callable[[], Deferred],
+        onResponse: Callable[[ResponseHead], None],
+        what: str,
+    ):
+        self.exchange = exchange
+        self.head = head
+        self.pool = pool
+        self.key = key
+        self.connect = connect
+        self.onResponse = onResponse
+        self.what = what
+        self.upstream: UpstreamProtocol = None
+        self._retried = False
+        self._bodyStarted = False
+        self._producing = False
+
+    def start(self) -> None:
+        self.exchange.onAbort = self._dropUpstream
+        self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
+
+    def _connected(self, upstream: UpstreamProtocol) -> None:
+        exchange = self.exchange
+        if exchange.finished:
+            # The client left while we were connecting.
+            self.pool.release(upstream)
+            return
+        self.upstream = upstream
+        upstream.send(self.head, self)
+        if self.head.framing != NO_BODY and not self._bodyStarted:
+            self._bodyStarted = True
+            upstream.transport.registerProducer(exchange.throttle(), True)
+            exchange.setBodySink(self)
+
+    def _connectFailed(self, failure) -> None:
+        refusal = asRefusal(failure, self.what)
+        self.exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+
+    def _dropUpstream(self) -> None:
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.listener = None
+            upstream.transport.abortConnection()
+
+    # Request body sink
+
+    def bodyReceived(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.writeBody(data)
+
+    def bodyEnded(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.listener is self:
+            upstream.transport.unregisterProducer()
+            upstream.endBody()
+
+    # Response listener
+
+    def responseInterim(self, head: ResponseHead) -> None:
+        self.exchange.writeInterim(head)
+
+    def responseHead(self, head: ResponseHead) -> None:
+        if head.status == 101:
+            # Only a request that asked for an upgrade may get one, and the
+            # relay never forwards Upgrade.
+            self._dropUpstream()
+            self.exchange.refuse(502, "upstream switched protocols unasked")
+            return
+        self.onResponse(head)
+        self.exchange.writeHead(head)
+        if head.framing != NO_BODY:
+            self._producing = True
+            self.exchange.registerProducer(self.upstream)
+
+    def responseBody(self, data: bytes) -> None:
+        self.exchange.write(data)
+
+    def responseEnded(self) -> None:
+        self.upstream = None
+        self._stopProducing()
+        self.exchange.finish()
+
+    def _stopProducing(self) -> None:
+        if self._producing:
+            self._producing = False
+            self.exchange.unregisterProducer()
+
+    def responseFailed(self, status: int, reason: str) -> None:
+        upstream, self.upstream = self.upstream, None
+        exchange = self.exchange
+        if exchange.finished:
+            return
+        if (
+            not self._retried
+            and not self._bodyStarted
+            and reusedConnectionDied(upstream)
+            and isIdempotent(self.head.method)
+        ):
+            # The upstream closed an idle connection as we reused it.
+            self._retried = True
+            self.pool.acquire(self.key, self.connect, fresh=True).addCallbacks(
+                self._connected, self._connectFailed
+            )
+            return
+        self._stopProducing()
+        exchange.reason = reason
+        exchange.refuse(status, reason)

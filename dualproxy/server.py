@@ -1,0 +1,441 @@
+"""
+The client side of the proxy: an HTTP/1.x server connection that hands each
+request to a mode's handler as an L{Exchange} and streams the answer back.
+
+The protocol only frames messages and moves bytes; what to do with a request
+is the handler's business.  Reading from the client pauses for three
+separate reasons (a pipelined request waiting its turn, a request body the
+upstream cannot take yet, a body with nowhere to go yet) and resumes only
+when none is left, so one reason never undoes another.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .http.message import LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
+from .http.parser import DEFAULT_LIMITS, Limits, MessageReader
+from .http.rules import wantsKeepAlive
+
+_log = Logger()
+
+# Pause reasons for the client's transport.
+PIPELINE = "pipeline"
+UPSTREAM = "upstream"
+WAITING = "waiting"
+
+# How much of an unwanted request body is read and dropped so the response
+# reaches the client before the connection is closed.
+DRAIN_LIMIT = 1 << 20
+
+
+def errorResponse(status: int, reason: str, headers=()) -> tuple:
+    """
+    A short plain-text answer naming the cause: the head and its body.
+    """
+    body = (reason + "\n").encode("utf-8", "replace")
+    head = ResponseHead(
+        status,
+        REASONS.get(status, b"Error"),
+        Headers(
+            [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Content-Length", b"%d" % len(body))]
+            + list(headers)
+        ),
+        framing=LENGTH,
+        length=len(body),
+    )
+    return head, body
+
+
+REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    407: b"Proxy Authentication Required",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+    508: b"Loop Detected",
+}
+
+
+@implementer(IPushProducer)
+class _RequestBodyThrottle:
+    """
+    Registered with an upstream transport: when the upstream cannot take
+    more of the request body, stop reading it from the client.
+    """
+
+    def __init__(self, channel: HTTPServerChannel):
+        self.channel = channel
+
+    def pauseProducing(self) -> None:
+        self.channel.pauseReading(UPSTREAM)
+
+    def resumeProducing(self) -> None:
+        self.channel.resumeReading(UPSTREAM)
+
+    def stopProducing(self) -> None:
+        self.channel.resumeReading(UPSTREAM)
+
+
+class Exchange:
+    """
+    One request and its response on a client connection.
+
+    The handler reads the request head, attaches a body sink
+    (L{setBodySink}) to receive the request body, and answers with
+    L{writeHead}/L{write}/L{finish}, or L{refuse}.
+    """
+
+    def __init__(self, channel: HTTPServerChannel, request):
+        self.channel = channel
+        self.request = request
+        self.started = channel.clock.seconds()
+        self.status = 0
+        self.bytesSent = 0
+        self.user: Optional[str] = None
+        self.reason: Optional[str] = None
+        self.responseStarted = False
+        self.finished = False
+        self.requestEnded = False
+        self.onAbort: Optional[Callable[[], None]] = None
+        self._sink = None
+        self._pending: list = []
+        self._chunked = False
+        self._noBody = False
+        self.closeAfter = not wantsKeepAlive(request.version, request.headers)
+
+    @property
+    def client(self):
+        return self.channel.transport.getPeer()
+
+    @property
+    def clientHost(self) -> Optional[str]:
+        return self.channel.clientHost
+
+    # Request body
+
+    def setBodySink(self, sink) -> None:
+        """
+        Deliver the request body to C{sink.bodyReceived(data)} and
+        C{sink.bodyEnded()}; what arrived before is delivered at once.
+        """
+        self._sink = sink
+        pending, self._pending = self._pending, []
+        for data in pending:
+            sink.bodyReceived(data)
+        if self.requestEnded:
+            sink.bodyEnded()
+        self.channel.resumeReading(WAITING)
+
+    def throttle(self) -> IPushProducer:
+        """
+        A producer to register with whatever consumes the request body.
+        """
+        return _RequestBodyThrottle(self.channel)
+
+    def _bodyReceived(self, data: bytes) -> None:
+        if self._sink is not None:
+            self._sink.bodyReceived(data)
+        elif not self.finished:
+            self._pending.append(data)
+            self.channel.pauseReading(WAITING)
+
+    def _bodyEnded(self) -> None:
+        self.requestEnded = True
+        if self._sink is not None:
+            self._sink.bodyEnded()
+
+    # Response
+
+    def writeInterim(self, head: ResponseHead) -> None:
+        """
+        Pass on a 1xx response (e.g. 100 Continue) to a client that
+        understands them.
+        """
+        if self.request.version == b"HTTP/1.1" and not self.responseStarted:
+            self.channel.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (
+                head.status, head.reason, head.headers.serialize()))
+
+    def writeHead(self, head: ResponseHead) -> None:
+        """
+        Send the status line and fields, choosing the framing the client
+        can read: the upstream's length, else chunked for HTTP/1.1, else
+        the end of the connection.
+        """
+        self.responseStarted = True
+        self.status = head.status
+        headers = head.headers
+        request = self.request
+        if request.framing != NO_BODY and not self.requestEnded and (
+            b"100-continue" in request.headers.tokens(b"expect")
+        ):
+            # The client may never send the body it offered; the connection
+            # cannot be reused without reading it.
+            self.closeAfter = True
+        if head.framing == NO_BODY or request.method == b"HEAD":
+            self._noBody = True
+        elif head.framing != LENGTH:
+            if request.version == b"HTTP/1.1":
+                headers.add(b"Transfer-Encoding", b"chunked")
+                self._chunked = True
+            else:
+                self.closeAfter = True
+        if self.closeAfter or self.channel.closing:
+            self.closeAfter = True
+            headers.add(b"Connection", b"close")
+        elif request.version == b"HTTP/1.0":
+            headers.add(b"Connection", b"keep-alive")
+        self.channel.transport.write(
+            b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, headers.serialize())
+        )
+
+    def write(self, data: bytes) -> None:
+        if self._noBody or not data:
+            return
+        self.bytesSent += len(data)
+        if self._chunked:
+            self.channel.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.channel.transport.write(data)
+
+    def registerProducer(self, producer: IPushProducer) -> None:
+        """
+        Let a slow client slow down whoever produces the response.
+        """
+        self.channel.transport.registerProducer(producer, True)
+
+    def unregisterProducer(self) -> None:
+        self.channel.transport.unregisterProducer()
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        if self._chunked:
+            self.channel.transport.write(b"0\r\n\r\n")
+        self.finished = True
+        self.channel.exchangeDone(self)
+
+    def refuse(self, status: int, reason: str, headers=()) -> None:
+        """
+        Answer with an error of our own; if a response is already under way
+        the only honest signal left is to cut the connection.
+        """
+        if self.finished:
+            return
+        if self.responseStarted:
+            self.abort()
+            return
+        head, body = errorResponse(status, reason, headers)
+        self.reason = reason
+        self.writeHead(head)
+        self.write(body)
+        self.finish()
+
+    def abort(self) -> None:
+        """
+        Drop the client connection: the response cannot be completed.
+        """
+        if not self.finished:
+            self.finished = True
+            self.closeAfter = True
+            self.channel.exchangeDone(self)
+        self.channel.transport.abortConnection()
+
+    def tunnel(self, upstream) -> None:
+        """
+        Turn the connection into a byte tunnel to C{upstream} (an
+        L{UpstreamProtocol}) once the response head has been written: after
+        CONNECT, or an accepted Upgrade.
+        """
+        self.finished = True
+        self.channel.handler.exchangeDone(self)
+        self.channel.splice(upstream)
+
+
+class HTTPServerChannel(Protocol):
+    """
+    One client connection.
+    """
+
+    def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS):
+        self.handler = handler
+        self.clock = clock
+        self.idleTimeout = idleTimeout
+        self.reader = MessageReader(self, True, limits)
+        self.current: Optional[Exchange] = None
+        self.closing = False
+        self.clientHost: Optional[str] = None
+        self._pauses: set = set()
+        self._tunnel = None
+        self._drained = 0
+        self._lastActivity = 0.0
+        self._idleCall = None
+
+    def connectionMade(self) -> None:
+        self.clientHost = getattr(self.transport.getPeer(), "host", None)
+        self._lastActivity = self.clock.seconds()
+        self._idleCall = self.clock.callLater(self.idleTimeout, self._checkIdle)
+        self.handler.connectionMade(self)
+
+    def _checkIdle(self) -> None:
+        self._idleCall = None
+        last = self._lastActivity
+        if self._tunnel is not None:
+            # A tunnel is idle only when neither direction moves.
+            last = max(last, self._tunnel.lastActivity)
+        elif self.current is not None and not self.current.finished:
+            # A request in progress is bounded by the upstream's timeouts.
+            last = self.clock.seconds()
+        elapsed = self.clock.seconds() - last
+        if elapsed >= self.idleTimeout:
+            self.transport.loseConnection()
+        else:
+            self._idleCall = self.clock.callLater(self.idleTimeout - elapsed, self._checkIdle)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._lastActivity = self.clock.seconds()
+        if self._tunnel is not None:
+            self._tunnel.transport.write(data)
+            return
+        try:
+            self.reader.feed(data)
+        except Refusal as refusal:
+            self._protocolError(refusal)
+            return
+        if self.reader.paused and self.reader.buffered:
+            self.pauseReading(PIPELINE)
+
+    def _protocolError(self, refusal: Refusal) -> None:
+        self.closing = True
+        exchange = self.current
+        if exchange is None or exchange.finished:
+            exchange = self.current = Exchange(self, RequestHead(b"-", b"-", b"HTTP/1.1"))
+            exchange.requestEnded = True
+        if exchange.responseStarted:
+            exchange.abort()
+        else:
+            exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+
+    # Sink of the request reader.
+
+    def headReceived(self, head) -> None:
+        exchange = self.current = Exchange(self, head)
+        self._drained = 0
+        try:
+            self.handler.handle(exchange)
+        except Refusal as refusal:
+            exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+
+    def bodyReceived(self, data: bytes) -> None:
+        exchange = self.current
+        if exchange.finished:
+            self._drained += len(data)
+            if self._drained > DRAIN_LIMIT:
+                self.transport.abortConnection()
+            return
+        exchange._bodyReceived(data)
+
+    def messageEnded(self) -> None:
+        exchange = self.current
+        exchange._bodyEnded()
+        if exchange.finished:
+            self._next()
+        else:
+            self.reader.paused = True
+
+    # Flow control
+
+    def pauseReading(self, reason: str) -> None:
+        if not self._pauses:
+            self.transport.pauseProducing()
+        self._pauses.add(reason)
+
+    def resumeReading(self, reason: str) -> None:
+        if reason in self._pauses:
+            self._pauses.discard(reason)
+            if not self._pauses and self.transport.connected:
+                self.transport.resumeProducing()
+
+    def exchangeDone(self, exchange: Exchange) -> None:
+        self.handler.exchangeDone(exchange)
+        if exchange.closeAfter or self.closing:
+            self.closing = True
+            self.transport.loseConnection()
+            return
+        if exchange.requestEnded:
+            self._next()
+        else:
+            # Read and drop the rest of a body nobody wanted, so the
+            # connection stays usable and the client sees the response.
+            exchange._sink = None
+            exchange._pending = []
+            self.resumeReading(WAITING)
+            self.resumeReading(UPSTREAM)
+
+    def _next(self) -> None:
+        self.current = None
+        self.resumeReading(PIPELINE)
+        self.resumeReading(UPSTREAM)
+        self.resumeReading(WAITING)
+        try:
+            self.reader.resume()
+        except Refusal as refusal:
+            self._protocolError(refusal)
+
+    def splice(self, upstream) -> None:
+        self.closing = True
+        self._tunnel = upstream
+        leftover = self.reader.buffered
+        self.reader.paused = True
+        upstream.becomeTunnel(self.transport)
+        self.transport.registerProducer(upstream, True)
+        if leftover:
+            upstream.transport.write(leftover)
+        self._pauses.clear()
+        self.transport.resumeProducing()
+
+    def connectionLost(self, reason=None) -> None:
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
+        if self._tunnel is not None:
+            self._tunnel.transport.loseConnection()
+        exchange = self.current
+        if exchange is not None and not exchange.finished:
+            exchange.finished = True
+            exchange.closeAfter = True
+            if exchange.onAbort is not None:
+                exchange.onAbort()
+            self.handler.exchangeDone(exchange)
+        self.handler.connectionLost(self)
+
+
+class HTTPServerFactory(Factory):
+    """
+    Builds client connections for a handler (the mode's request logic).
+    """
+
+    def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS):
+        self.handler = handler
+        self.clock = clock
+        self.idleTimeout = idleTimeout
+        self.limits = limits
+
+    def buildProtocol(self, addr) -> HTTPServerChannel:
+        return HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits)

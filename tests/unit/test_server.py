@@ -1,0 +1,270 @@
+"""
+The client-side HTTP/1.x connection, in memory: framing of responses,
+keep-alive, pipelining, flow control and errors.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from dualproxy.http.message import CHUNKED, CLOSE, LENGTH, NO_BODY, Headers, Refusal, ResponseHead
+from dualproxy.server import HTTPServerChannel
+
+
+class RecordingHandler:
+    """
+    A mode handler that records exchanges and lets the test answer them.
+    """
+
+    def __init__(self, answer=None):
+        self.exchanges = []
+        self.done = []
+        self.answer = answer
+
+    def connectionMade(self, channel):
+        pass
+
+    def connectionLost(self, channel):
+        self.lost = True
+
+    def handle(self, exchange):
+        self.exchanges.append(exchange)
+        if self.answer is not None:
+            self.answer(exchange)
+
+    def exchangeDone(self, exchange):
+        self.done.append(exchange)
+
+
+class BodySink:
+    def __init__(self):
+        self.data = []
+        self.ended = False
+
+    def bodyReceived(self, data):
+        self.data.append(data)
+
+    def bodyEnded(self):
+        self.ended = True
+
+
+def ok(body=b"hello", framing=LENGTH):
+    headers = Headers([(b"Content-Length", b"%d" % len(body))] if framing == LENGTH else [])
+    return ResponseHead(200, b"OK", headers, framing=framing, length=len(body)), body
+
+
+def answerOK(exchange):
+    head, body = ok()
+    exchange.writeHead(head)
+    exchange.write(body)
+    exchange.finish()
+
+
+def connect(handler, idle=60.0):
+    clock = Clock()
+    channel = HTTPServerChannel(handler, clock, idle)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport, clock
+
+
+class ResponseFramingTests(SynchronousTestCase):
+    def test_lengthKeptForHTTP11(self):
+        handler = RecordingHandler(answerOK)
+        channel, transport, _ = connect(handler)
+        channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(
+            transport.value(), b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        self.assertFalse(transport.disconnecting)
+
+    def test_chunkedForUnknownLengthOnHTTP11(self):
+        """
+        RFC 9112 section 7.1: a body of unknown length is chunked to an
+        HTTP/1.1 client so the connection survives.
+        """
+
+        def answer(exchange):
+            head, _ = ok(framing=CLOSE)
+            exchange.writeHead(head)
+            exchange.write(b"abc")
+            exchange.write(b"")
+            exchange.write(b"de")
+            exchange.finish()
+
+        channel, transport, _ = connect(RecordingHandler(answer))
+        channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(
+            transport.value(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        self.assertFalse(transport.disconnecting)
+
+    def test_closeDelimitedForHTTP10(self):
+        """
+        RFC 9112 section 6.3: an HTTP/1.0 client cannot read chunked, so the
+        end of the body is the end of the connection.
+        """
+
+        def answer(exchange):
+            head, _ = ok(framing=CHUNKED)
+            exchange.writeHead(head)
+            exchange.write(b"abc")
+            exchange.finish()
+
+        channel, transport, _ = connect(RecordingHandler(answer))
+        channel.dataReceived(b"GET http://a/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.assertEqual(transport.value(), b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc")
+        self.assertTrue(transport.disconnecting)
+
+    def test_http10KeepAlive(self):
+        channel, transport, _ = connect(RecordingHandler(answerOK))
+        channel.dataReceived(b"GET http://a/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.assertIn(b"Connection: keep-alive\r\n", transport.value())
+        self.assertFalse(transport.disconnecting)
+
+    def test_http10WithoutKeepAliveCloses(self):
+        channel, transport, _ = connect(RecordingHandler(answerOK))
+        channel.dataReceived(b"GET http://a/ HTTP/1.0\r\n\r\n")
+        self.assertIn(b"Connection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_headHasNoBody(self):
+        channel, transport, _ = connect(RecordingHandler(answerOK))
+        channel.dataReceived(b"HEAD http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(transport.value(), b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+
+    def test_noBodyStatus(self):
+        def answer(exchange):
+            exchange.writeHead(ResponseHead(304, b"Not Modified", framing=NO_BODY))
+            exchange.finish()
+
+        channel, transport, _ = connect(RecordingHandler(answer))
+        channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(transport.value(), b"HTTP/1.1 304 Not Modified\r\n\r\n")
+        self.assertFalse(transport.disconnecting)
+
+
+class PipeliningTests(SynchronousTestCase):
+    def test_pipelinedRequestsAnsweredInOrder(self):
+        """
+        RFC 9112 section 9.3.2: the second request is not handled until the
+        first is answered.
+        """
+        handler = RecordingHandler()
+        channel, transport, _ = connect(handler)
+        channel.dataReceived(
+            b"GET http://a/1 HTTP/1.1\r\nHost: a\r\n\r\nGET http://a/2 HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        self.assertEqual([e.request.target for e in handler.exchanges], [b"http://a/1"])
+        self.assertEqual(transport.producerState, "paused")
+        answerOK(handler.exchanges[0])
+        self.assertEqual(
+            [e.request.target for e in handler.exchanges], [b"http://a/1", b"http://a/2"]
+        )
+        self.assertEqual(transport.producerState, "producing")
+
+
+class RequestBodyTests(SynchronousTestCase):
+    def test_bodyHeldUntilSinkAttached(self):
+        """
+        Body bytes that arrive before the handler has somewhere to put them
+        are kept, and reading pauses meanwhile: nothing is lost, nothing
+        piles up unbounded.
+        """
+        handler = RecordingHandler()
+        channel, transport, _ = connect(handler)
+        channel.dataReceived(b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabc")
+        self.assertEqual(transport.producerState, "paused")
+        channel.dataReceived(b"def")
+        sink = BodySink()
+        handler.exchanges[0].setBodySink(sink)
+        self.assertEqual(b"".join(sink.data), b"abcdef")
+        self.assertTrue(sink.ended)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_unwantedBodyDrainedConnectionReused(self):
+        """
+        A request refused before its body was read: the body is read and
+        dropped so the next request on the connection is understood.
+        """
+
+        def answer(exchange):
+            if exchange.request.method == b"POST":
+                raise Refusal(403, "no")
+            answerOK(exchange)
+
+        handler = RecordingHandler(answer)
+        channel, transport, _ = connect(handler)
+        channel.dataReceived(b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 403 Forbidden\r\n"))
+        channel.dataReceived(b"xyzGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(len(handler.exchanges), 2)
+        self.assertTrue(transport.value().endswith(b"hello"))
+
+
+class ErrorTests(SynchronousTestCase):
+    def test_malformedRequestGets400AndClose(self):
+        channel, transport, _ = connect(RecordingHandler())
+        channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")
+        value = transport.value()
+        self.assertTrue(value.startswith(b"HTTP/1.1 400 Bad Request\r\n"), value)
+        self.assertIn(b"malformed header field\n", value)
+        self.assertNotIn(b"Traceback", value)
+        self.assertTrue(transport.disconnecting)
+
+    def test_refusalNamesTheCause(self):
+        def answer(exchange):
+            raise Refusal(403, "destination example.com is denied")
+
+        channel, transport, _ = connect(RecordingHandler(answer))
+        channel.dataReceived(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertEqual(
+            transport.value(),
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: 34\r\n\r\ndestination example.com is denied\n",
+        )
+
+    def test_refuseAfterResponseStartedAborts(self):
+        """
+        Once part of a response went out, an error cannot be reported in
+        band; the connection is cut so the client sees it is incomplete.
+        """
+        handler = RecordingHandler()
+        channel, transport, _ = connect(handler)
+        channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        exchange = handler.exchanges[0]
+        head, _ = ok(b"0123456789")
+        exchange.writeHead(head)
+        exchange.write(b"01234")
+        exchange.refuse(502, "upstream closed the connection early")
+        self.assertNotIn(b"502", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+
+class TimeoutTests(SynchronousTestCase):
+    def test_idleConnectionClosed(self):
+        channel, transport, clock = connect(RecordingHandler(answerOK), idle=10)
+        channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        clock.advance(9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_activityPostponesIdleClose(self):
+        channel, transport, clock = connect(RecordingHandler(answerOK), idle=10)
+        clock.advance(6)
+        channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        clock.advance(6)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(4)
+        self.assertTrue(transport.disconnecting)
+
+    def test_requestInProgressNotIdle(self):
+        handler = RecordingHandler()
+        channel, transport, clock = connect(handler, idle=10)
+        channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        clock.advance(100)
+        self.assertFalse(transport.disconnecting)
