@@ -1,0 +1,203 @@
+"""
+The relay engine in memory: an upstream connection per request from the
+pool, streaming, reuse, retries of stale connections, timeouts and
+backpressure, with no sockets.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import fail, succeed
+from twisted.internet.error import ConnectionRefusedError, TimeoutError
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from dualproxy.http.message import CHUNKED, LENGTH, NO_BODY, Headers, RequestHead
+from dualproxy.relay.client import UpstreamProtocol
+from dualproxy.relay.pool import ConnectionPool
+from dualproxy.relay.relay import Relay
+from dualproxy.server import HTTPServerChannel
+
+from .test_server import RecordingHandler
+
+
+class Upstreams:
+    """
+    Hands out in-memory upstream connections and remembers them.
+    """
+
+    def __init__(self, clock, readTimeout=30.0):
+        self.clock = clock
+        self.readTimeout = readTimeout
+        self.made = []
+
+    def __call__(self):
+        upstream = UpstreamProtocol(self.clock, self.readTimeout)
+        upstream.makeConnection(StringTransport())
+        self.made.append(upstream)
+        return succeed(upstream)
+
+
+class RelayTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.pool = ConnectionPool(self.clock, 2, 60.0)
+        self.pool.startService()
+        self.addCleanup(self.pool.stopService)
+        self.upstreams = Upstreams(self.clock)
+        self.handler = RecordingHandler(self.relay)
+        self.channel = HTTPServerChannel(self.handler, self.clock, 60.0)
+        self.client = StringTransport()
+        self.channel.makeConnection(self.client)
+
+    def relay(self, exchange):
+        request = exchange.request
+        head = RequestHead(
+            request.method, b"/", b"HTTP/1.1", Headers([(b"Host", b"origin")]), request.framing, request.length
+        )
+        if request.framing == CHUNKED:
+            head.headers.add(b"Transfer-Encoding", b"chunked")
+        elif request.framing == LENGTH:
+            head.headers.add(b"Content-Length", b"%d" % request.length)
+        Relay(exchange, head, self.pool, "origin", self.upstreams, lambda head: None, "origin").start()
+
+    def request(self, wire=b"GET http://origin/ HTTP/1.1\r\nHost: origin\r\n\r\n"):
+        self.channel.dataReceived(wire)
+        return self.upstreams.made[-1]
+
+    def test_responseStreamedAndConnectionReused(self):
+        upstream = self.request()
+        self.assertEqual(upstream.transport.value(), b"GET / HTTP/1.1\r\nHost: origin\r\n\r\n")
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        self.assertTrue(self.client.value().endswith(b"\r\n\r\nab"))
+        upstream.dataReceived(b"cd")
+        self.assertTrue(self.client.value().endswith(b"abcd"))
+        self.assertEqual(self.pool.idleCount("origin"), 1)
+        again = self.request()
+        self.assertIs(again, upstream)
+        self.assertEqual(len(self.upstreams.made), 1)
+
+    def test_closingResponseNotPooled(self):
+        upstream = self.request()
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.pool.idleCount("origin"), 0)
+        self.assertTrue(upstream.transport.disconnecting)
+
+    def test_requestBodyStreamedChunked(self):
+        upstream = self.request(
+            b"POST http://origin/ HTTP/1.1\r\nHost: origin\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        )
+        self.assertTrue(upstream.transport.value().endswith(b"\r\n\r\n3\r\nabc\r\n"))
+        self.channel.dataReceived(b"0\r\n\r\n")
+        self.assertTrue(upstream.transport.value().endswith(b"3\r\nabc\r\n0\r\n\r\n"))
+
+    def test_slowUpstreamPausesClientReading(self):
+        """
+        When the upstream cannot take the request body faster, the proxy
+        stops reading it from the client.
+        """
+        upstream = self.request(b"POST http://origin/ HTTP/1.1\r\nHost: origin\r\nContent-Length: 10\r\n\r\nab")
+        upstream.transport.producer.pauseProducing()
+        self.assertEqual(self.client.producerState, "paused")
+        upstream.transport.producer.resumeProducing()
+        self.assertEqual(self.client.producerState, "producing")
+
+    def test_slowClientPausesUpstream(self):
+        """
+        When the client reads slowly, the proxy stops reading the response
+        from the upstream.
+        """
+        upstream = self.request()
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nxx")
+        self.assertIs(self.client.producer, upstream)
+        self.client.producer.pauseProducing()
+        self.assertEqual(upstream.transport.producerState, "paused")
+        self.client.producer.resumeProducing()
+        self.assertEqual(upstream.transport.producerState, "producing")
+
+    def test_staleIdleConnectionRetried(self):
+        """
+        A pooled connection the origin closed just as it was reused: a GET is
+        retried once on a fresh connection and the client never notices.
+        """
+        first = self.request()
+        first.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        reused = self.request()
+        self.assertIs(reused, first)
+        reused.connectionLost(Failure(ConnectionRefusedError()))
+        fresh = self.upstreams.made[-1]
+        self.assertIsNot(fresh, first)
+        fresh.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertTrue(self.client.value().endswith(b"ok"))
+        self.assertEqual(self.client.value().count(b"HTTP/1.1 200 OK"), 2)
+
+    def test_postNotRetried(self):
+        first = self.request()
+        first.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        reused = self.request(b"POST http://origin/ HTTP/1.1\r\nHost: origin\r\nContent-Length: 1\r\n\r\nx")
+        reused.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertEqual(len(self.upstreams.made), 1)
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", self.client.value())
+
+    def test_upstreamTimeout(self):
+        self.request()
+        self.clock.advance(29)
+        self.assertNotIn(b"504", self.client.value())
+        self.clock.advance(1)
+        self.assertIn(b"HTTP/1.1 504 Gateway Timeout", self.client.value())
+        self.assertIn(b"upstream timed out", self.client.value())
+
+    def test_truncatedResponseAbortsClient(self):
+        """
+        A response cut short cannot be completed honestly: the client
+        connection is aborted instead of ending the message.
+        """
+        upstream = self.request()
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+        upstream.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertTrue(self.client.disconnecting)
+
+    def test_clientGoneAbortsUpstream(self):
+        upstream = self.request()
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+        self.channel.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertTrue(upstream.transport.disconnecting)
+        self.assertEqual(self.pool.idleCount("origin"), 0)
+
+    def test_earlyResponseDropsUnsentBody(self):
+        """
+        An upstream that answers before the whole request body was sent
+        cannot be reused: the rest of the body would be read as a request.
+        """
+        upstream = self.request(b"POST http://origin/ HTTP/1.1\r\nHost: origin\r\nContent-Length: 10\r\n\r\nab")
+        upstream.dataReceived(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
+        self.assertIn(b"413", self.client.value())
+        self.assertTrue(upstream.transport.disconnecting)
+        self.assertEqual(self.pool.idleCount("origin"), 0)
+
+
+class ConnectFailureTests(SynchronousTestCase):
+    def answer(self, failure):
+        clock = Clock()
+        pool = ConnectionPool(clock, 2, 60.0)
+        client = StringTransport()
+
+        def relay(exchange):
+            head = RequestHead(b"GET", b"/", b"HTTP/1.1", Headers([(b"Host", b"o")]), NO_BODY)
+            Relay(exchange, head, pool, "o", lambda: fail(failure), lambda head: None, "origin o:80").start()
+
+        channel = HTTPServerChannel(RecordingHandler(relay), clock, 60.0)
+        channel.makeConnection(client)
+        channel.dataReceived(b"GET http://o/ HTTP/1.1\r\nHost: o\r\n\r\n")
+        return client.value()
+
+    def test_refused(self):
+        value = self.answer(ConnectionRefusedError())
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", value)
+        self.assertIn(b"origin o:80 refused the connection", value)
+
+    def test_connectTimeout(self):
+        value = self.answer(TimeoutError())
+        self.assertIn(b"HTTP/1.1 504 Gateway Timeout", value)
+        self.assertIn(b"connecting to origin o:80 timed out", value)
