@@ -1,0 +1,1 @@
+"""The forward proxy mode: ACLs, authentication and request handling."""

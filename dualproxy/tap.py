@@ -1,0 +1,165 @@
+"""
+The C{twistd dualproxy} command line: options merged over the config file,
+validated in full before twistd starts anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any, Dict, List, Tuple
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from .config import Config, ConfigError, fromDict, loadFile
+from .interfaces import IProxyMode, IRequestFilter
+from .plugins import findModes, loadFilters
+
+
+class Options(usage.Options):
+    """
+    C{twistd dualproxy} options; each overrides the same setting in the
+    C{--config} file, and a repeatable option replaces the file's whole list.
+    """
+
+    synopsis = "[--mode NAME] [--config FILE] [options]"
+    longdesc = (
+        "Run a forward or reverse HTTP proxy. Settings come from the TOML file named by --config; "
+        "the options below override it. Any mistake stops start-up with one line naming the setting. "
+        "See docs/configuration.md."
+    )
+
+    optParameters = [
+        ["mode", "m", None, "The proxy mode, a plugin name such as 'forward' [default: forward, or the file's mode]."],
+        ["config", "c", None, "A TOML config file; the options given here override its settings."],
+        [
+            "parent",
+            None,
+            None,
+            "Relay every request through this parent proxy, http://[user:password@]host:port "
+            "[default: connect to origins directly].",
+        ],
+        [
+            "access-log",
+            None,
+            None,
+            "Access log format: combined (Combined Log Format), json (one object per line) or off "
+            "[default: combined].",
+        ],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        for name in ("listen", "allow-client", "allow-destination", "connect-port"):
+            self[name] = []
+
+    def _append(name: str, doc: str):  # type: ignore[misc]
+        def append(self, value: str) -> None:
+            self[name].append(value)
+
+        append.__doc__ = doc
+        return append
+
+    opt_listen = _append(
+        "listen",
+        "Listen on this Twisted server endpoint, e.g. tcp:8080:interface=0.0.0.0 or ssl:8443:privateKey=key.pem "
+        "(repeat for several) [default: the mode's; tcp:3128:interface=127.0.0.1 in forward mode].",
+    )
+    opt_allow_client = _append(
+        "allow-client",
+        "Forward mode: serve clients from this network, e.g. 192.168.1.0/24 (repeat for several) "
+        "[default: loopback only, 127.0.0.0/8 and ::1].",
+    )
+    opt_allow_destination = _append(
+        "allow-destination",
+        "Forward mode: allow this network although it is loopback, private or link-local, e.g. 10.0.0.0/8 "
+        "(repeat for several) [default: none; such destinations are refused].",
+    )
+    opt_connect_port = _append(
+        "connect-port",
+        "Forward mode: allow CONNECT tunnels to this port (repeat for several) [default: 443].",
+    )
+    del _append
+
+    def postOptions(self) -> None:
+        try:
+            self.mode, self.config, self.filters = self.load()
+        except ConfigError as e:
+            self.fail(str(e))
+
+    def load(self) -> Tuple[IProxyMode, Config, List[IRequestFilter]]:
+        """
+        Merge the options over the file and validate the result.
+
+        @return: the mode plugin, the L{Config} and the filters.
+        @raise ConfigError: for the first mistake found.
+        @raise SystemExit: for an unknown mode, after saying which are known.
+        """
+        data = loadFile(self["config"]) if self["config"] else {}
+        data = self.merge(data)
+        modes = findModes()
+        config = fromDict(data, modes=modes)
+        mode = modes.get(config.mode)
+        if mode is None:
+            self.fail(f"unknown mode {config.mode!r} (known: {', '.join(sorted(modes))})")
+        if not config.listen:
+            config = dataclasses.replace(config, listen=tuple(mode.defaultListen))
+        return mode, config, loadFilters(config.filters)
+
+    def merge(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        """
+        The file's settings with the command line's in their place.
+        """
+        merged = dict(data)
+        for option, key in (("mode", "mode"), ("access-log", "access_log")):
+            if self[option] is not None:
+                merged[key] = self[option]
+        if self["listen"]:
+            merged["listen"] = list(self["listen"])
+        forward = self.forwardOverrides()
+        if forward:
+            section = merged.get("forward", {})
+            # A "forward" that is not a table is left for fromDict to report.
+            if isinstance(section, dict):
+                merged["forward"] = dict(section, **forward)
+        return merged
+
+    def forwardOverrides(self) -> Dict[str, Any]:
+        """
+        The [forward] settings given on the command line.
+        """
+        overrides: Dict[str, Any] = {}
+        if self["allow-client"]:
+            overrides["allow_clients"] = list(self["allow-client"])
+        if self["allow-destination"]:
+            overrides["allow_destinations"] = list(self["allow-destination"])
+        if self["connect-port"]:
+            overrides["connect_ports"] = [_port(value) for value in self["connect-port"]]
+        if self["parent"] is not None:
+            overrides["parent"] = self["parent"]
+        return overrides
+
+    def fail(self, message: str) -> None:
+        """
+        Stop with one line on stderr: twistd would print the whole usage text
+        (for L{usage.UsageError}) or a traceback (for anything else).
+        """
+        sys.stderr.write(f"dualproxy: {message}\n")
+        raise SystemExit(1)
+
+
+def _port(value: str) -> Any:
+    """
+    A --connect-port value as an integer, for L{fromDict} to range-check.
+    """
+    if not (value.isascii() and value.strip().isdigit()):
+        raise ConfigError("--connect-port", f"{value!r} is not a port number")
+    return int(value)
+
+
+def makeService(options: Options) -> IService:
+    """
+    The running proxy for the validated options.
+    """
+    return options.mode.makeService(options.config, options.filters)

@@ -1,0 +1,282 @@
+"""
+What integration tests share: origins started by the test on 127.0.0.1,
+the proxy built from a config as a user's would be, and real clients.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from typing import Dict, List, Optional
+
+from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHostnameResolver, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.web import resource, server
+from zope.interface import implementer
+
+from dualproxy.config import fromDict
+from dualproxy.listeners import ListenerService
+from dualproxy.plugins import findModes
+
+# Clients must talk to the proxy under test, never to one from the environment.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class _Headers(resource.Resource):
+    """
+    Answers with the request as the origin saw it, as JSON.
+    """
+
+    isLeaf = True
+
+    def render(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(
+            {
+                "method": request.method.decode(),
+                "uri": request.uri.decode(),
+                "headers": [[k.decode(), v.decode()] for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs],
+                "body": request.content.read().decode("latin-1"),
+            }
+        ).encode()
+
+
+class _Bytes(resource.Resource):
+    """
+    /bytes/N: N bytes of a repeating pattern.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        size = int(request.postpath[0])
+        request.setHeader(b"content-type", b"application/octet-stream")
+        return pattern(size)
+
+
+class _Status(resource.Resource):
+    isLeaf = True
+
+    def render(self, request):
+        request.setResponseCode(int(request.postpath[0]))
+        return b""
+
+
+def pattern(size: int) -> bytes:
+    block = bytes(range(256))
+    return (block * (size // 256 + 1))[:size]
+
+
+class Origin:
+    """
+    A twisted.web origin that counts the connections it accepts.
+    """
+
+    def __init__(self):
+        root = resource.Resource()
+        root.putChild(b"headers", _Headers())
+        root.putChild(b"bytes", _Bytes())
+        root.putChild(b"status", _Status())
+        self.site = server.Site(root)
+        self.site.log = lambda request: None
+        self.connections = 0
+        build = self.site.buildProtocol
+
+        def counting(addr):
+            self.connections += 1
+            return build(addr)
+
+        self.site.buildProtocol = counting
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.address = f"127.0.0.1:{self.port.getHost().port}"
+
+    def url(self, path: str) -> str:
+        return f"http://{self.address}{path}"
+
+    def stop(self):
+        return self.port.stopListening()
+
+
+class RawOrigin(Factory):
+    """
+    An origin that answers every request head with canned bytes, for
+    responses twisted.web would never send (close-delimited, malformed).
+    """
+
+    noisy = False
+
+    def __init__(self, response: bytes, close: bool = True):
+        self.response = response
+        self.close = close
+        self.requests: List[bytes] = []
+        self.port = reactor.listenTCP(0, self, interface="127.0.0.1")
+        self.address = f"127.0.0.1:{self.port.getHost().port}"
+
+    def buildProtocol(self, addr):
+        return _RawOriginProtocol(self)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.address}{path}"
+
+    def stop(self):
+        return self.port.stopListening()
+
+
+class _RawOriginProtocol(Protocol):
+    def __init__(self, factory):
+        self.factory = factory
+        self.buffer = b""
+
+    def dataReceived(self, data):
+        self.buffer += data
+        if b"\r\n\r\n" in self.buffer:
+            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            self.factory.requests.append(head)
+            if self.factory.response is None:
+                return
+            self.transport.write(self.factory.response)
+            if self.factory.close:
+                self.transport.loseConnection()
+
+
+@implementer(IPushProducer)
+class StreamingOrigin(Factory, Protocol):
+    """
+    Answers one request with C{size} bytes written as fast as the
+    connection takes them, and tells when backpressure stopped it.
+    """
+
+    noisy = False
+    chunk = pattern(65536)
+
+    def __init__(self, size: int):
+        self.size = size
+        self.sent = 0
+        self.paused: defer.Deferred = defer.Deferred()
+        self.port = reactor.listenTCP(0, self, interface="127.0.0.1")
+        self.address = f"127.0.0.1:{self.port.getHost().port}"
+        self._producing = False
+
+    def buildProtocol(self, addr):
+        return self
+
+    def dataReceived(self, data):
+        if self._producing or b"\r\n\r\n" not in data:
+            return
+        self._producing = True
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.size)
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self):
+        self._producing = "paused"
+        if not self.paused.called:
+            self.paused.callback(self.sent)
+
+    def resumeProducing(self):
+        self._producing = True
+        while self._producing is True and self.sent < self.size:
+            data = self.chunk[: self.size - self.sent]
+            self.sent += len(data)
+            self.transport.write(data)
+        if self.sent >= self.size:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    def stopProducing(self):
+        self._producing = False
+
+    def stop(self):
+        return self.port.stopListening()
+
+
+@implementer(IHostnameResolver)
+class FakeResolver:
+    """
+    Names the test controls, so no lookup ever leaves the machine.
+    """
+
+    def __init__(self, names: Dict[str, List[str]]):
+        self.names = names
+
+    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"):
+        receiver.resolutionBegan(None)
+        for address in self.names.get(hostName, []):
+            receiver.addressResolved(IPv4Address("TCP", address, portNumber))
+        receiver.resolutionComplete()
+
+
+class Proxy:
+    """
+    The proxy built from a config dict by the mode plugin, exactly as twistd
+    builds it, listening on a port the OS picks.
+    """
+
+    def __init__(self, settings: dict, filters=(), names: Optional[Dict[str, List[str]]] = None):
+        data = {"access_log": "off", "listen": ["tcp:0:interface=127.0.0.1"]}
+        data.update(settings)
+        self.config = fromDict(data)
+        mode = findModes()[self.config.mode]
+        self.service = mode.makeService(self.config, list(filters))
+        self.service.startService()
+        listener = [s for s in self.service if isinstance(s, ListenerService)][0]
+        self.handler = listener.factory.handler
+        if names is not None:
+            self.handler.resolver = FakeResolver(names)
+        self.address = f"127.0.0.1:{listener.port.getHost().port}"
+        self.url = f"http://{self.address}"
+
+    def stop(self):
+        return self.service.stopService()
+
+
+def curl(*args: str) -> defer.Deferred:
+    """
+    Run curl; fires with (stdout, stderr, exit code).
+    """
+    return getProcessOutputAndValue("curl", ["--silent", "--show-error", "--max-time", "20", *args], env=CLEAN_ENV)
+
+
+def pythonClient(script: str, *args: str) -> defer.Deferred:
+    """
+    Run a Python HTTP client (stdlib http.client) in a child interpreter.
+    """
+    return getProcessOutputAndValue(sys.executable, ["-c", script, *args], env=CLEAN_ENV)
+
+
+def selfSignedCertificate(name: str = "localhost"):
+    """
+    A fresh certificate and key made at run time, for a TLS origin.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )

@@ -1,0 +1,460 @@
+"""
+Forward mode end to end: real sockets on 127.0.0.1, origins started here,
+curl and a Python HTTP client as the users.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import reactor, ssl
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from dualproxy.forward.auth import hashPassword
+
+from .support import (
+    Origin,
+    Proxy,
+    RawOrigin,
+    curl,
+    pattern,
+    pythonClient,
+    selfSignedCertificate,
+)
+
+LOOPBACK = {"forward": {"allow_destinations": ["127.0.0.0/8"]}}
+
+# A keep-alive Python client: GETs URL through the proxy N times on one
+# connection and prints a JSON list of [status, body length] pairs.
+KEEPALIVE_CLIENT = """
+import http.client, json, sys
+proxy, url, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+host, port = proxy.split(":")
+conn = http.client.HTTPConnection(host, int(port), timeout=20)
+out = []
+for _ in range(count):
+    conn.request("GET", url)
+    response = conn.getresponse()
+    out.append([response.status, len(response.read())])
+print(json.dumps(out))
+"""
+
+
+def settings(**forward):
+    merged = dict(LOOPBACK["forward"])
+    merged.update(forward)
+    return {"forward": merged}
+
+
+class ForwardTestCase(TestCase):
+    def startOrigin(self):
+        origin = Origin()
+        self.addCleanup(origin.stop)
+        return origin
+
+    def startRaw(self, response, close=True):
+        origin = RawOrigin(response, close)
+        self.addCleanup(origin.stop)
+        return origin
+
+    def startProxy(self, config=None, **kw):
+        proxy = Proxy(config if config is not None else settings(), **kw)
+        self.addCleanup(proxy.stop)
+        return proxy
+
+
+class RelayTests(ForwardTestCase):
+    @inlineCallbacks
+    def test_getRelayedInOriginForm(self):
+        """
+        RFC 9112 section 3.2.2: the absolute-form target becomes origin form
+        upstream, with Host generated from the target, hop-by-hop fields
+        removed and Via added both ways.
+        """
+        origin = self.startOrigin()
+        proxy = self.startProxy()
+        out, err, code = yield curl(
+            "-x", proxy.url, "-D", "-",
+            "-H", "Connection: X-Secret", "-H", "X-Secret: 1", "-H", "Keep-Alive: timeout=5",
+            "-H", "TE: trailers", "-H", "Proxy-Authorization: Basic Zm9vOmJhcg==",
+            origin.url("/headers?q=1"),
+        )
+        self.assertEqual(code, 0, err)
+        head, body = out.split(b"\r\n\r\n", 1)
+        self.assertIn(b"Via: 1.1 dualproxy", head)
+        seen = json.loads(body)
+        self.assertEqual(seen["uri"], "/headers?q=1")
+        names = [name.lower() for name, _ in seen["headers"]]
+        for hop in ("connection", "x-secret", "keep-alive", "te", "proxy-authorization"):
+            self.assertNotIn(hop, names)
+        self.assertIn(["Host", origin.address], seen["headers"])
+        self.assertIn(["Via", "1.1 dualproxy"], seen["headers"])
+        self.assertNotIn("x-forwarded-for", names)
+
+    @inlineCallbacks
+    def test_pythonClientKeepAliveAndPooledOrigin(self):
+        """
+        Ten requests on one client connection reach the origin over one
+        pooled connection.
+        """
+        origin = self.startOrigin()
+        proxy = self.startProxy()
+        out, err, code = yield pythonClient(KEEPALIVE_CLIENT, proxy.address, origin.url("/bytes/1000"), "10")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out), [[200, 1000]] * 10)
+        self.assertEqual(origin.connections, 1)
+
+    @inlineCallbacks
+    def test_separateClientsReuseIdleOriginConnection(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy()
+        for _ in range(3):
+            out, err, code = yield curl("-x", proxy.url, origin.url("/bytes/10"))
+            self.assertEqual((code, len(out)), (0, 10), err)
+        self.assertEqual(origin.connections, 1)
+
+    @inlineCallbacks
+    def test_idlePoolBounded(self):
+        """
+        At most max_idle_per_host idle connections are kept per origin.
+        """
+        origin = self.startOrigin()
+        proxy = self.startProxy({"forward": LOOPBACK["forward"], "upstream": {"max_idle_per_host": 1}})
+        urls = [origin.url("/bytes/10")] * 3
+        out, err, code = yield curl("-x", proxy.url, "--parallel", "--parallel-immediate", *urls)
+        self.assertEqual(code, 0, err)
+        self.assertLessEqual(proxy.handler.pool.idleCount(("127.0.0.1", origin.port.getHost().port)), 1)
+
+    @inlineCallbacks
+    def test_http10Client(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy()
+        out, err, code = yield curl("-0", "-x", proxy.url, origin.url("/bytes/300"))
+        self.assertEqual((code, out), (0, pattern(300)), err)
+
+    @inlineCallbacks
+    def test_largeResponseStreamsIntact(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy()
+        out, err, code = yield curl("-x", proxy.url, origin.url("/bytes/5000000"))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out, pattern(5000000))
+
+    @inlineCallbacks
+    def test_postWithContentLength(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy()
+        out, err, code = yield curl("-x", proxy.url, "--data-binary", "a=1&b=2", origin.url("/headers"))
+        self.assertEqual(code, 0, err)
+        seen = json.loads(out)
+        self.assertEqual((seen["method"], seen["body"]), ("POST", "a=1&b=2"))
+        self.assertIn(["Content-Length", "7"], seen["headers"])
+
+    @inlineCallbacks
+    def test_chunkedUploadRelayedChunked(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy()
+        out, err, code = yield curl(
+            "-x", proxy.url, "-H", "Transfer-Encoding: chunked", "--data-binary", "x" * 100000,
+            origin.url("/headers"),
+        )
+        self.assertEqual(code, 0, err)
+        seen = json.loads(out)
+        self.assertEqual(seen["body"], "x" * 100000)
+
+    @inlineCallbacks
+    def test_closeDelimitedResponseRechunked(self):
+        """
+        RFC 9112 section 6.3 rule 8: a body delimited by the origin closing
+        is relayed to an HTTP/1.1 client chunked, keeping its connection.
+        """
+        raw = self.startRaw(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+        proxy = self.startProxy()
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", raw.url("/"))
+        self.assertEqual(code, 0, err)
+        head, body = out.split(b"\r\n\r\n", 1)
+        self.assertIn(b"Transfer-Encoding: chunked", head)
+        self.assertEqual(body, b"until the end")
+
+    @inlineCallbacks
+    def test_chunkedResponse(self):
+        raw = self.startRaw(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+            close=False,
+        )
+        proxy = self.startProxy()
+        out, err, code = yield curl("-x", proxy.url, raw.url("/"))
+        self.assertEqual((code, out), (0, b"hello"), err)
+
+    @inlineCallbacks
+    def test_headAndNoContent(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy()
+        out, err, code = yield curl("-x", proxy.url, "-I", origin.url("/bytes/123"))
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"Content-Length: 123", out)
+        out, err, code = yield curl("-x", proxy.url, "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                    origin.url("/status/204"))
+        self.assertEqual((code, out), (0, b"204"), err)
+
+
+class ErrorTests(ForwardTestCase):
+    @inlineCallbacks
+    def test_originRefused(self):
+        raw = self.startRaw(b"")
+        address = raw.address
+        yield raw.stop()
+        proxy = self.startProxy()
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", f"http://{address}/")
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        self.assertIn(b"refused the connection", out)
+        self.assertNotIn(b"Traceback", out)
+
+    @inlineCallbacks
+    def test_dnsFailure(self):
+        proxy = self.startProxy(names={})
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", "http://missing.test/")
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        self.assertIn(b"DNS lookup failed for origin missing.test:80", out)
+
+    @inlineCallbacks
+    def test_originTimeout(self):
+        raw = self.startRaw(None)
+        proxy = self.startProxy({"forward": LOOPBACK["forward"], "timeouts": {"upstream_read": 0.3}})
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", raw.url("/"))
+        self.assertIn(b"HTTP/1.1 504 Gateway Timeout", out)
+        self.assertIn(b"upstream timed out", out)
+
+    @inlineCallbacks
+    def test_malformedResponseIs502(self):
+        raw = self.startRaw(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")
+        proxy = self.startProxy()
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", raw.url("/"))
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+
+    @inlineCallbacks
+    def test_malformedRequestIs400(self):
+        proxy = self.startProxy()
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", "-H", "Bad Name: x", "http://127.0.0.1:1/")
+        self.assertIn(b"HTTP/1.1 400 Bad Request", out)
+
+    @inlineCallbacks
+    def test_originFormRequestRefused(self):
+        proxy = self.startProxy()
+        out, err, code = yield curl("-D", "-", proxy.url + "/")
+        self.assertIn(b"HTTP/1.1 400 Bad Request", out)
+        self.assertIn(b"not a proxy request", out)
+
+
+class AccessControlTests(ForwardTestCase):
+    @inlineCallbacks
+    def test_clientNotAllowed(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy(settings(allow_clients=["10.0.0.0/8"]))
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", origin.url("/bytes/1"))
+        self.assertIn(b"HTTP/1.1 403 Forbidden", out)
+        self.assertIn(b"may not use the proxy", out)
+        self.assertEqual(origin.connections, 0)
+
+    @inlineCallbacks
+    def test_privateDestinationsRefusedByDefault(self):
+        """
+        No SSRF: loopback is refused unless re-enabled, by address and by a
+        name resolving to it.
+        """
+        origin = self.startOrigin()
+        proxy = self.startProxy({}, names={"sneaky.test": ["127.0.0.1"], "meta.test": ["169.254.169.254"]})
+        for url in (origin.url("/bytes/1"), f"http://sneaky.test:{origin.port.getHost().port}/",
+                    "http://meta.test/latest/meta-data/"):
+            out, err, code = yield curl("-x", proxy.url, "-D", "-", url)
+            self.assertIn(b"HTTP/1.1 403 Forbidden", out, url)
+            self.assertIn(b"private address", out)
+        self.assertEqual(origin.connections, 0)
+
+    @inlineCallbacks
+    def test_nameResolvedAndConnectedToCheckedAddress(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy(names={"origin.test": ["127.0.0.1"]})
+        out, err, code = yield curl("-x", proxy.url, f"http://origin.test:{origin.port.getHost().port}/headers")
+        self.assertEqual(code, 0, err)
+        self.assertIn(["Host", f"origin.test:{origin.port.getHost().port}"], json.loads(out)["headers"])
+
+    @inlineCallbacks
+    def test_denyList(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy(
+            settings(deny_destinations=[".blocked.test", "127.0.0.2/32"]),
+            names={"www.blocked.test": ["127.0.0.1"]},
+        )
+        for url in ("http://www.blocked.test/", "http://127.0.0.2/"):
+            out, err, code = yield curl("-x", proxy.url, "-D", "-", url)
+            self.assertIn(b"HTTP/1.1 403 Forbidden", out)
+        self.assertEqual(origin.connections, 0)
+
+    @inlineCallbacks
+    def test_proxyAuthentication(self):
+        """
+        RFC 9110 section 11.7: 407 with a challenge without credentials or
+        with wrong ones; the credentials never reach the origin.
+        """
+        origin = self.startOrigin()
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"alice:{hashPassword('wonderland')}\n")
+        proxy = self.startProxy(settings(auth_file=path, auth_realm="tests"))
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", origin.url("/headers"))
+        self.assertIn(b"HTTP/1.1 407 Proxy Authentication Required", out)
+        self.assertIn(b'Proxy-Authenticate: Basic realm="tests"', out)
+        out, err, code = yield curl("-x", proxy.url, "-U", "alice:wrong", "-D", "-", origin.url("/headers"))
+        self.assertIn(b"HTTP/1.1 407", out)
+        out, err, code = yield curl("-x", proxy.url, "-U", "alice:wonderland", origin.url("/headers"))
+        self.assertEqual(code, 0, err)
+        names = [name.lower() for name, _ in json.loads(out)["headers"]]
+        self.assertNotIn("proxy-authorization", names)
+
+
+class PrivacyTests(ForwardTestCase):
+    @inlineCallbacks
+    def test_forwardedForOnlyForTrustedNetworks(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy(settings(x_forwarded_for=["127.0.0.0/8"]))
+        out, err, code = yield curl("-x", proxy.url, origin.url("/headers"))
+        self.assertIn(["X-Forwarded-For", "127.0.0.1"], json.loads(out)["headers"])
+
+    @inlineCallbacks
+    def test_anonymousStripsIdentifyingHeaders(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy(settings(anonymous=True))
+        out, err, code = yield curl(
+            "-x", proxy.url, "-A", "secret-agent", "-e", "http://me.example/", "-H", "From: me@example.com",
+            "-H", "X-Kept: yes", origin.url("/headers"),
+        )
+        names = {name.lower() for name, _ in json.loads(out)["headers"]}
+        self.assertFalse(names & {"user-agent", "referer", "from"})
+        self.assertIn("x-kept", names)
+
+
+class TunnelTests(ForwardTestCase):
+    def startTLSOrigin(self):
+        cert, key = selfSignedCertificate("localhost")
+        options = ssl.PrivateCertificate.loadPEM(cert + key).options()
+        origin = Origin()
+        origin.port.stopListening()
+        origin.port = reactor.listenSSL(0, origin.site, options, interface="127.0.0.1")
+        self.addCleanup(origin.port.stopListening)
+        return origin, origin.port.getHost().port
+
+    @inlineCallbacks
+    def test_connectToTLSOrigin(self):
+        origin, port = self.startTLSOrigin()
+        proxy = self.startProxy(settings(connect_ports=[port]), names={"localhost": ["127.0.0.1"]})
+        out, err, code = yield curl("-x", proxy.url, "-k", f"https://localhost:{port}/bytes/200000")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out, pattern(200000))
+
+    @inlineCallbacks
+    def test_connectPortNotAllowed(self):
+        origin, port = self.startTLSOrigin()
+        proxy = self.startProxy(names={"localhost": ["127.0.0.1"]})
+        out, err, code = yield curl("-x", proxy.url, "-k", "-v", f"https://localhost:{port}/")
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"403", err)
+
+
+class ParentProxyTests(ForwardTestCase):
+    @inlineCallbacks
+    def test_chainedThroughParent(self):
+        origin = self.startOrigin()
+        parent = self.startProxy(settings(via="parent"))
+        child = self.startProxy(settings(parent=f"http://user:pw@{parent.address}", via="child"))
+        out, err, code = yield curl("-x", child.url, origin.url("/headers"))
+        self.assertEqual(code, 0, err)
+        vias = [value for name, value in json.loads(out)["headers"] if name == "Via"]
+        self.assertEqual(vias, ["1.1 child", "1.1 parent"])
+
+    @inlineCallbacks
+    def test_connectThroughParent(self):
+        cert, key = selfSignedCertificate("localhost")
+        origin = Origin()
+        origin.port.stopListening()
+        origin.port = reactor.listenSSL(
+            0, origin.site, ssl.PrivateCertificate.loadPEM(cert + key).options(), interface="127.0.0.1"
+        )
+        self.addCleanup(origin.port.stopListening)
+        port = origin.port.getHost().port
+        parent = self.startProxy(settings(via="parent", connect_ports=[port]), names={"localhost": ["127.0.0.1"]})
+        child = self.startProxy(settings(parent=f"http://{parent.address}", via="child", connect_ports=[port]))
+        out, err, code = yield curl("-x", child.url, "-k", f"https://localhost:{port}/bytes/1000")
+        self.assertEqual((code, out), (0, pattern(1000)), err)
+
+    @inlineCallbacks
+    def test_loopDetected(self):
+        proxy = self.startProxy(settings(via="me"))
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", "-H", "Via: 1.1 me", "http://127.0.0.1:1/")
+        self.assertIn(b"HTTP/1.1 508 Loop Detected", out)
+
+
+class AccessLogTests(ForwardTestCase):
+    def capture(self):
+        events = []
+        observer = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return events
+
+    @inlineCallbacks
+    def test_combinedLogFormat(self):
+        origin = self.startOrigin()
+        proxy = self.startProxy({"access_log": "combined", **settings()})
+        events = self.capture()
+        yield curl("-x", proxy.url, "-A", "ua/1", origin.url("/bytes/42"))
+        lines = [e["line"] for e in events if e.get("log_namespace") == "dualproxy.access"]
+        self.assertEqual(len(lines), 1)
+        self.assertRegex(
+            lines[0],
+            r'^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+            r'"GET http://127\.0\.0\.1:\d+/bytes/42 HTTP/1\.1" 200 42 "-" "ua/1"$',
+        )
+
+    @inlineCallbacks
+    def test_jsonLines(self):
+        origin = self.startOrigin()
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"bob:{hashPassword('pw')}\n")
+        proxy = self.startProxy({"access_log": "json", **settings(auth_file=path)})
+        events = self.capture()
+        yield curl("-x", proxy.url, "-U", "bob:pw", origin.url("/bytes/7"))
+        lines = [json.loads(e["line"]) for e in events if e.get("log_namespace") == "dualproxy.access"]
+        self.assertEqual(len(lines), 1)
+        self.assertEqual((lines[0]["status"], lines[0]["bytes"], lines[0]["user"]), (200, 7, "bob"))
+
+
+class FilterTests(ForwardTestCase):
+    @inlineCallbacks
+    def test_filterRewritesAndRefuses(self):
+        from dualproxy.http.message import Refusal
+
+        class Stamp:
+            name = "stamp"
+
+            def request(self, head, client):
+                if head.target.endswith(b"/forbidden"):
+                    return Refusal(403, "filtered")
+                head.headers.add(b"X-Stamped", b"yes")
+
+            def response(self, request, head):
+                head.headers.add(b"X-Seen", b"yes")
+
+        origin = self.startOrigin()
+        proxy = self.startProxy(filters=[Stamp()])
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", origin.url("/headers"))
+        head, body = out.split(b"\r\n\r\n", 1)
+        self.assertIn(b"X-Seen: yes", head)
+        self.assertIn(["X-Stamped", "yes"], json.loads(body)["headers"])
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", origin.url("/forbidden"))
+        self.assertIn(b"403 Forbidden", out)
+
+

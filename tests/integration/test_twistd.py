@@ -1,0 +1,178 @@
+"""
+The proxy started the way a user starts it (twistd dualproxy ...), driven by
+curl and raw sockets: safe defaults and a slow client's memory bound.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from .support import CLEAN_ENV, REPO, Origin, StreamingOrigin, curl, pattern
+
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+class _Twistd(protocol.ProcessProtocol):
+    """
+    A twistd child; fires C{listening} with the port from its log.
+    """
+
+    def __init__(self):
+        self.output = b""
+        self.listening: defer.Deferred = defer.Deferred()
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data):
+        self.output += data
+        match = re.search(rb"HTTPServerFactory starting on (\d+)", self.output)
+        if match and not self.listening.called:
+            self.listening.callback(int(match.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        if not self.listening.called:
+            self.listening.errback(RuntimeError(self.output.decode(errors="replace")))
+        self.ended.callback(None)
+
+
+def rss(pid: int, field: str = "VmRSS") -> int:
+    """
+    Resident memory of a process in KiB, from /proc.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+class TwistdTestCase(TestCase):
+    @inlineCallbacks
+    def startTwistd(self, *args: str):
+        child = _Twistd()
+        env = dict(CLEAN_ENV, PYTHONPATH=REPO)
+        transport = reactor.spawnProcess(
+            child, sys.executable,
+            [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "dualproxy", *args],
+            env=env, path=REPO,
+        )
+
+        def stop():
+            if transport.pid is not None:
+                transport.signalProcess("KILL")
+            return child.ended
+
+        self.addCleanup(stop)
+        port = yield child.listening
+        return transport.pid, port, child
+
+
+class DefaultsTests(TwistdTestCase):
+    @inlineCallbacks
+    def test_defaultRefusesLoopbackDestinations(self):
+        """
+        Started with no options but a port, the proxy is no open relay into
+        the machine it runs on.
+        """
+        origin = Origin()
+        self.addCleanup(origin.stop)
+        pid, port, child = yield self.startTwistd("--mode", "forward", "--listen", "tcp:0:interface=127.0.0.1")
+        out, err, code = yield curl("-x", f"http://127.0.0.1:{port}", "-D", "-", origin.url("/bytes/3"))
+        self.assertIn(b"HTTP/1.1 403 Forbidden", out)
+        self.assertEqual(origin.connections, 0)
+
+    @inlineCallbacks
+    def test_relaysWithAllowedDestination(self):
+        origin = Origin()
+        self.addCleanup(origin.stop)
+        pid, port, child = yield self.startTwistd(
+            "--listen", "tcp:0:interface=127.0.0.1", "--allow-destination", "127.0.0.0/8"
+        )
+        out, err, code = yield curl("-x", f"http://127.0.0.1:{port}", origin.url("/bytes/1000"))
+        self.assertEqual((code, out), (0, pattern(1000)), err)
+        self.assertIn(b'"GET ' + origin.url("/bytes/1000").encode() + b' HTTP/1.1" 200 1000', child.output)
+
+
+class SlowClientTests(TwistdTestCase):
+    SIZE = 1 << 30
+
+    @inlineCallbacks
+    def test_clientReadingNothingKeepsMemoryFlat(self):
+        """
+        Relaying 1 GiB to a client that reads nothing: backpressure stops
+        the origin, and the proxy's memory stays within a few MiB of idle.
+        Then the client reads it all, and every byte arrives.
+
+        "Idle" is measured after a first large transfer, so that what a JIT
+        (PyPy) compiles on first use is not counted as buffering.
+        """
+        pid, port, child = yield self.startTwistd(
+            "--listen", "tcp:0:interface=127.0.0.1", "--allow-destination", "127.0.0.0/8",
+            "--access-log", "off",
+        )
+        warmUp = StreamingOrigin(256 << 20)
+        self.addCleanup(warmUp.stop)
+        client = _request(port, warmUp)
+        self.addCleanup(client.close)
+        received = yield _readAll(client, warmUp.size)
+        self.assertEqual(received, warmUp.size)
+
+        idle = rss(pid)
+        with open(f"/proc/{pid}/clear_refs", "w") as clear:
+            clear.write("5")  # restart the peak (VmHWM) from here
+        origin = StreamingOrigin(self.SIZE)
+        self.addCleanup(origin.stop)
+        client = _request(port, origin)
+        self.addCleanup(client.close)
+        sentWhenPaused = yield origin.paused
+        self.assertLess(sentWhenPaused, 64 << 20)
+        grown = rss(pid) - idle
+        self.assertLess(grown, 8 * 1024, f"proxy grew by {grown} KiB while the client read nothing")
+
+        received = yield _readAll(client, self.SIZE)
+        self.assertEqual(received, self.SIZE)
+        peak = rss(pid, "VmHWM") - idle
+        self.assertLess(peak, 16 * 1024, f"proxy peaked {peak} KiB above idle")
+
+
+def _request(port: int, origin: StreamingOrigin) -> socket.socket:
+    """
+    A raw client that sends one GET for C{origin} through the proxy and
+    reads nothing yet.
+    """
+    client = socket.create_connection(("127.0.0.1", port))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    address = origin.address.encode()
+    client.sendall(b"GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n" % (address, address))
+    return client
+
+
+def _readAll(client: socket.socket, size: int) -> defer.Deferred:
+    """
+    Read the response head and C{size} body bytes in a thread, so the
+    reactor keeps running the origin meanwhile; fires with the body size.
+    """
+    from twisted.internet.threads import deferToThread
+
+    def read():
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            buffer += client.recv(65536)
+        body = len(buffer.split(b"\r\n\r\n", 1)[1])
+        while body < size:
+            chunk = client.recv(1 << 20)
+            if not chunk:
+                break
+            body += len(chunk)
+        return body
+
+    return deferToThread(read)
+
+

@@ -1,0 +1,305 @@
+"""
+Tests for L{dualproxy.config}: every mistake is refused with one line naming
+its key, and every default is the safe one.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import operator
+import os
+from ipaddress import ip_network
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dualproxy.config import (
+    Config,
+    ConfigError,
+    ForwardSettings,
+    ParentProxy,
+    Timeouts,
+    UpstreamSettings,
+    fromDict,
+    loadFile,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# (config dict, key named by the error, text the problem must contain)
+ERRORS = [
+    ({"bogus": 1}, "bogus", "unknown key"),
+    ({"forward": {"allow_client": []}}, "forward.allow_client", "unknown key (known: allow_clients,"),
+    ({"timeouts": {"read": 1}}, "timeouts.read", "unknown key"),
+    ({"upstream": {"max_idle": 1}}, "upstream.max_idle", "unknown key"),
+    ({"forward": 1}, "forward", "expected a table, got an integer"),
+    ({"timeouts": []}, "timeouts", "expected a table, got an array"),
+    ({"upstream": "x"}, "upstream", "expected a table, got a string"),
+    ({"mode": 1}, "mode", "expected a string, got an integer"),
+    ({"mode": ""}, "mode", "must not be empty"),
+    ({"listen": "tcp:80"}, "listen", "expected an array, got a string"),
+    ({"listen": [80]}, "listen[0]", "expected a string, got an integer"),
+    ({"listen": ["xyz"]}, "listen[0]", "bad endpoint 'xyz': Unknown endpoint type"),
+    ({"listen": ["tcp:0", "tcp:abc"]}, "listen[1]", "bad endpoint 'tcp:abc': "),
+    ({"listen": ["tcp:80:bogus=1"]}, "listen[0]", "bad endpoint 'tcp:80:bogus=1': "),
+    ({"access_log": "apache"}, "access_log", "'apache' is not one of combined, json, off"),
+    ({"access_log": False}, "access_log", "expected a string, got a boolean"),
+    ({"filters": "a"}, "filters", "expected an array"),
+    ({"filters": [""]}, "filters[0]", "must not be empty"),
+    ({"timeouts": {"connect": 0}}, "timeouts.connect", "must be a positive number of seconds, got 0"),
+    ({"timeouts": {"client_idle": -1.5}}, "timeouts.client_idle", "must be a positive number of seconds"),
+    ({"timeouts": {"upstream_idle": float("inf")}}, "timeouts.upstream_idle", "must be a positive number"),
+    ({"timeouts": {"upstream_read": float("nan")}}, "timeouts.upstream_read", "must be a positive number"),
+    ({"timeouts": {"connect": True}}, "timeouts.connect", "expected a number of seconds, got a boolean"),
+    ({"timeouts": {"connect": "10"}}, "timeouts.connect", "expected a number of seconds, got a string"),
+    ({"upstream": {"max_idle_per_host": -1}}, "upstream.max_idle_per_host", "must be 0 or more, got -1"),
+    ({"upstream": {"max_idle_per_host": 1.5}}, "upstream.max_idle_per_host", "expected an integer, got a number"),
+    ({"upstream": {"max_idle_per_host": True}}, "upstream.max_idle_per_host", "expected an integer, got a boolean"),
+    (
+        {"forward": {"allow_clients": ["10.0.0.0/8", "x"]}},
+        "forward.allow_clients[1]",
+        "'x' is not an IP network",
+    ),
+    ({"forward": {"allow_clients": "10.0.0.0/8"}}, "forward.allow_clients", "expected an array, got a string"),
+    ({"forward": {"allow_clients": ["10.0.0.0/33"]}}, "forward.allow_clients[0]", "is not an IP network"),
+    ({"forward": {"allow_destinations": ["lan"]}}, "forward.allow_destinations[0]", "'lan' is not an IP network"),
+    ({"forward": {"x_forwarded_for": [10]}}, "forward.x_forwarded_for[0]", "expected a string, got an integer"),
+    (
+        {"forward": {"deny_destinations": ["bad host"]}},
+        "forward.deny_destinations[0]",
+        "'bad host' is not a host name, .domain suffix or IP network",
+    ),
+    ({"forward": {"deny_destinations": ["a..b"]}}, "forward.deny_destinations[0]", "is not a host name"),
+    ({"forward": {"connect_ports": [443, 0]}}, "forward.connect_ports[1]", "port 0 is not in 1-65535"),
+    ({"forward": {"connect_ports": [65536]}}, "forward.connect_ports[0]", "port 65536 is not in 1-65535"),
+    ({"forward": {"connect_ports": [True]}}, "forward.connect_ports[0]", "expected an integer, got a boolean"),
+    ({"forward": {"connect_ports": ["443"]}}, "forward.connect_ports[0]", "expected an integer, got a string"),
+    ({"forward": {"parent": "https://p:3128"}}, "forward.parent", "expected http://[user:password@]host:port"),
+    ({"forward": {"parent": "http://p"}}, "forward.parent", "expected http://[user:password@]host:port"),
+    ({"forward": {"parent": "p:3128"}}, "forward.parent", "expected http://"),
+    ({"forward": {"parent": "http://:3128"}}, "forward.parent", "expected http://"),
+    ({"forward": {"parent": "http://p:x"}}, "forward.parent", "'http://p:x': "),
+    ({"forward": {"parent": "http://p:99999"}}, "forward.parent", "'http://p:99999': "),
+    ({"forward": {"parent": "http://p:0"}}, "forward.parent", "port 0 is not in 1-65535"),
+    ({"forward": {"parent": "http://p:3128/path"}}, "forward.parent", "has no path, query or fragment"),
+    ({"forward": {"parent": "http://p:3128?q"}}, "forward.parent", "has no path, query or fragment"),
+    ({"forward": {"parent": 3128}}, "forward.parent", "expected a string, got an integer"),
+    ({"forward": {"via": "my proxy"}}, "forward.via", "'my proxy' is not an HTTP token"),
+    ({"forward": {"via": ""}}, "forward.via", "is not an HTTP token"),
+    ({"forward": {"anonymous": "yes"}}, "forward.anonymous", "expected true or false, got a string"),
+    ({"forward": {"anonymous": 1}}, "forward.anonymous", "expected true or false, got an integer"),
+    (
+        {"forward": {"anonymous_headers": ["Cookie", "X: Y"]}},
+        "forward.anonymous_headers[1]",
+        "'X: Y' is not an HTTP field name",
+    ),
+    ({"forward": {"auth_file": "/nonexistent/users"}}, "forward.auth_file", "cannot read '/nonexistent/users'"),
+    ({"forward": {"auth_file": ""}}, "forward.auth_file", "must not be empty"),
+    ({"forward": {"auth_realm": 'a"b'}}, "forward.auth_realm", "without quotes or backslashes"),
+    ({"forward": {"auth_realm": "a\nb"}}, "forward.auth_realm", "printable ASCII"),
+]
+
+
+class FromDictErrorTests(SynchronousTestCase):
+    def test_errors(self):
+        """
+        Each mistake raises L{ConfigError} naming the dotted key, with a
+        one-line message C{"<key>: <problem>"}.
+        """
+        for data, key, problem in ERRORS:
+            error = self.assertRaises(ConfigError, fromDict, data)
+            self.assertEqual((error.key, problem in error.problem), (key, True), f"{data!r}: {error}")
+            self.assertEqual(str(error), f"{key}: {error.problem}")
+            self.assertNotIn("\n", str(error))
+
+    def test_authFileDirectory(self):
+        """
+        A directory is not a password file.
+        """
+        directory = os.path.dirname(self.mktemp())
+        error = self.assertRaises(ConfigError, fromDict, {"forward": {"auth_file": directory}})
+        self.assertEqual(error.key, "forward.auth_file")
+        self.assertIn("cannot read", error.problem)
+
+    def test_unknownModeTableWithoutModes(self):
+        """
+        A table named after a mode is only accepted when that mode is known.
+        """
+        error = self.assertRaises(ConfigError, fromDict, {"reverse": {}})
+        self.assertEqual(str(error).split(" (")[0], "reverse: unknown key")
+
+    def test_extraModeTableMustBeTable(self):
+        error = self.assertRaises(ConfigError, fromDict, {"reverse": 1}, modes=["forward", "reverse"])
+        self.assertEqual(str(error), "reverse: expected a table, got an integer")
+
+
+class FromDictTests(SynchronousTestCase):
+    def test_defaults(self):
+        """
+        An empty config is the safe default: loopback clients only, CONNECT
+        to 443 only, no parent, the mode's own listeners.
+        """
+        config = fromDict({})
+        self.assertEqual(config, Config())
+        self.assertEqual(config.mode, "forward")
+        self.assertEqual(config.listen, ())
+        self.assertEqual(config.access_log, "combined")
+        self.assertEqual(config.filters, ())
+        self.assertEqual(config.timeouts, Timeouts(10.0, 60.0, 60.0, 60.0))
+        self.assertEqual(config.upstream, UpstreamSettings(8))
+        forward = config.forward
+        self.assertEqual(forward.allow_clients, (ip_network("127.0.0.0/8"), ip_network("::1/128")))
+        self.assertEqual(forward.allow_destinations, ())
+        self.assertEqual(forward.deny_destinations, ())
+        self.assertEqual(forward.connect_ports, (443,))
+        self.assertIsNone(forward.parent)
+        self.assertEqual(forward.via, "dualproxy")
+        self.assertEqual(forward.x_forwarded_for, ())
+        self.assertFalse(forward.anonymous)
+        self.assertIn("Cookie", forward.anonymous_headers)
+        self.assertIsNone(forward.auth_file)
+        self.assertEqual(forward.auth_realm, "dualproxy")
+        self.assertEqual(dict(config.extra), {})
+
+    def test_everything(self):
+        """
+        Every key given is converted: networks to network objects (host
+        bits cleared), integer timeouts to floats, arrays to tuples.
+        """
+        users = self.mktemp()
+        with open(users, "w"):
+            pass
+        config = fromDict(
+            {
+                "mode": "forward",
+                "listen": ["tcp:0:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1"],
+                "access_log": "json",
+                "filters": ["a", "b"],
+                "timeouts": {"connect": 1, "client_idle": 2.5, "upstream_idle": 3, "upstream_read": 4},
+                "upstream": {"max_idle_per_host": 0},
+                "forward": {
+                    "allow_clients": ["192.168.1.7/24", "2001:db8::/32", "10.0.0.1"],
+                    "allow_destinations": ["10.0.0.0/8"],
+                    "deny_destinations": ["example.com", ".example.org", "203.0.113.0/24", "localhost"],
+                    "connect_ports": [443, 8443],
+                    "parent": "http://squid.internal:3128",
+                    "via": "edge-1",
+                    "x_forwarded_for": ["10.0.0.0/8"],
+                    "anonymous": True,
+                    "anonymous_headers": ["Cookie"],
+                    "auth_file": users,
+                    "auth_realm": "Staff only",
+                },
+            }
+        )
+        self.assertEqual(config.listen, ("tcp:0:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1"))
+        self.assertEqual(config.access_log, "json")
+        self.assertEqual(config.filters, ("a", "b"))
+        self.assertEqual(config.timeouts, Timeouts(1.0, 2.5, 3.0, 4.0))
+        self.assertIsInstance(config.timeouts.connect, float)
+        self.assertEqual(config.upstream, UpstreamSettings(0))
+        self.assertEqual(
+            config.forward,
+            ForwardSettings(
+                allow_clients=(ip_network("192.168.1.0/24"), ip_network("2001:db8::/32"), ip_network("10.0.0.1/32")),
+                allow_destinations=(ip_network("10.0.0.0/8"),),
+                deny_destinations=("example.com", ".example.org", "203.0.113.0/24", "localhost"),
+                connect_ports=(443, 8443),
+                parent=ParentProxy("squid.internal", 3128, None),
+                via="edge-1",
+                x_forwarded_for=(ip_network("10.0.0.0/8"),),
+                anonymous=True,
+                anonymous_headers=("Cookie",),
+                auth_file=users,
+                auth_realm="Staff only",
+            ),
+        )
+
+    def test_parentCredentials(self):
+        """
+        User and password in the parent URL become a Basic
+        Proxy-Authorization value, percent-decoded first.
+        """
+        table = [
+            ("http://alice:s3cret@p:8080", ("p", 8080, b"Basic " + base64.b64encode(b"alice:s3cret"))),
+            ("http://a%40b:p%3Aw@p:1/", ("p", 1, b"Basic " + base64.b64encode(b"a@b:p:w"))),
+            ("http://bob@p:1", ("p", 1, b"Basic " + base64.b64encode(b"bob:"))),
+            ("http://[::1]:3128", ("::1", 3128, None)),
+            ("http://Proxy.Example:3128", ("proxy.example", 3128, None)),
+        ]
+        for url, expected in table:
+            self.assertEqual(fromDict({"forward": {"parent": url}}).forward.parent, ParentProxy(*expected), url)
+
+    def test_extraModeTables(self):
+        """
+        Tables named after a known mode that is not built in are kept raw
+        for that mode; the built-in tables are still validated.
+        """
+        config = fromDict({"mode": "echo", "echo": {"greeting": "hi"}}, modes=["forward", "echo"])
+        self.assertEqual(config.mode, "echo")
+        self.assertEqual(dict(config.extra), {"echo": {"greeting": "hi"}})
+        self.assertRaises(TypeError, operator.setitem, config.extra, "x", {})
+
+    def test_frozen(self):
+        config = fromDict({})
+        self.assertRaises(AttributeError, setattr, config, "mode", "x")
+        self.assertRaises(AttributeError, setattr, config.forward, "via", "x")
+
+    def test_emptyArrays(self):
+        """
+        Empty arrays are taken literally: no CONNECT ports means no tunnels.
+        """
+        forward = fromDict({"forward": {"connect_ports": [], "allow_clients": []}}).forward
+        self.assertEqual(forward.connect_ports, ())
+        self.assertEqual(forward.allow_clients, ())
+
+
+class LoadFileTests(SynchronousTestCase):
+    def write(self, content: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def test_load(self):
+        path = self.write(b'mode = "forward"\n[forward]\nconnect_ports = [443]\n')
+        self.assertEqual(loadFile(path), {"mode": "forward", "forward": {"connect_ports": [443]}})
+
+    def test_missing(self):
+        path = self.mktemp()
+        error = self.assertRaises(ConfigError, loadFile, path)
+        self.assertEqual(error.key, path)
+        self.assertIn("cannot read the file", error.problem)
+
+    def test_directory(self):
+        path = self.mktemp()
+        os.mkdir(path)
+        error = self.assertRaises(ConfigError, loadFile, path)
+        self.assertEqual(error.key, path)
+
+    def test_syntaxError(self):
+        """
+        A TOML syntax error is one line with the position.
+        """
+        path = self.write(b'mode = "forward"\nlisten = [\n  "tcp:1",\n  tcp:2\n]\n')
+        error = self.assertRaises(ConfigError, loadFile, path)
+        self.assertEqual(error.key, path)
+        self.assertIn("not valid TOML", error.problem)
+        self.assertIn("line 4", error.problem)
+        self.assertNotIn("\n", str(error))
+
+    def test_notUTF8(self):
+        path = self.write(b'via = "\xff"\n')
+        error = self.assertRaises(ConfigError, loadFile, path)
+        self.assertIn("not valid TOML", error.problem)
+
+
+class ExampleConfigTests(SynchronousTestCase):
+    def test_examplesLoad(self):
+        """
+        Every example in conf/ loads as it is shipped.
+        """
+        paths = sorted(glob.glob(os.path.join(REPO, "conf", "*.toml")))
+        self.assertTrue(paths)
+        for path in paths:
+            self.assertIsInstance(fromDict(loadFile(path)), Config, path)

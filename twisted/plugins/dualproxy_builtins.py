@@ -1,0 +1,8 @@
+"""
+The built-in proxy modes, registered as plugins exactly as a third party's
+would be, so that C{--mode} finds them all the same way.
+"""
+
+from dualproxy.forward.mode import ForwardMode
+
+forward = ForwardMode()
