@@ -341,7 +341,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if missing:
         print(f"forward.py: {' and '.join(missing)} not found on PATH; install: apt-get install -y nginx wrk", file=sys.stderr)
         return 1
-    # SIGTERM unwinds like Ctrl-C, so that the servers are stopped either way.
+    # SIGINT (even when started in the background, which ignores it) and SIGTERM unwind, stopping the servers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     cores = chooseCores()
     scratch = Path(tempfile.mkdtemp(prefix="dualproxy-bench-"))

@@ -238,11 +238,16 @@ class Exchange:
         """
         if self.finished:
             return
+        self.reason = reason
+        (_log.warn if status >= 500 else _log.info)(
+            "{status} for {client} {method} {target}: {reason}",
+            status=status, client=self.clientHost, method=self.request.method,
+            target=self.request.target, reason=reason,
+        )
         if self.responseStarted:
             self.abort()
             return
         head, body = errorResponse(status, reason, headers)
-        self.reason = reason
         self.writeHead(head)
         self.write(body)
         self.finish()

@@ -135,5 +135,4 @@ class Relay:
             )
             return
         self._stopProducing()
-        exchange.reason = reason
         exchange.refuse(status, reason)

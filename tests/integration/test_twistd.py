@@ -5,12 +5,15 @@ curl and raw sockets: safe defaults and a slow client's memory bound.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import socket
 import sys
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from .support import CLEAN_ENV, REPO, Origin, StreamingOrigin, curl, pattern
@@ -55,9 +58,9 @@ def rss(pid: int, field: str = "VmRSS") -> int:
 
 class TwistdTestCase(TestCase):
     @inlineCallbacks
-    def startTwistd(self, *args: str):
+    def startTwistd(self, *args: str, pythonPath: str = REPO):
         child = _Twistd()
-        env = dict(CLEAN_ENV, PYTHONPATH=REPO)
+        env = dict(CLEAN_ENV, PYTHONPATH=pythonPath)
         transport = reactor.spawnProcess(
             child, sys.executable,
             [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "dualproxy", *args],
@@ -98,6 +101,58 @@ class DefaultsTests(TwistdTestCase):
         out, err, code = yield curl("-x", f"http://127.0.0.1:{port}", origin.url("/bytes/1000"))
         self.assertEqual((code, out), (0, pattern(1000)), err)
         self.assertIn(b'"GET ' + origin.url("/bytes/1000").encode() + b' HTTP/1.1" 200 1000', child.output)
+
+
+THIRD_PARTY_FILTER = """
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from dualproxy.http.message import Refusal
+from dualproxy.interfaces import IRequestFilter
+
+
+@implementer(IPlugin, IRequestFilter)
+class Stamp:
+    name = "stamp-test"
+
+    def request(self, head, client):
+        if head.target.endswith(b"/refused"):
+            return Refusal(403, "refused by stamp-test")
+        head.headers.add(b"X-Stamped", b"third-party")
+
+    def response(self, request, head):
+        head.headers.add(b"X-Stamp-Response", b"yes")
+
+
+stamp = Stamp()
+"""
+
+
+class ThirdPartyFilterTests(TwistdTestCase):
+    @inlineCallbacks
+    def test_filterFromAnotherPackageIsFoundAndUsed(self):
+        """
+        A filter shipped as a plugin by another package, enabled by name in
+        the config, rewrites requests and responses and can refuse.
+        """
+        package = FilePath(self.mktemp())
+        package.child("twisted").child("plugins").makedirs()
+        package.child("twisted").child("plugins").child("stamp_test.py").setContent(THIRD_PARTY_FILTER.encode())
+        config = package.child("proxy.toml")
+        config.setContent(b'filters = ["stamp-test"]\n[forward]\nallow_destinations = ["127.0.0.0/8"]\n')
+        origin = Origin()
+        self.addCleanup(origin.stop)
+        pid, port, child = yield self.startTwistd(
+            "--config", config.path, "--listen", "tcp:0:interface=127.0.0.1",
+            pythonPath=os.pathsep.join([package.path, REPO]),
+        )
+        out, err, code = yield curl("-x", f"http://127.0.0.1:{port}", "-D", "-", origin.url("/headers"))
+        head, body = out.split(b"\r\n\r\n", 1)
+        self.assertIn(b"X-Stamp-Response: yes", head)
+        self.assertIn(["X-Stamped", "third-party"], json.loads(body)["headers"])
+        out, err, code = yield curl("-x", f"http://127.0.0.1:{port}", "-D", "-", origin.url("/refused"))
+        self.assertIn(b"403 Forbidden", out)
+        self.assertIn(b"refused by stamp-test", out)
 
 
 class SlowClientTests(TwistdTestCase):
