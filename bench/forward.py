@@ -49,6 +49,18 @@ class Contender:
 
 
 @dataclass(frozen=True)
+class Server:
+    """
+    How to start the process behind a contender.
+    """
+
+    contender: Contender
+    argv: List[str]
+    core: Optional[int]
+    env: Optional[Dict[str, str]] = None
+
+
+@dataclass(frozen=True)
 class Cores:
     """
     The cores to pin to, or None for both when pinning is impossible.
@@ -81,7 +93,12 @@ class Processes:
         with log.open("wb") as out:
             # A session of its own: Ctrl-C reaches only this script, which then stops them in order.
             process = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         self._started.append(process)
         return process
@@ -142,7 +159,8 @@ def waitForPort(name: str, port: int, process: subprocess.Popen[bytes], log: Pat
     deadline = time.monotonic() + START_TIMEOUT
     while not accepting(port):
         if process.poll() is not None:
-            raise BenchError(f"{name} exited with status {process.returncode} before listening on {port}:{logTail(log)}")
+            status = process.returncode
+            raise BenchError(f"{name} exited with status {status} before listening on {port}:{logTail(log)}")
         if time.monotonic() > deadline:
             raise BenchError(f"{name} is not accepting on {HOST}:{port} after {START_TIMEOUT:.0f} s:{logTail(log)}")
         time.sleep(0.05)
@@ -173,13 +191,16 @@ def wrk(contender: Contender, origin: int, path: str, seconds: int, connections:
         argv += ["-s", str(BENCH / "fwd.lua"), f"http://{HOST}:{contender.port}"]
     else:
         argv.append(f"http://{HOST}:{contender.port}{path}")
-    completed = subprocess.run(
-        pinned(core, argv),
-        env={**os.environ, "O": f"{HOST}:{origin}", "P": path},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=seconds + 60,
-    )
+    try:
+        completed = subprocess.run(
+            pinned(core, argv),
+            env={**os.environ, "O": f"{HOST}:{origin}", "P": path},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=seconds + 60,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"wrk against {contender.name} did not finish in {e.timeout:.0f} s") from e
     output = completed.stdout.decode(errors="replace")
     if completed.returncode != 0:
         raise BenchError(f"wrk against {contender.name} exited with status {completed.returncode}:\n{output}")
@@ -260,31 +281,26 @@ def startAll(
         "--listen", f"tcp:{DUALPROXY_PORT + offset}:interface={HOST}",
         "--allow-destination", "127.0.0.0/8", "--access-log", "off",
     ]  # fmt: skip
+    nginx = ["nginx", "-p", str(scratch), "-e", str(scratch / "logs" / "origin.err"), "-c", str(origin)]
     servers = [
-        (
-            Contender("direct", ORIGIN_PORT + offset, proxied=False),
-            ["nginx", "-p", str(scratch), "-e", str(scratch / "logs" / "origin.err"), "-c", str(origin), "-g", "daemon off;"],
-            cores.origin,
-            None,
-        ),
-        (Contender("dualproxy", DUALPROXY_PORT + offset, proxied=True), dualproxy, cores.proxy, env),
-        (
+        Server(Contender("direct", ORIGIN_PORT + offset, proxied=False), nginx + ["-g", "daemon off;"], cores.origin),
+        Server(Contender("dualproxy", DUALPROXY_PORT + offset, proxied=True), dualproxy, cores.proxy, env),
+        Server(
             Contender("stock", STOCK_PORT + offset, proxied=True),
             [python, str(BENCH / "stock_forward.py"), str(STOCK_PORT + offset)],
             cores.proxy,
-            None,
         ),
     ]
-    for contender, _, _, _ in servers:
+    contenders = [server.contender for server in servers]
+    for contender in contenders:
         if accepting(contender.port):
             raise BenchError(
-                f"port {contender.port} (for {contender.name}) is already in use: stop what listens there or pass --port-offset"
+                f"port {contender.port} (for {contender.name}) is in use: stop what listens there or pass --port-offset"
             )
-    for contender, argv, cpu, environment in servers:
-        log = scratch / "logs" / f"{contender.name}.log"
-        process = processes.start(pinned(cpu, argv), log, environment)
-        waitForPort(contender.name, contender.port, process, log)
-    contenders = [contender for contender, _, _, _ in servers]
+    for server in servers:
+        log = scratch / "logs" / f"{server.contender.name}.log"
+        process = processes.start(pinned(server.core, server.argv), log, server.env)
+        waitForPort(server.contender.name, server.contender.port, process, log)
     for contender in contenders:
         for name, size in SIZES.items():
             if len(fetch(contender, ORIGIN_PORT + offset, f"/{name}.bin")) != size:
@@ -310,8 +326,10 @@ def printTable(results: Sequence[Result], out: IO[str]) -> None:
 
 
 def parseArguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--python", default=sys.executable, help="interpreter running both proxies [default: this one]")
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.strip().split("\n\n")[0].split()))
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter running both proxies [default: this one]"
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds of each measured wrk run [default: 10]")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each measured run [default: 2]")
     parser.add_argument("--connections", type=int, default=32, help="wrk's keep-alive connections [default: 32]")
@@ -322,7 +340,8 @@ def parseArguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--port-offset",
         type=int,
         default=0,
-        help=f"add this to the ports: origin {ORIGIN_PORT}, dualproxy {DUALPROXY_PORT}, stock {STOCK_PORT} [default: 0]",
+        help=f"add this to every port: origin {ORIGIN_PORT}, dualproxy {DUALPROXY_PORT}, stock {STOCK_PORT}"
+        " [default: 0]",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (origin files, server logs)")
@@ -339,33 +358,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     arguments = parseArguments(argv)
     missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
     if missing:
-        print(f"forward.py: {' and '.join(missing)} not found on PATH; install: apt-get install -y nginx wrk", file=sys.stderr)
+        print(f"forward.py: no {' or '.join(missing)} on PATH; apt-get install -y nginx wrk", file=sys.stderr)
         return 1
+    try:
+        python = interpreter(arguments.python)
+    except BenchError as e:
+        print(f"forward.py: {e}", file=sys.stderr)
+        return 1
+    cores = chooseCores()
+    pinning = "not pinned" if cores.proxy is None else f"proxy on core {cores.proxy}, origin and wrk on {cores.origin}"
+    print(
+        f"# {python['implementation']} {python['version']} ({python['executable']}), Twisted {python['twisted']};"
+        f" wrk -t1 -c{arguments.connections} -d{arguments.duration}s after {arguments.warmup} s warm-up; {pinning}",
+        flush=True,
+    )
     # SIGINT (even when started in the background, which ignores it) and SIGTERM unwind, stopping the servers.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    cores = chooseCores()
+    origin = ORIGIN_PORT + arguments.port_offset
     scratch = Path(tempfile.mkdtemp(prefix="dualproxy-bench-"))
     processes = Processes()
     results: List[Result] = []
     try:
-        python = interpreter(arguments.python)
-        pinning = "not pinned" if cores.proxy is None else f"proxy on core {cores.proxy}, origin and wrk on core {cores.origin}"
-        print(
-            f"# {python['implementation']} {python['version']} ({python['executable']}), Twisted {python['twisted']};"
-            f" wrk -t1 -c{arguments.connections} -d{arguments.duration}s after {arguments.warmup} s warm-up; {pinning}",
-            flush=True,
+        contenders = startAll(
+            processes, scratch, arguments.python, arguments.config.resolve(), cores, arguments.port_offset
         )
-        contenders = startAll(processes, scratch, arguments.python, arguments.config.resolve(), cores, arguments.port_offset)
         for size in SIZES:
             for contender in contenders:
-                run = (contender, ORIGIN_PORT + arguments.port_offset, f"/{size}.bin")
+                path = f"/{size}.bin"
                 if arguments.warmup:
-                    wrk(*run, arguments.warmup, arguments.connections, cores.origin)
-                output = wrk(*run, arguments.duration, arguments.connections, cores.origin)
-                result = parseWrk(contender.name, size, output)
-                results.append(result)
-                print(f"  {contender.name} {size}: {result.requests_per_sec:.1f} requests/s", file=sys.stderr, flush=True)
+                    wrk(contender, origin, path, arguments.warmup, arguments.connections, cores.origin)
+                output = wrk(contender, origin, path, arguments.duration, arguments.connections, cores.origin)
+                results.append(parseWrk(contender.name, size, output))
+                print(f"  {contender.name} {size}: {results[-1].requests_per_sec:.1f} requests/s", file=sys.stderr)
     except BenchError as e:
         print(f"forward.py: {e}", file=sys.stderr)
         return 1

@@ -206,7 +206,7 @@ def _forward(table: Mapping[str, Any]) -> ForwardSettings:
         "x_forwarded_for": _arrayOf(_network),
         "anonymous": _boolean,
         "anonymous_headers": _arrayOf(_fieldName),
-        "auth_file": _readableFile,
+        "auth_file": _passwordFile,
         "auth_realm": _realm,
     }
     _checkKeys(table, "forward.", parsers)
@@ -332,13 +332,16 @@ def _realm(key: str, value: Any) -> str:
     return text
 
 
-def _readableFile(key: str, value: Any) -> str:
+def _passwordFile(key: str, value: Any) -> str:
+    from .forward.auth import PasswordFile
+
     path = _nonEmptyString(key, value)
     try:
-        with open(path, "rb"):
-            pass
+        PasswordFile.load(path)
     except OSError as e:
         raise ConfigError(key, f"cannot read {path!r} ({e.strerror or e})")
+    except ValueError as e:
+        raise ConfigError(key, f"{path}: {e}")
     return path
 
 

@@ -241,8 +241,8 @@ class Exchange:
         self.reason = reason
         (_log.warn if status >= 500 else _log.info)(
             "{status} for {client} {method} {target}: {reason}",
-            status=status, client=self.clientHost, method=self.request.method,
-            target=self.request.target, reason=reason,
+            status=status, client=self.clientHost or "-", method=self.request.method.decode("latin-1"),
+            target=self.request.target.decode("latin-1"), reason=reason,
         )
         if self.responseStarted:
             self.abort()

@@ -230,7 +230,8 @@ class Proxy:
         self.handler = listener.factory.handler
         if names is not None:
             self.handler.resolver = FakeResolver(names)
-        self.address = f"127.0.0.1:{listener.port.getHost().port}"
+        host = listener.port.getHost()
+        self.address = f"127.0.0.1:{host.port}" if hasattr(host, "port") else host.name
         self.url = f"http://{self.address}"
 
     def stop(self):

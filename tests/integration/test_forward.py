@@ -6,6 +6,9 @@ curl and a Python HTTP client as the users.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 
 from twisted.internet import reactor, ssl
 from twisted.internet.defer import inlineCallbacks
@@ -39,6 +42,26 @@ for _ in range(count):
     response = conn.getresponse()
     out.append([response.status, len(response.read())])
 print(json.dumps(out))
+"""
+
+
+# Sends one absolute-form GET over a unix socket; prints the status and body.
+UNIX_CLIENT = """
+import socket, sys
+path, url = sys.argv[1], sys.argv[2]
+client = socket.socket(socket.AF_UNIX)
+client.connect(path)
+host = url.split("/")[2]
+client.sendall(("GET %s HTTP/1.1\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n" % (url, host)).encode())
+data = b""
+while True:
+    chunk = client.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+head, body = data.split(b"\\r\\n\\r\\n", 1)
+print(head.split()[1].decode())
+sys.stdout.write(body.decode())
 """
 
 
@@ -198,6 +221,27 @@ class RelayTests(ForwardTestCase):
         out, err, code = yield curl("-x", proxy.url, "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                     origin.url("/status/204"))
         self.assertEqual((code, out), (0, b"204"), err)
+
+
+class UnixListenerTests(ForwardTestCase):
+    @inlineCallbacks
+    def test_unixSocketListener(self):
+        """
+        A unix: endpoint serves local users; there is no client address to
+        check or to reveal.
+        """
+        origin = self.startOrigin()
+        # AF_UNIX paths are short: not under the test's deep scratch directory.
+        directory = tempfile.mkdtemp(prefix="dualproxy")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "proxy.sock")
+        self.startProxy({"listen": [f"unix:{path}"], **settings(x_forwarded_for=["0.0.0.0/0"])})
+        out, err, code = yield pythonClient(UNIX_CLIENT, path, origin.url("/headers"))
+        self.assertEqual(code, 0, err)
+        status, body = out.split(b"\n", 1)
+        self.assertEqual(status, b"200")
+        names = [name.lower() for name, _ in json.loads(body)["headers"]]
+        self.assertNotIn("x-forwarded-for", names)
 
 
 class ErrorTests(ForwardTestCase):

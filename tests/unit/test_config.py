@@ -121,6 +121,16 @@ class FromDictErrorTests(SynchronousTestCase):
         self.assertEqual(error.key, "forward.auth_file")
         self.assertIn("cannot read", error.problem)
 
+    def test_malformedPasswordFile(self):
+        """
+        A password file that cannot be used stops start-up, naming the line.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("# users\nalice-without-hash\n")
+        error = self.assertRaises(ConfigError, fromDict, {"forward": {"auth_file": path}})
+        self.assertEqual(str(error), f"forward.auth_file: {path}: line 2: expected user:hash")
+
     def test_unknownModeTableWithoutModes(self):
         """
         A table named after a mode is only accepted when that mode is known.
