@@ -105,6 +105,85 @@ class ForwardSettings:
 
 
 @dataclass(frozen=True)
+class Backend:
+    """
+    One server behind a reverse-mode pool.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """
+    Active checks (C{path} is None: none) and passive marking of a pool's
+    backends.
+    """
+
+    path: Optional[str] = None
+    interval: float = 5.0
+    timeout: float = 2.0
+    expect_status: Tuple[int, ...] = (200,)
+    rise: int = 2
+    fall: int = 3
+    passive_failures: int = 3
+    cool_off: float = 10.0
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """
+    Backends balanced as one, with how to choose and check them.
+    """
+
+    name: str
+    backends: Tuple[Backend, ...]
+    balance: str = "round-robin"
+    balance_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    host: Optional[str] = None
+    retries: int = 2
+    health: HealthSettings = field(default_factory=HealthSettings)
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """
+    Where requests for a host (exact, C{*.suffix} or C{*} for any) and path
+    prefix go: exactly one of a pool, a static directory or a redirect.
+    """
+
+    host: str = "*"
+    prefix: str = "/"
+    strip_prefix: bool = False
+    pool: Optional[str] = None
+    static: Optional[str] = None
+    redirect: Optional[str] = None
+    redirect_status: int = 302
+    add_headers: Tuple[Tuple[str, str], ...] = ()
+    remove_headers: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReverseSettings:
+    """
+    The reverse proxy: its pools, its routes and the forwarding headers it
+    adds for backends.
+    """
+
+    pools: Tuple[PoolSettings, ...] = ()
+    routes: Tuple[RouteSettings, ...] = ()
+    trusted_proxies: Tuple[Network, ...] = ()
+    x_forwarded_for: bool = True
+    x_forwarded_proto: bool = True
+    x_forwarded_host: bool = True
+    forwarded: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """
     Everything dualproxy was told to do, validated.
@@ -120,6 +199,7 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
+    reverse: ReverseSettings = field(default_factory=ReverseSettings)
     extra: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -150,7 +230,7 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None) -
         after one that is not built in is kept raw in L{Config.extra}.
     @raise ConfigError: naming the first key that is wrong.
     """
-    builtin = ("mode", "listen", "access_log", "filters", "timeouts", "upstream", "forward")
+    builtin = ("mode", "listen", "access_log", "filters", "timeouts", "upstream", "forward", "reverse")
     extraNames = sorted(set(modes or ()) - set(builtin))
     _checkKeys(data, "", list(builtin) + extraNames)
     extra = {}
@@ -175,6 +255,8 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None) -
         kwargs["upstream"] = _upstream(_table("upstream", data["upstream"]))
     if "forward" in data:
         kwargs["forward"] = _forward(_table("forward", data["forward"]))
+    if "reverse" in data:
+        kwargs["reverse"] = _reverse(_table("reverse", data["reverse"]))
     return Config(extra=MappingProxyType(extra), **kwargs)
 
 
@@ -213,6 +295,174 @@ def _forward(table: Mapping[str, Any]) -> ForwardSettings:
     return ForwardSettings(
         **{name: parse(f"forward.{name}", table[name]) for name, parse in parsers.items() if name in table}
     )
+
+
+def _reverse(table: Mapping[str, Any]) -> ReverseSettings:
+    known = ("pools", "routes", "trusted_proxies", "x_forwarded_for", "x_forwarded_proto",
+             "x_forwarded_host", "forwarded")
+    _checkKeys(table, "reverse.", known)
+    kwargs: Dict[str, Any] = {}
+    pools = _table("reverse.pools", table.get("pools", {}))
+    kwargs["pools"] = tuple(_pool(f"reverse.pools.{name}", name, _table(f"reverse.pools.{name}", value))
+                            for name, value in pools.items())
+    names = set(pools)
+    kwargs["routes"] = _arrayOf(lambda key, value: _route(key, _table(key, value), names))(
+        "reverse.routes", table.get("routes", []))
+    if "trusted_proxies" in table:
+        kwargs["trusted_proxies"] = _arrayOf(_network)("reverse.trusted_proxies", table["trusted_proxies"])
+    for flag in known[3:]:
+        if flag in table:
+            kwargs[flag] = _boolean(f"reverse.{flag}", table[flag])
+    return ReverseSettings(**kwargs)
+
+
+def _pool(key: str, name: str, table: Mapping[str, Any]) -> PoolSettings:
+    _checkKeys(table, key + ".", ("backends", "balance", "balance_options", "host", "retries", "health"))
+    if "backends" not in table:
+        raise ConfigError(f"{key}.backends", "a pool needs at least one backend")
+    backends = _arrayOf(_backend)(f"{key}.backends", table["backends"])
+    if not backends:
+        raise ConfigError(f"{key}.backends", "a pool needs at least one backend")
+    kwargs: Dict[str, Any] = {}
+    if "balance" in table:
+        kwargs["balance"] = _nonEmptyString(f"{key}.balance", table["balance"])
+    if "balance_options" in table:
+        kwargs["balance_options"] = MappingProxyType(dict(_table(f"{key}.balance_options", table["balance_options"])))
+    if "host" in table:
+        kwargs["host"] = _nonEmptyString(f"{key}.host", table["host"])
+    if "retries" in table:
+        retries = _integer(f"{key}.retries", table["retries"])
+        if retries < 0:
+            raise ConfigError(f"{key}.retries", f"must be 0 or more, got {retries}")
+        kwargs["retries"] = retries
+    if "health" in table:
+        kwargs["health"] = _health(f"{key}.health", _table(f"{key}.health", table["health"]))
+    return PoolSettings(name, backends, **kwargs)
+
+
+def _backend(key: str, value: Any) -> Backend:
+    """
+    A backend as a URL string, or a table with C{url} and C{weight}.
+    """
+    weight = 1
+    if isinstance(value, Mapping):
+        _checkKeys(value, key + ".", ("url", "weight"))
+        if "weight" in value:
+            weight = _integer(f"{key}.weight", value["weight"])
+            if weight < 1:
+                raise ConfigError(f"{key}.weight", f"must be 1 or more, got {weight}")
+        key, value = f"{key}.url", value.get("url")
+    text = _string(key, value)
+    usage = "expected http://host:port or https://host:port"
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError as e:
+        raise ConfigError(key, f"{text!r}: {_oneLine(str(e))}; {usage}")
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(key, f"{text!r}: {usage}")
+    if url.path not in ("", "/") or url.query or url.fragment or url.username is not None:
+        raise ConfigError(key, f"{text!r}: a backend URL has no path, query or credentials; {usage}")
+    return Backend(text, url.scheme, url.hostname, port or (443 if url.scheme == "https" else 80), weight)
+
+
+def _health(key: str, table: Mapping[str, Any]) -> HealthSettings:
+    parsers: Dict[str, Callable[[str, Any], Any]] = {
+        "path": _nonEmptyString,
+        "interval": _seconds,
+        "timeout": _seconds,
+        "expect_status": _arrayOf(_status),
+        "rise": _positive,
+        "fall": _positive,
+        "passive_failures": _positive,
+        "cool_off": _seconds,
+    }
+    _checkKeys(table, key + ".", parsers)
+    settings = {name: parse(f"{key}.{name}", table[name]) for name, parse in parsers.items() if name in table}
+    if "path" in settings and not settings["path"].startswith("/"):
+        raise ConfigError(f"{key}.path", f"{settings['path']!r} must start with /")
+    return HealthSettings(**settings)
+
+
+def _route(key: str, table: Mapping[str, Any], pools: Collection[str]) -> RouteSettings:
+    parsers: Dict[str, Callable[[str, Any], Any]] = {
+        "host": _routeHost,
+        "prefix": _prefix,
+        "strip_prefix": _boolean,
+        "pool": _nonEmptyString,
+        "static": _directory,
+        "redirect": _nonEmptyString,
+        "redirect_status": _redirectStatus,
+        "add_headers": _headerTable,
+        "remove_headers": _arrayOf(_fieldName),
+    }
+    _checkKeys(table, key + ".", parsers)
+    settings = {name: parse(f"{key}.{name}", table[name]) for name, parse in parsers.items() if name in table}
+    targets = [name for name in ("pool", "static", "redirect") if name in settings]
+    if len(targets) != 1:
+        raise ConfigError(key, "a route needs exactly one of pool, static or redirect")
+    if "pool" in settings and settings["pool"] not in pools:
+        raise ConfigError(f"{key}.pool", f"no pool named {settings['pool']!r} (known: {', '.join(sorted(pools)) or 'none'})")
+    return RouteSettings(**settings)
+
+
+def _routeHost(key: str, value: Any) -> str:
+    text = _nonEmptyString(key, value).lower()
+    name = text[2:] if text.startswith("*.") else text
+    if text != "*" and not _HOSTNAME.match(name.split(":")[0]):
+        raise ConfigError(key, f"{text!r} is not a host name, *.domain or *")
+    return text
+
+
+def _prefix(key: str, value: Any) -> str:
+    text = _nonEmptyString(key, value)
+    if not text.startswith("/"):
+        raise ConfigError(key, f"{text!r} must start with /")
+    return text
+
+
+def _directory(key: str, value: Any) -> str:
+    import os
+
+    path = _nonEmptyString(key, value)
+    if not os.path.isdir(path):
+        raise ConfigError(key, f"{path!r} is not a directory")
+    return os.path.abspath(path)
+
+
+def _redirectStatus(key: str, value: Any) -> int:
+    status = _integer(key, value)
+    if status not in (301, 302, 303, 307, 308):
+        raise ConfigError(key, f"{status} is not a redirect status (301, 302, 303, 307, 308)")
+    return status
+
+
+def _status(key: str, value: Any) -> int:
+    status = _integer(key, value)
+    if not 100 <= status <= 599:
+        raise ConfigError(key, f"{status} is not an HTTP status")
+    return status
+
+
+def _positive(key: str, value: Any) -> int:
+    number = _integer(key, value)
+    if number < 1:
+        raise ConfigError(key, f"must be 1 or more, got {number}")
+    return number
+
+
+def _headerTable(key: str, value: Any) -> Tuple[Tuple[str, str], ...]:
+    return tuple(
+        (_fieldName(f"{key}.{name}", name), _headerValue(f"{key}.{name}", field))
+        for name, field in _table(key, value).items()
+    )
+
+
+def _headerValue(key: str, value: Any) -> str:
+    text = _string(key, value)
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in text):
+        raise ConfigError(key, "control characters are not allowed in a header value")
+    return text
 
 
 # Value checks: each takes the dotted key (for the error) and the raw value.

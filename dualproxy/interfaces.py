@@ -61,3 +61,41 @@ class IRequestFilter(Interface):
         @param request: the L{RequestHead} that was relayed.
         @param head: the L{ResponseHead} received from upstream (mutable).
         """
+
+
+class IBalancerFactory(Interface):
+    """
+    A load-balancing strategy, named by a reverse-mode pool's C{balance}
+    setting; builds one L{IBalancer} per pool.
+    """
+
+    name = Attribute("The strategy's name in the config, as str.")
+
+    def __call__(options):
+        """
+        Build the strategy for one pool.
+
+        @param options: the pool's strategy options (a mapping, e.g.
+            C{{"hash": "cookie:session"}}).
+        @raise ValueError: naming the option that is wrong.
+        @return: an L{IBalancer}.
+        """
+
+
+class IBalancer(Interface):
+    """
+    One pool's choice of backend for each request.
+    """
+
+    def pick(backends, client, headers):
+        """
+        Choose the backend for a request.
+
+        @param backends: the candidates, never empty: the pool's healthy
+            backends not yet tried for this request, in configuration order.
+            Each has C{name} (str), C{weight} (int > 0) and C{inFlight}
+            (requests it is serving now).
+        @param client: the client's address as a string, or L{None}.
+        @param headers: the request's L{dualproxy.http.message.Headers}.
+        @return: one of C{backends}.
+        """

@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List
 from twisted.plugin import getPlugins
 
 from .config import ConfigError
-from .interfaces import IProxyMode, IRequestFilter
+from .interfaces import IBalancerFactory, IProxyMode, IRequestFilter
 
 def _byName(interface) -> Dict[str, Any]:
     found: Dict[str, Any] = {}
@@ -32,6 +32,13 @@ def findFilters() -> Dict[str, IRequestFilter]:
     Every installed request filter, by the name used in C{filters}.
     """
     return _byName(IRequestFilter)
+
+
+def findBalancers() -> Dict[str, IBalancerFactory]:
+    """
+    Every installed load-balancing strategy, by the name used in C{balance}.
+    """
+    return _byName(IBalancerFactory)
 
 
 def loadFilters(names: Iterable[str]) -> List[IRequestFilter]:

@@ -54,6 +54,11 @@ def errorResponse(status: int, reason: str, headers=()) -> tuple:
 
 REASONS = {
     200: b"OK",
+    301: b"Moved Permanently",
+    302: b"Found",
+    303: b"See Other",
+    307: b"Temporary Redirect",
+    308: b"Permanent Redirect",
     400: b"Bad Request",
     403: b"Forbidden",
     404: b"Not Found",
@@ -110,6 +115,7 @@ class Exchange:
         self.bytesSent = 0
         self.user: Optional[str] = None
         self.reason: Optional[str] = None
+        self.backend = None
         self.responseStarted = False
         self.finished = False
         self.requestEnded = False

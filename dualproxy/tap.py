@@ -51,7 +51,7 @@ class Options(usage.Options):
 
     def __init__(self):
         super().__init__()
-        for name in ("listen", "allow-client", "allow-destination", "connect-port"):
+        for name in ("listen", "allow-client", "allow-destination", "connect-port", "backend"):
             self[name] = []
 
     def _append(name: str, doc: str):  # type: ignore[misc]
@@ -79,6 +79,11 @@ class Options(usage.Options):
     opt_connect_port = _append(
         "connect-port",
         "Forward mode: allow CONNECT tunnels to this port (repeat for several) [default: 443].",
+    )
+    opt_backend = _append(
+        "backend",
+        "Reverse mode: balance across this backend, http://host:port (repeat for several); makes a pool named "
+        "default, routed from / unless the file has routes [default: the file's pools].",
     )
     del _append
 
@@ -117,6 +122,12 @@ class Options(usage.Options):
                 merged[key] = self[option]
         if self["listen"]:
             merged["listen"] = list(self["listen"])
+        if self["backend"]:
+            section = merged.get("reverse", {})
+            if isinstance(section, dict):
+                pools = dict(section.get("pools", {}), default={"backends": list(self["backend"])})
+                routes = section.get("routes") or [{"prefix": "/", "pool": "default"}]
+                merged["reverse"] = dict(section, pools=pools, routes=routes)
         forward = self.forwardOverrides()
         if forward:
             section = merged.get("forward", {})
@@ -162,4 +173,8 @@ def makeService(options: Options) -> IService:
     """
     The running proxy for the validated options.
     """
-    return options.mode.makeService(options.config, options.filters)
+    try:
+        return options.mode.makeService(options.config, options.filters)
+    except ConfigError as e:
+        # Some settings (a balancer's options) are checked by the mode.
+        options.fail(str(e))

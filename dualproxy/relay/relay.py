@@ -22,7 +22,8 @@ class Relay:
 
     C{onResponse} rewrites the response head (hop-by-hop fields, Via,
     filters) before the client sees it.  C{what} names the upstream in
-    error messages.
+    error messages.  With C{upgrade}, the request asked to switch protocols
+    (e.g. WebSocket): a 101 answer turns the connection into a tunnel.
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class Relay:
         connect: Callable[[], Deferred],
         onResponse: Callable[[ResponseHead], None],
         what: str,
+        upgrade: bool = False,
     ):
         self.exchange = exchange
         self.head = head
@@ -42,6 +44,7 @@ class Relay:
         self.connect = connect
         self.onResponse = onResponse
         self.what = what
+        self.upgrade = upgrade
         self.upstream: UpstreamProtocol = None
         self._retried = False
         self._bodyStarted = False
@@ -93,16 +96,24 @@ class Relay:
 
     def responseHead(self, head: ResponseHead) -> None:
         if head.status == 101:
-            # Only a request that asked for an upgrade may get one, and the
-            # relay never forwards Upgrade.
-            self._dropUpstream()
-            self.exchange.refuse(502, "upstream switched protocols unasked")
+            self._switchProtocols(head)
             return
         self.onResponse(head)
         self.exchange.writeHead(head)
         if head.framing != NO_BODY:
             self._producing = True
             self.exchange.registerProducer(self.upstream)
+
+    def _switchProtocols(self, head: ResponseHead) -> None:
+        if not self.upgrade:
+            # Only a request that asked for an upgrade may get one.
+            self._dropUpstream()
+            self.exchange.refuse(502, "upstream switched protocols unasked")
+            return
+        upstream, self.upstream = self.upstream, None
+        self.onResponse(head)
+        self.exchange.writeHead(head)
+        self.exchange.tunnel(upstream)
 
     def responseBody(self, data: bytes) -> None:
         self.exchange.write(data)

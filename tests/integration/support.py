@@ -74,31 +74,84 @@ def pattern(size: int) -> bytes:
     return (block * (size // 256 + 1))[:size]
 
 
+class _Name(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, origin):
+        super().__init__()
+        self.origin = origin
+
+    def render(self, request):
+        self.origin.requests += 1
+        return self.origin.name.encode()
+
+
+class _Held(resource.Resource):
+    """
+    Answers only when the test releases the request.
+    """
+
+    isLeaf = True
+
+    def __init__(self, origin):
+        super().__init__()
+        self.origin = origin
+
+    def render(self, request):
+        self.origin.held.append(request)
+        return server.NOT_DONE_YET
+
+
 class Origin:
     """
     A twisted.web origin that counts the connections it accepts.
     """
 
-    def __init__(self):
+    def __init__(self, name: str = "origin", port: int = 0):
+        self.name = name
+        self.requests = 0
+        self.held: list = []
         root = resource.Resource()
         root.putChild(b"headers", _Headers())
         root.putChild(b"bytes", _Bytes())
         root.putChild(b"status", _Status())
+        root.putChild(b"name", _Name(self))
+        root.putChild(b"held", _Held(self))
         self.site = server.Site(root)
         self.site.log = lambda request: None
         self.connections = 0
         build = self.site.buildProtocol
 
+        self.protocols: list = []
+
         def counting(addr):
             self.connections += 1
-            return build(addr)
+            protocol = build(addr)
+            self.protocols.append(protocol)
+            return protocol
 
         self.site.buildProtocol = counting
-        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.port = reactor.listenTCP(port, self.site, interface="127.0.0.1")
         self.address = f"127.0.0.1:{self.port.getHost().port}"
 
     def url(self, path: str) -> str:
         return f"http://{self.address}{path}"
+
+    def kill(self):
+        """
+        Stop as a crashed server would: no listener, no open connections.
+        """
+        for protocol in self.protocols:
+            transport = getattr(protocol, "_channel", protocol).transport
+            if transport is not None:
+                transport.abortConnection()
+        return self.stop()
+
+    def release(self) -> None:
+        for request in self.held:
+            request.write(self.name.encode())
+            request.finish()
+        self.held = []
 
     def stop(self):
         return self.port.stopListening()

@@ -157,7 +157,7 @@ class ThirdPartyModeTests(SynchronousTestCase):
         code, out, err = twistd("--mode", "nope", paths=(self.dropins,))
         self.assertEqual(code, 1, err)
         self.assertNotIn("Traceback", err)
-        self.assertEqual(err.splitlines(), ["dualproxy: unknown mode 'nope' (known: echo-test, forward)"])
+        self.assertEqual(err.splitlines(), ["dualproxy: unknown mode 'nope' (known: echo-test, forward, reverse)"])
 
     def test_runsThirdPartyMode(self):
         """

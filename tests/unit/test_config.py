@@ -135,12 +135,12 @@ class FromDictErrorTests(SynchronousTestCase):
         """
         A table named after a mode is only accepted when that mode is known.
         """
-        error = self.assertRaises(ConfigError, fromDict, {"reverse": {}})
-        self.assertEqual(str(error).split(" (")[0], "reverse: unknown key")
+        error = self.assertRaises(ConfigError, fromDict, {"echo": {}})
+        self.assertEqual(str(error).split(" (")[0], "echo: unknown key")
 
     def test_extraModeTableMustBeTable(self):
-        error = self.assertRaises(ConfigError, fromDict, {"reverse": 1}, modes=["forward", "reverse"])
-        self.assertEqual(str(error), "reverse: expected a table, got an integer")
+        error = self.assertRaises(ConfigError, fromDict, {"echo": 1}, modes=["forward", "echo"])
+        self.assertEqual(str(error), "echo: expected a table, got an integer")
 
 
 class FromDictTests(SynchronousTestCase):

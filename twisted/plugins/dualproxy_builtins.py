@@ -4,5 +4,7 @@ would be, so that C{--mode} finds them all the same way.
 """
 
 from dualproxy.forward.mode import ForwardMode
+from dualproxy.reverse.mode import ReverseMode
 
 forward = ForwardMode()
+reverse = ReverseMode()

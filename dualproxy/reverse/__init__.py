@@ -1,0 +1,3 @@
+"""
+Reverse mode: route inbound requests to pools of backends.
+"""

@@ -1,0 +1,80 @@
+"""
+The built-in C{reverse} mode plugin.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import IService, MultiService
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from ..interfaces import IProxyMode
+
+
+@implementer(IPlugin, IProxyMode)
+class ReverseMode:
+    """
+    A proxy in front of web servers: routes by host and path to pools of
+    backends, static directories and redirects.
+    """
+
+    name = "reverse"
+    description = "route inbound requests by host and path to balanced backends"
+    defaultListen = ("tcp:8080:interface=127.0.0.1",)
+
+    def makeService(self, config, filters) -> IService:
+        # Imported here so that listing plugins (twistd --help) stays light.
+        from twisted.internet import reactor
+
+        from ..accesslog import AccessLog
+        from ..config import ConfigError
+        from ..listeners import ListenerService
+        from ..plugins import findBalancers
+        from ..relay.pool import ConnectionPool
+        from ..routing import Redirect
+        from ..server import HTTPServerFactory
+        from ..static import StaticDirectory
+        from .health import HealthCheck
+        from .pool import BackendPool
+        from .proxy import PoolTarget, ReverseHandler
+
+        settings = config.reverse
+        timeouts = config.timeouts
+        root = MultiService()
+        connections = ConnectionPool(reactor, config.upstream.max_idle_per_host, timeouts.upstream_idle)
+        connections.setServiceParent(root)
+        handler = ReverseHandler(reactor, settings, timeouts, connections, filters,
+                                 AccessLog(config.access_log, reactor))
+        balancers = findBalancers()
+        pools = {}
+        for index, pool in enumerate(settings.pools):
+            key = f"reverse.pools.{pool.name}"
+            factory = balancers.get(pool.balance)
+            if factory is None:
+                raise ConfigError(f"{key}.balance",
+                                  f"unknown strategy {pool.balance!r} (known: {', '.join(sorted(balancers))})")
+            try:
+                balancer = factory(dict(pool.balance_options))
+            except ValueError as e:
+                raise ConfigError(f"{key}.balance_options", str(e))
+            pools[pool.name] = BackendPool(pool, balancer)
+            health = pool.health
+            if health.path is not None:
+                HealthCheck(
+                    reactor, pools[pool.name].backends, path=health.path.encode("ascii"),
+                    interval=health.interval, timeout=health.timeout, expectStatus=health.expect_status,
+                    host=pool.host.encode("ascii") if pool.host else None,
+                ).setServiceParent(root)
+        for route in settings.routes:
+            headers = dict(addHeaders=route.add_headers, removeHeaders=route.remove_headers)
+            if route.pool is not None:
+                target = PoolTarget(handler, pools[route.pool], route.strip_prefix, **headers)
+            elif route.static is not None:
+                target = StaticDirectory(route.static, **headers)
+            else:
+                target = Redirect(route.redirect, route.redirect_status, **headers)
+            handler.addRoute(route.host, route.prefix, target)
+        factory = HTTPServerFactory(handler, reactor, timeouts.client_idle)
+        for description in config.listen or self.defaultListen:
+            ListenerService(description, factory, reactor).setServiceParent(root)
+        return root

@@ -1,0 +1,69 @@
+"""
+A pool of backends at run time: health, requests in flight and the
+balancer's choice among the healthy ones.
+"""
+
+from __future__ import annotations
+
+from typing import Collection, Optional
+
+from ..config import Backend, PoolSettings
+from ..http.message import Headers
+from .health import Health
+
+
+class BackendState:
+    """
+    One backend and what the proxy knows about it now.
+    """
+
+    def __init__(self, backend: Backend, health: Health):
+        self.name = backend.url
+        self.scheme = backend.scheme
+        self.host = backend.host
+        self.port = backend.port
+        self.weight = backend.weight
+        self.health = health
+        self.inFlight = 0
+        self.key = ("backend", backend.scheme, backend.host, backend.port)
+
+    def __repr__(self) -> str:
+        return f"<BackendState {self.name} in flight {self.inFlight}>"
+
+
+class BackendPool:
+    """
+    The backends of one configured pool and how to choose among them.
+    """
+
+    def __init__(self, settings: PoolSettings, balancer):
+        self.settings = settings
+        self.name = settings.name
+        self.balancer = balancer
+        health = settings.health
+        self.backends = [
+            BackendState(
+                backend,
+                Health(rise=health.rise, fall=health.fall, coolOff=health.cool_off,
+                       passiveFailures=health.passive_failures),
+            )
+            for backend in settings.backends
+        ]
+
+    def pick(self, now: float, client: Optional[str], headers: Headers,
+             tried: Collection[BackendState] = ()) -> Optional[BackendState]:
+        """
+        A healthy backend not yet tried for this request, or None.
+        """
+        candidates = [b for b in self.backends if b not in tried and b.health.isUp(now)]
+        if not candidates:
+            return None
+        return self.balancer.pick(candidates, client, headers)
+
+    def retryAfter(self) -> int:
+        """
+        Seconds a client should wait when every backend is down: about when
+        the next check or cool-off could bring one back.
+        """
+        health = self.settings.health
+        return max(1, int(min(health.interval if health.path else health.cool_off, health.cool_off) + 0.5))

@@ -1,0 +1,240 @@
+"""
+The reverse proxy's request logic: route each request through the shared
+resource tree, and relay the ones routed to a pool to one of its backends.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+from twisted.internet.defer import Deferred
+
+from ..forward.acl import ClientACL
+from ..http.message import Headers, Refusal, RequestHead, ResponseHead
+from ..http.rules import frameBody, stripHopByHop
+from ..relay.client import isIdempotent
+from ..relay.connect import connectTCP, resolve
+from ..relay.pool import ConnectionPool
+from ..relay.relay import Relay
+from ..routing import RoutingRequest, Target, VirtualHosts, route, splitTarget
+from .headers import addForwarding
+from .pool import BackendPool, BackendState
+
+
+class PoolTarget(Target):
+    """
+    A route to a pool of backends.
+    """
+
+    def __init__(self, handler: ReverseHandler, pool: BackendPool, stripPrefix: bool = False, **kw):
+        super().__init__(**kw)
+        self.handler = handler
+        self.pool = pool
+        self.stripPrefix = stripPrefix
+
+    def serve(self, request: RoutingRequest) -> None:
+        exchange = request.exchange
+        incoming = exchange.request
+        headers = incoming.headers.copy()
+        upgrade = headers.get(b"upgrade") if b"upgrade" in headers.tokens(b"connection") else None
+        host = headers.get(b"host")
+        stripHopByHop(headers)
+        if upgrade is not None:
+            headers.add(b"Connection", b"Upgrade")
+            headers.add(b"Upgrade", upgrade)
+        if self.pool.settings.host is not None:
+            headers.set(b"Host", self.pool.settings.host.encode("ascii"))
+        handler = self.handler
+        settings = handler.settings
+        addForwarding(
+            headers, exchange.clientHost, handler.trusted.allows(exchange.clientHost), b"http", host,
+            settings.x_forwarded_for, settings.x_forwarded_proto, settings.x_forwarded_host, settings.forwarded,
+        )
+        frameBody(headers, incoming)
+        self.adjust(headers)
+        path = request.path
+        if self.stripPrefix:
+            path = b"/" + b"/".join(request.postpath)
+        target = path + (b"?" + request.query if request.query else b"")
+        outgoing = RequestHead(incoming.method, target, b"HTTP/1.1", headers, incoming.framing, incoming.length)
+        handler.filterRequest(outgoing, exchange)
+        PoolRelay(exchange, outgoing, handler, self.pool, upgrade is not None).start()
+
+
+class PoolRelay(Relay):
+    """
+    A relay that chooses its backend from a pool, records what it learns
+    about backend health, and tries another backend when one cannot be
+    reached, or resets before answering a request that is safe to repeat.
+    """
+
+    def __init__(self, exchange, head: RequestHead, handler: ReverseHandler, pool: BackendPool, upgrade: bool):
+        super().__init__(exchange, head, handler.connections, None, None, self._onResponse, "", upgrade)
+        self.handler = handler
+        self.backendPool = pool
+        self.tried: List[BackendState] = []
+
+    def start(self) -> None:
+        if self._choose():
+            super().start()
+
+    def _choose(self) -> bool:
+        """
+        Point the relay at the next backend; answer the client if none is
+        left.
+        """
+        exchange = self.exchange
+        pool = self.backendPool
+        now = self.handler.reactor.seconds()
+        backend = pool.pick(now, exchange.clientHost, exchange.request.headers, self.tried)
+        previous = exchange.backend
+        if previous is not None:
+            previous.inFlight -= 1
+            exchange.backend = None
+        if backend is None:
+            if not self.tried:
+                exchange.refuse(503, f"no healthy backend in pool {pool.name}",
+                                [(b"Retry-After", b"%d" % pool.retryAfter())])
+            return False
+        backend.inFlight += 1
+        exchange.backend = backend
+        self.tried.append(backend)
+        self.key = backend.key
+        self.connect = lambda: self.handler.open(backend)
+        self.what = f"backend {backend.name}"
+        return True
+
+    def _mayRetry(self) -> bool:
+        return len(self.tried) <= self.backendPool.settings.retries and not self.exchange.finished
+
+    def _connectFailed(self, failure) -> None:
+        backend = self.exchange.backend
+        if backend is not None:
+            backend.health.requestFailed(self.handler.reactor.seconds())
+        if self._mayRetry() and self._choose():
+            self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
+            return
+        super()._connectFailed(failure)
+
+    def responseFailed(self, status: int, reason: str) -> None:
+        upstream = self.upstream
+        exchange = self.exchange
+        if (
+            upstream is not None
+            and not upstream.responseBegun
+            and not exchange.responseStarted
+            and not self._bodyStarted
+            and isIdempotent(self.head.method)
+            and not upstream.reused
+            and self._mayRetry()
+        ):
+            # A fresh connection reset before any answer: another backend
+            # may do better (a stale pooled one is retried on the same).
+            exchange.backend.health.requestFailed(self.handler.reactor.seconds())
+            self.upstream = None
+            if self._choose():
+                self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
+                return
+        super().responseFailed(status, reason)
+
+    def _onResponse(self, head: ResponseHead) -> None:
+        backend = self.exchange.backend
+        if backend is not None:
+            if head.status >= 500:
+                backend.health.requestFailed(self.handler.reactor.seconds())
+            else:
+                backend.health.requestSucceeded()
+        upgrade = head.headers.get(b"upgrade") if head.status == 101 else None
+        stripHopByHop(head.headers)
+        if upgrade is not None:
+            head.headers.add(b"Connection", b"Upgrade")
+            head.headers.add(b"Upgrade", upgrade)
+        self.handler.filterResponse(self.head, head)
+
+
+class ReverseHandler:
+    """
+    Handles every request on the reverse proxy's client connections.
+    """
+
+    def __init__(self, reactor, settings, timeouts, connections: ConnectionPool, filters: Sequence = (),
+                 accessLog=None):
+        self.reactor = reactor
+        self.settings = settings
+        self.timeouts = timeouts
+        self.connections = connections
+        self.filters = tuple(filters)
+        self.accessLog = accessLog
+        self.trusted = ClientACL(settings.trusted_proxies)
+        self.resolver = reactor.nameResolver
+        self.routes = VirtualHosts()
+
+    def addRoute(self, host: str, prefix: str, target: Target) -> None:
+        self.routes.tree(host).add(prefix, target)
+
+    # Channel callbacks
+
+    def connectionMade(self, channel) -> None:
+        pass
+
+    def connectionLost(self, channel) -> None:
+        pass
+
+    def exchangeDone(self, exchange) -> None:
+        if exchange.backend is not None:
+            exchange.backend.inFlight -= 1
+            exchange.backend = None
+        if self.accessLog is not None:
+            self.accessLog(exchange)
+
+    def handle(self, exchange) -> None:
+        head = exchange.request
+        if head.method == b"CONNECT":
+            raise Refusal(405, "this is a reverse proxy: CONNECT is not served", [(b"Allow", b"GET, HEAD, POST")])
+        target = head.target
+        if not target.startswith(b"/"):
+            if target.lower().startswith((b"http://", b"https://")):
+                # RFC 9112 section 3.2.2: a server must accept absolute form.
+                target = b"/" + target.split(b"/", 3)[3] if target.count(b"/") >= 3 else b"/"
+            else:
+                raise Refusal(400, "the request target must be a path")
+        path, query = splitTarget(target)
+        request = RoutingRequest(exchange, _hostName(head.headers), path, query)
+        route(self.routes, request).serve(request)
+
+    def filterRequest(self, head: RequestHead, exchange) -> None:
+        for requestFilter in self.filters:
+            refusal = requestFilter.request(head, exchange.client)
+            if refusal is not None:
+                raise refusal
+
+    def filterResponse(self, request: RequestHead, head: ResponseHead) -> None:
+        for responseFilter in self.filters:
+            responseFilter.response(request, head)
+
+    def open(self, backend: BackendState) -> Deferred:
+        """
+        A new connection to a backend, to whichever address its name has
+        now.
+        """
+        timeouts = self.timeouts
+        tlsName = backend.host if backend.scheme == "https" else None
+
+        def connect(addresses):
+            return connectTCP(self.reactor, addresses[0], backend.port, timeouts.connect,
+                              timeouts.upstream_read, tlsName)
+
+        return resolve(self.resolver, backend.host, backend.port).addCallback(connect)
+
+
+def _hostName(headers: Headers) -> str:
+    """
+    The requested host, lower case, without port, for virtual hosting.
+    """
+    host = headers.get(b"host") or b""
+    if host.startswith(b"["):
+        name = host.split(b"]")[0] + b"]"
+    else:
+        name = host.rsplit(b":", 1)[0] if b":" in host else host
+    return name.decode("latin-1").lower().rstrip(".")
+
