@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class UpstreamSettings:
     Limits on the connections the proxy opens to origins.
     """
 
-    max_idle_per_host: int = 8
+    max_idle_per_host: int = 32
 
 
 @dataclass(frozen=True)
@@ -222,12 +223,14 @@ def loadFile(path: str) -> Dict[str, Any]:
         raise ConfigError(path, f"not valid TOML: {_oneLine(str(e))}")
 
 
-def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None) -> Config:
+def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, base: str = ".") -> Config:
     """
     Validate a config dict (as L{loadFile} returns it) into a L{Config}.
 
     @param modes: the names of the known modes; a top-level table named
         after one that is not built in is kept raw in L{Config.extra}.
+    @param base: the directory relative paths in the file are relative to:
+        the file's own, so an example works from wherever it is started.
     @raise ConfigError: naming the first key that is wrong.
     """
     builtin = ("mode", "listen", "access_log", "filters", "timeouts", "upstream", "forward", "reverse")
@@ -256,7 +259,7 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None) -
     if "forward" in data:
         kwargs["forward"] = _forward(_table("forward", data["forward"]))
     if "reverse" in data:
-        kwargs["reverse"] = _reverse(_table("reverse", data["reverse"]))
+        kwargs["reverse"] = _reverse(_table("reverse", data["reverse"]), base)
     return Config(extra=MappingProxyType(extra), **kwargs)
 
 
@@ -297,7 +300,7 @@ def _forward(table: Mapping[str, Any]) -> ForwardSettings:
     )
 
 
-def _reverse(table: Mapping[str, Any]) -> ReverseSettings:
+def _reverse(table: Mapping[str, Any], base: str) -> ReverseSettings:
     known = ("pools", "routes", "trusted_proxies", "x_forwarded_for", "x_forwarded_proto",
              "x_forwarded_host", "forwarded")
     _checkKeys(table, "reverse.", known)
@@ -306,7 +309,7 @@ def _reverse(table: Mapping[str, Any]) -> ReverseSettings:
     kwargs["pools"] = tuple(_pool(f"reverse.pools.{name}", name, _table(f"reverse.pools.{name}", value))
                             for name, value in pools.items())
     names = set(pools)
-    kwargs["routes"] = _arrayOf(lambda key, value: _route(key, _table(key, value), names))(
+    kwargs["routes"] = _arrayOf(lambda key, value: _route(key, _table(key, value), names, base))(
         "reverse.routes", table.get("routes", []))
     if "trusted_proxies" in table:
         kwargs["trusted_proxies"] = _arrayOf(_network)("reverse.trusted_proxies", table["trusted_proxies"])
@@ -384,13 +387,13 @@ def _health(key: str, table: Mapping[str, Any]) -> HealthSettings:
     return HealthSettings(**settings)
 
 
-def _route(key: str, table: Mapping[str, Any], pools: Collection[str]) -> RouteSettings:
+def _route(key: str, table: Mapping[str, Any], pools: Collection[str], base: str) -> RouteSettings:
     parsers: Dict[str, Callable[[str, Any], Any]] = {
         "host": _routeHost,
         "prefix": _prefix,
         "strip_prefix": _boolean,
         "pool": _nonEmptyString,
-        "static": _directory,
+        "static": lambda key, value: _directory(key, value, base),
         "redirect": _nonEmptyString,
         "redirect_status": _redirectStatus,
         "add_headers": _headerTable,
@@ -421,12 +424,10 @@ def _prefix(key: str, value: Any) -> str:
     return text
 
 
-def _directory(key: str, value: Any) -> str:
-    import os
-
-    path = _nonEmptyString(key, value)
+def _directory(key: str, value: Any, base: str) -> str:
+    path = os.path.join(base, _nonEmptyString(key, value))
     if not os.path.isdir(path):
-        raise ConfigError(key, f"{path!r} is not a directory")
+        raise ConfigError(key, f"{value!r} is not a directory")
     return os.path.abspath(path)
 
 

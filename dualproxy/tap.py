@@ -6,6 +6,7 @@ validated in full before twistd starts anything.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Any, Dict, List, Tuple
 
@@ -104,7 +105,8 @@ class Options(usage.Options):
         data = loadFile(self["config"]) if self["config"] else {}
         data = self.merge(data)
         modes = findModes()
-        config = fromDict(data, modes=modes)
+        base = os.path.dirname(os.path.abspath(self["config"])) if self["config"] else "."
+        config = fromDict(data, modes=modes, base=base)
         mode = modes.get(config.mode)
         if mode is None:
             self.fail(f"unknown mode {config.mode!r} (known: {', '.join(sorted(modes))})")

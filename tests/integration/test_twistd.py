@@ -103,6 +103,26 @@ class DefaultsTests(TwistdTestCase):
         self.assertIn(b'"GET ' + origin.url("/bytes/1000").encode() + b' HTTP/1.1" 200 1000', child.output)
 
 
+class ReverseQuickStartTests(TwistdTestCase):
+    @inlineCallbacks
+    def test_backendsFromTheCommandLine(self):
+        """
+        twistd dualproxy --mode reverse --backend URL --backend URL balances
+        across both with no config file.
+        """
+        a, b = Origin("a"), Origin("b")
+        self.addCleanup(a.stop)
+        self.addCleanup(b.stop)
+        pid, port, child = yield self.startTwistd(
+            "--mode", "reverse", "--listen", "tcp:0:interface=127.0.0.1",
+            "--backend", f"http://{a.address}", "--backend", f"http://{b.address}",
+        )
+        urls = [f"http://127.0.0.1:{port}/name"] * 4
+        out, err, code = yield curl(*[arg for url in urls for arg in ("-w", "\n", url)])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(sorted(out.split()), [b"a", b"a", b"b", b"b"])
+
+
 THIRD_PARTY_FILTER = """
 from twisted.plugin import IPlugin
 from zope.interface import implementer

@@ -13,6 +13,7 @@ from ipaddress import ip_network
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from dualproxy.plugins import findModes, loadFilters
 from dualproxy.config import (
     Config,
     ConfigError,
@@ -307,9 +308,13 @@ class LoadFileTests(SynchronousTestCase):
 class ExampleConfigTests(SynchronousTestCase):
     def test_examplesLoad(self):
         """
-        Every example in conf/ loads as it is shipped.
+        Every example in conf/ loads as it is shipped, and its mode builds
+        the service from it (balancer options are the mode's to check).
         """
         paths = sorted(glob.glob(os.path.join(REPO, "conf", "*.toml")))
         self.assertTrue(paths)
         for path in paths:
-            self.assertIsInstance(fromDict(loadFile(path)), Config, path)
+            config = fromDict(loadFile(path), base=os.path.dirname(path))
+            self.assertIsInstance(config, Config, path)
+            service = findModes()[config.mode].makeService(config, loadFilters(config.filters))
+            self.assertTrue(list(service), path)
