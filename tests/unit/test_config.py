@@ -157,7 +157,7 @@ class FromDictTests(SynchronousTestCase):
         self.assertEqual(config.access_log, "combined")
         self.assertEqual(config.filters, ())
         self.assertEqual(config.timeouts, Timeouts(10.0, 60.0, 60.0, 60.0))
-        self.assertEqual(config.upstream, UpstreamSettings(8))
+        self.assertEqual(config.upstream, UpstreamSettings(32))
         forward = config.forward
         self.assertEqual(forward.allow_clients, (ip_network("127.0.0.0/8"), ip_network("::1/128")))
         self.assertEqual(forward.allow_destinations, ())
