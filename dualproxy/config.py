@@ -103,6 +103,7 @@ class ForwardSettings:
     )
     auth_file: Optional[str] = None
     auth_realm: str = "dualproxy"
+    routes: Tuple["RouteSettings", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,7 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
     if "upstream" in data:
         kwargs["upstream"] = _upstream(_table("upstream", data["upstream"]))
     if "forward" in data:
-        kwargs["forward"] = _forward(_table("forward", data["forward"]))
+        kwargs["forward"] = _forward(_table("forward", data["forward"]), base)
     if "reverse" in data:
         kwargs["reverse"] = _reverse(_table("reverse", data["reverse"]), base)
     return Config(extra=MappingProxyType(extra), **kwargs)
@@ -280,7 +281,7 @@ def _upstream(table: Mapping[str, Any]) -> UpstreamSettings:
     return UpstreamSettings(**kwargs)
 
 
-def _forward(table: Mapping[str, Any]) -> ForwardSettings:
+def _forward(table: Mapping[str, Any], base: str) -> ForwardSettings:
     parsers: Dict[str, Callable[[str, Any], Any]] = {
         "allow_clients": _arrayOf(_network),
         "allow_destinations": _arrayOf(_network),
@@ -293,6 +294,9 @@ def _forward(table: Mapping[str, Any]) -> ForwardSettings:
         "anonymous_headers": _arrayOf(_fieldName),
         "auth_file": _passwordFile,
         "auth_realm": _realm,
+        # The proxy's own pages (a PAC file, a redirect): static or redirect
+        # routes for requests in origin form; there are no pools here.
+        "routes": _arrayOf(lambda key, value: _route(key, _table(key, value), (), base)),
     }
     _checkKeys(table, "forward.", parsers)
     return ForwardSettings(

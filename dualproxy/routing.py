@@ -182,6 +182,31 @@ def route(root: VirtualHosts, request: RoutingRequest) -> Target:
     return resource
 
 
+def pageTarget(settings) -> Target:
+    """
+    The target of a route to a static directory or a redirect (routes to a
+    pool are the reverse mode's).
+    """
+    from .static import StaticDirectory
+
+    headers = dict(addHeaders=settings.add_headers, removeHeaders=settings.remove_headers)
+    if settings.static is not None:
+        return StaticDirectory(settings.static, **headers)
+    return Redirect(settings.redirect, settings.redirect_status, **headers)
+
+
+def hostName(headers: Headers) -> str:
+    """
+    The requested host, lower case, without port, for virtual hosting.
+    """
+    host = headers.get(b"host") or b""
+    if host.startswith(b"["):
+        name = host.split(b"]")[0] + b"]"
+    else:
+        name = host.rsplit(b":", 1)[0] if b":" in host else host
+    return name.decode("latin-1").lower().rstrip(".")
+
+
 def splitTarget(target: bytes) -> Tuple[bytes, bytes]:
     """
     The path and query of an origin-form request target.

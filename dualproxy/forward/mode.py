@@ -29,6 +29,7 @@ class ForwardMode:
         from ..accesslog import AccessLog
         from ..listeners import ListenerService
         from ..relay.pool import ConnectionPool
+        from ..routing import pageTarget
         from ..server import HTTPServerFactory
         from .auth import PasswordFile, ProxyAuthenticator
         from .proxy import ForwardHandler
@@ -50,6 +51,8 @@ class ForwardMode:
             AccessLog(config.access_log, reactor),
             authenticator,
         )
+        for route in settings.routes:
+            handler.pages.tree(route.host).add(route.prefix, pageTarget(route))
         factory = HTTPServerFactory(handler, reactor, timeouts.client_idle)
         for description in config.listen or self.defaultListen:
             ListenerService(description, factory, reactor).setServiceParent(root)

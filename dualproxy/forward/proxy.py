@@ -15,6 +15,7 @@ from ..http.rules import absoluteTarget, addVia, connectTarget, frameBody, strip
 from ..relay.connect import asRefusal, connectTCP, resolve
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
+from ..routing import RoutingRequest, Target, VirtualHosts, hostName, route, splitTarget
 from .acl import ClientACL, DestinationPolicy
 from .auth import ProxyAuthenticator
 
@@ -52,6 +53,8 @@ class ForwardHandler:
         self.stripped = tuple(name.lower().encode("ascii") for name in settings.anonymous_headers)
         self.parent = settings.parent
         self.resolver = reactor.nameResolver
+        self.pages = VirtualHosts()
+        self.pages.default.target = NotAProxyRequest()
 
     # Channel callbacks
 
@@ -69,6 +72,12 @@ class ForwardHandler:
         if not exchange.channel.allowed:
             raise Refusal(403, "this client may not use the proxy")
         head = exchange.request
+        if head.target.startswith(b"/"):
+            # Origin form: a request for the proxy's own pages.
+            path, query = splitTarget(head.target)
+            request = RoutingRequest(exchange, hostName(head.headers), path, query)
+            route(self.pages, request).serve(request)
+            return
         if self.authenticator is not None:
             exchange.user = self.authenticator.authenticate(head.headers)
         if self._seenBefore(head.headers):
@@ -212,6 +221,15 @@ class ForwardHandler:
     def _tunnelFailed(self, failure, exchange, what: str) -> None:
         refusal = asRefusal(failure, what)
         exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+
+
+class NotAProxyRequest(Target):
+    """
+    What origin-form requests get when no page of the proxy's own matches.
+    """
+
+    def serve(self, request: RoutingRequest) -> None:
+        raise Refusal(400, "not a proxy request: the target must be an absolute http:// URL")
 
 
 class _ParentAnswer:

@@ -31,9 +31,8 @@ class ReverseMode:
         from ..listeners import ListenerService
         from ..plugins import findBalancers
         from ..relay.pool import ConnectionPool
-        from ..routing import Redirect
+        from ..routing import pageTarget
         from ..server import HTTPServerFactory
-        from ..static import StaticDirectory
         from .health import HealthCheck
         from .pool import BackendPool
         from .proxy import PoolTarget, ReverseHandler
@@ -66,13 +65,11 @@ class ReverseMode:
                     host=pool.host.encode("ascii") if pool.host else None,
                 ).setServiceParent(root)
         for route in settings.routes:
-            headers = dict(addHeaders=route.add_headers, removeHeaders=route.remove_headers)
             if route.pool is not None:
-                target = PoolTarget(handler, pools[route.pool], route.strip_prefix, **headers)
-            elif route.static is not None:
-                target = StaticDirectory(route.static, **headers)
+                target = PoolTarget(handler, pools[route.pool], route.strip_prefix,
+                                    addHeaders=route.add_headers, removeHeaders=route.remove_headers)
             else:
-                target = Redirect(route.redirect, route.redirect_status, **headers)
+                target = pageTarget(route)
             handler.addRoute(route.host, route.prefix, target)
         factory = HTTPServerFactory(handler, reactor, timeouts.client_idle)
         for description in config.listen or self.defaultListen:

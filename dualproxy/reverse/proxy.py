@@ -10,13 +10,13 @@ from typing import List, Sequence
 from twisted.internet.defer import Deferred
 
 from ..forward.acl import ClientACL
-from ..http.message import Headers, Refusal, RequestHead, ResponseHead
+from ..http.message import Refusal, RequestHead, ResponseHead
 from ..http.rules import frameBody, stripHopByHop
 from ..relay.client import isIdempotent
 from ..relay.connect import connectTCP, resolve
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
-from ..routing import RoutingRequest, Target, VirtualHosts, route, splitTarget
+from ..routing import RoutingRequest, Target, VirtualHosts, hostName, route, splitTarget
 from .headers import addForwarding
 from .pool import BackendPool, BackendState
 
@@ -199,7 +199,7 @@ class ReverseHandler:
             else:
                 raise Refusal(400, "the request target must be a path")
         path, query = splitTarget(target)
-        request = RoutingRequest(exchange, _hostName(head.headers), path, query)
+        request = RoutingRequest(exchange, hostName(head.headers), path, query)
         route(self.routes, request).serve(request)
 
     def filterRequest(self, head: RequestHead, exchange) -> None:
@@ -225,16 +225,3 @@ class ReverseHandler:
                               timeouts.upstream_read, tlsName)
 
         return resolve(self.resolver, backend.host, backend.port).addCallback(connect)
-
-
-def _hostName(headers: Headers) -> str:
-    """
-    The requested host, lower case, without port, for virtual hosting.
-    """
-    host = headers.get(b"host") or b""
-    if host.startswith(b"["):
-        name = host.split(b"]")[0] + b"]"
-    else:
-        name = host.rsplit(b":", 1)[0] if b":" in host else host
-    return name.decode("latin-1").lower().rstrip(".")
-

@@ -285,6 +285,22 @@ class ErrorTests(ForwardTestCase):
         self.assertIn(b"HTTP/1.1 400 Bad Request", out)
 
     @inlineCallbacks
+    def test_proxyPagesThroughSharedRouting(self):
+        """
+        The forward proxy serves its own pages (a PAC file) through the same
+        routing layer as reverse mode; other origin-form requests stay 400.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "proxy.pac"), "w") as f:
+            f.write("function FindProxyForURL(url, host) { return 'DIRECT'; }")
+        proxy = self.startProxy(settings(routes=[{"prefix": "/pac", "static": directory}]))
+        out, err, code = yield curl(proxy.url + "/pac/proxy.pac")
+        self.assertEqual(out, b"function FindProxyForURL(url, host) { return 'DIRECT'; }")
+        out, err, code = yield curl("-D", "-", proxy.url + "/other")
+        self.assertIn(b"HTTP/1.1 400 Bad Request", out)
+
+    @inlineCallbacks
     def test_originFormRequestRefused(self):
         proxy = self.startProxy()
         out, err, code = yield curl("-D", "-", proxy.url + "/")
