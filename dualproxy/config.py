@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from types import MappingProxyType
 from typing import Any, Callable, Collection, Dict, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit
@@ -170,6 +170,19 @@ class RouteSettings:
 
 
 @dataclass(frozen=True)
+class DnsSettings:
+    """
+    How backends named by host name are re-resolved while running: with
+    which servers (C{"host:port"}; none: the system's) and how often, as
+    the records' TTL within C{min_ttl} and C{max_ttl} seconds.
+    """
+
+    servers: Tuple[str, ...] = ()
+    min_ttl: float = 5.0
+    max_ttl: float = 300.0
+
+
+@dataclass(frozen=True)
 class ReverseSettings:
     """
     The reverse proxy: its pools, its routes and the forwarding headers it
@@ -183,6 +196,7 @@ class ReverseSettings:
     x_forwarded_proto: bool = True
     x_forwarded_host: bool = True
     forwarded: bool = False
+    dns: DnsSettings = field(default_factory=DnsSettings)
 
 
 @dataclass(frozen=True)
@@ -306,7 +320,7 @@ def _forward(table: Mapping[str, Any], base: str) -> ForwardSettings:
 
 def _reverse(table: Mapping[str, Any], base: str) -> ReverseSettings:
     known = ("pools", "routes", "trusted_proxies", "x_forwarded_for", "x_forwarded_proto",
-             "x_forwarded_host", "forwarded")
+             "x_forwarded_host", "forwarded", "dns")
     _checkKeys(table, "reverse.", known)
     kwargs: Dict[str, Any] = {}
     pools = _table("reverse.pools", table.get("pools", {}))
@@ -317,10 +331,53 @@ def _reverse(table: Mapping[str, Any], base: str) -> ReverseSettings:
         "reverse.routes", table.get("routes", []))
     if "trusted_proxies" in table:
         kwargs["trusted_proxies"] = _arrayOf(_network)("reverse.trusted_proxies", table["trusted_proxies"])
-    for flag in known[3:]:
+    for flag in known[3:7]:
         if flag in table:
             kwargs[flag] = _boolean(f"reverse.{flag}", table[flag])
+    if "dns" in table:
+        kwargs["dns"] = _dns(_table("reverse.dns", table["dns"]))
     return ReverseSettings(**kwargs)
+
+
+def _dns(table: Mapping[str, Any]) -> DnsSettings:
+    parsers: Dict[str, Callable[[str, Any], Any]] = {
+        "servers": _arrayOf(_dnsServer),
+        "min_ttl": _seconds,
+        "max_ttl": _seconds,
+    }
+    _checkKeys(table, "reverse.dns.", parsers)
+    settings = DnsSettings(
+        **{name: parse(f"reverse.dns.{name}", table[name]) for name, parse in parsers.items() if name in table}
+    )
+    if settings.min_ttl > settings.max_ttl:
+        key = "reverse.dns.min_ttl" if "min_ttl" in table else "reverse.dns.max_ttl"
+        raise ConfigError(key, f"min_ttl ({settings.min_ttl:g}) must not exceed max_ttl ({settings.max_ttl:g})")
+    return settings
+
+
+def _dnsServer(key: str, value: Any) -> str:
+    """
+    A name server as C{"ip"}, C{"ip:port"} or C{"[ipv6]:port"}, normalised
+    to C{"host:port"}: an IP, since a name would need a server to resolve.
+    """
+    text = _nonEmptyString(key, value).strip()
+    usage = "expected an IP address with an optional :port"
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(key, f"{text!r}: {usage}")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        address = ip_address(host)
+    except ValueError:
+        raise ConfigError(key, f"{text!r}: {usage}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(key, f"{text!r}: port {port!r} is not in 1-65535")
+    return f"[{address}]:{int(port)}" if address.version == 6 else f"{address}:{int(port)}"
 
 
 def _pool(key: str, name: str, table: Mapping[str, Any]) -> PoolSettings:

@@ -70,6 +70,14 @@ class ConnectionPool(Service):
             if not idle:
                 del self._idle[upstream.key]
 
+    def dropKey(self, key: Hashable) -> None:
+        """
+        Close the idle connections for C{key}: where they lead is no longer
+        where its requests should go (a backend's name resolves elsewhere).
+        """
+        for upstream in self._idle.pop(key, []):
+            upstream.transport.loseConnection()
+
     def idleCount(self, key: Hashable) -> int:
         return len(self._idle.get(key, ()))
 

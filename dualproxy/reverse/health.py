@@ -206,7 +206,7 @@ class HealthCheck(Service):
                 (b"User-Agent", b"dualproxy-health"),
             ]
         )
-        address = getattr(backend, "address", None) or backend.host
+        address = backend.addresses[0] if backend.addresses else backend.host
         tlsName = backend.host if getattr(backend, "scheme", "http") == "https" else None
         probe.done.addCallback(self._record, backend, probe)
         probe.start(

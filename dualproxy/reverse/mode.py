@@ -33,6 +33,7 @@ class ReverseMode:
         from ..relay.pool import ConnectionPool
         from ..routing import pageTarget
         from ..server import HTTPServerFactory
+        from .dns import BackendResolver, makeResolver
         from .health import HealthCheck
         from .pool import BackendPool
         from .proxy import PoolTarget, ReverseHandler
@@ -64,6 +65,12 @@ class ReverseMode:
                     interval=health.interval, timeout=health.timeout, expectStatus=health.expect_status,
                     host=pool.host.encode("ascii") if pool.host else None,
                 ).setServiceParent(root)
+        dns = settings.dns
+        BackendResolver(
+            reactor, [backend for pool in pools.values() for backend in pool.backends],
+            makeResolver(reactor, dns.servers), dns.min_ttl, dns.max_ttl,
+            onChange=lambda backend: connections.dropKey(backend.key),
+        ).setServiceParent(root)
         for route in settings.routes:
             if route.pool is not None:
                 target = PoolTarget(handler, pools[route.pool], route.strip_prefix,

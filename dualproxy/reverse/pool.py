@@ -5,7 +5,7 @@ balancer's choice among the healthy ones.
 
 from __future__ import annotations
 
-from typing import Collection, Optional
+from typing import Collection, Optional, Tuple
 
 from ..config import Backend, PoolSettings
 from ..http.message import Headers
@@ -15,6 +15,8 @@ from .health import Health
 class BackendState:
     """
     One backend and what the proxy knows about it now.
+
+    @ivar addresses: what its host resolved to last (empty: not known yet).
     """
 
     def __init__(self, backend: Backend, health: Health):
@@ -25,6 +27,7 @@ class BackendState:
         self.weight = backend.weight
         self.health = health
         self.inFlight = 0
+        self.addresses: Tuple[str, ...] = ()
         self.key = ("backend", backend.scheme, backend.host, backend.port)
 
     def __repr__(self) -> str:

@@ -214,8 +214,8 @@ class ReverseHandler:
 
     def open(self, backend: BackendState) -> Deferred:
         """
-        A new connection to a backend, to whichever address its name has
-        now.
+        A new connection to a backend, to the address its name resolved to
+        last, or, before the first lookup is done, to whichever it has now.
         """
         timeouts = self.timeouts
         tlsName = backend.host if backend.scheme == "https" else None
@@ -224,4 +224,6 @@ class ReverseHandler:
             return connectTCP(self.reactor, addresses[0], backend.port, timeouts.connect,
                               timeouts.upstream_read, tlsName)
 
+        if backend.addresses:
+            return connect(backend.addresses)
         return resolve(self.resolver, backend.host, backend.port).addCallback(connect)

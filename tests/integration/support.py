@@ -99,6 +99,9 @@ class _Held(resource.Resource):
 
     def render(self, request):
         self.origin.held.append(request)
+        waiting, self.origin.waiting = self.origin.waiting, []
+        for deferred in waiting:
+            deferred.callback(request)
         return server.NOT_DONE_YET
 
 
@@ -111,6 +114,7 @@ class Origin:
         self.name = name
         self.requests = 0
         self.held: list = []
+        self.waiting: list = []
         root = resource.Resource()
         root.putChild(b"headers", _Headers())
         root.putChild(b"bytes", _Bytes())
@@ -146,6 +150,13 @@ class Origin:
             if transport is not None:
                 transport.abortConnection()
         return self.stop()
+
+    def whenHeld(self) -> defer.Deferred:
+        """
+        Fires with the next request that arrives at /held.
+        """
+        self.waiting.append(defer.Deferred())
+        return self.waiting[-1]
 
     def release(self) -> None:
         for request in self.held:

@@ -11,12 +11,15 @@ import json
 import os
 from collections import Counter
 
+import twisted.plugins
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
-from .support import Origin, Proxy, curl, pattern, pythonClient
+from dualproxy.reverse.health import HealthCheck
+
+from .support import Origin, Proxy, RawOrigin, curl, pattern, pythonClient
 
 # GETs PATH N times on one keep-alive connection, printing the bodies as a
 # JSON list; extra "Name: value" arguments are sent as headers.
@@ -94,9 +97,9 @@ class BalancingTests(ReverseTestCase):
         """
         slow, fast = self.backends("slow", "fast")
         proxy = self.proxy({"app": pool(slow, fast, balance="least-busy")})
+        arrived = defer.DeferredList([slow.whenHeld(), fast.whenHeld()], fireOnOneCallback=True)
         held = curl(proxy.url + "/held")
-        while not (slow.held or fast.held):
-            yield _tick()
+        yield arrived
         busy, idle = (slow, fast) if slow.held else (fast, slow)
         answers = yield self.names(proxy, 10)
         self.assertEqual(Counter(name for _, name in answers), {idle.name: 10})
@@ -163,18 +166,89 @@ class HealthTests(ReverseTestCase):
         port = b.port.getHost().port
         health = {"path": "/name", "interval": 0.05, "timeout": 1.0, "rise": 2, "fall": 2}
         proxy = self.proxy({"app": pool(a, b, health=health, retries=0)})
-        backendB = proxy.handler.routes.default.target.pool.backends[1]
+        checker = [s for s in proxy.service if isinstance(s, HealthCheck)][0]
+        backendB = checker.backends[1]
         yield b.kill()
-        while backendB.health.isUp(reactor.seconds()):
-            yield _tick()
+        yield _roundsUntil(checker, lambda: not backendB.health.isUp(reactor.seconds()))
         answers = yield self.names(proxy, 6)
         self.assertEqual(answers, [[200, "a"]] * 6)
         revived = Origin("b", port)
         self.addCleanup(revived.stop)
-        while not backendB.health.isUp(reactor.seconds()):
-            yield _tick()
+        yield _roundsUntil(checker, lambda: backendB.health.isUp(reactor.seconds()))
         answers = yield self.names(proxy, 6)
         self.assertEqual(Counter(name for _, name in answers), {"a": 3, "b": 3})
+
+    @inlineCallbacks
+    def test_resetBeforeAnsweringRetriedOnlyWhenSafe(self):
+        """
+        A backend that closes without answering: a GET moves on to the next
+        backend unnoticed; a POST (not idempotent) is not repeated: 502.
+        """
+        resetter = RawOrigin(b"")
+        self.addCleanup(resetter.stop)
+        good, = self.backends("good")
+        proxy = self.proxy({"app": pool(resetter, good, health={"passive_failures": 100})})
+        answers = yield self.names(proxy, 4)
+        self.assertEqual(answers, [[200, "good"]] * 4)
+        codes = []
+        for _ in range(2):
+            out, err, code = yield curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-d", "x=1",
+                                        proxy.url + "/name")
+            codes.append(out)
+        self.assertEqual(sorted(codes), [b"200", b"502"])
+
+    @inlineCallbacks
+    def test_backendTimeoutIs504(self):
+        silent = RawOrigin(None)
+        self.addCleanup(silent.stop)
+        proxy = Proxy({"mode": "reverse", "timeouts": {"upstream_read": 0.3},
+                       "reverse": {"pools": {"app": pool(silent)}, "routes": [{"prefix": "/", "pool": "app"}]}})
+        self.addCleanup(proxy.stop)
+        out, err, code = yield curl("-D", "-", proxy.url + "/")
+        self.assertIn(b"HTTP/1.1 504 Gateway Timeout", out)
+        self.assertIn(b"upstream timed out", out)
+
+
+class PluginBalancerTests(ReverseTestCase):
+    @inlineCallbacks
+    def test_thirdPartyStrategyUsedByPool(self):
+        """
+        A balancing strategy shipped as a plugin by another package is
+        chosen by name in a pool's config and decides where requests go.
+        """
+        plugins = FilePath(self.mktemp()).child("twisted").child("plugins")
+        plugins.makedirs()
+        plugins.child("last_balancer.py").setContent(LAST_BALANCER.encode())
+        self.patch(twisted.plugins, "__path__", list(twisted.plugins.__path__) + [plugins.path])
+        a, b, c = self.backends("a", "b", "c")
+        proxy = self.proxy({"app": pool(a, b, c, balance="always-last")})
+        answers = yield self.names(proxy, 5)
+        self.assertEqual(answers, [[200, "c"]] * 5)
+
+
+LAST_BALANCER = """
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from dualproxy.interfaces import IBalancer, IBalancerFactory
+
+
+@implementer(IBalancer)
+class AlwaysLast:
+    def pick(self, backends, client, headers):
+        return backends[-1]
+
+
+@implementer(IPlugin, IBalancerFactory)
+class AlwaysLastFactory:
+    name = "always-last"
+
+    def __call__(self, options):
+        return AlwaysLast()
+
+
+alwaysLast = AlwaysLastFactory()
+"""
 
 
 class RoutingTests(ReverseTestCase):
@@ -260,10 +334,10 @@ class ErrorTests(ReverseTestCase):
         """
         a, = self.backends("a")
         proxy = self.proxy({"app": pool(a)})
+        arrived = a.whenHeld()
         fetched = curl(proxy.url + "/held")
-        while not a.held:
-            yield _tick()
-        request = a.held.pop()
+        request = yield arrived
+        a.held.remove(request)
         request.setHeader(b"content-length", b"100")
         request.write(b"only part")
         request.transport.loseConnection()
@@ -391,9 +465,17 @@ class _WebSocketEcho(protocol.Factory):
     noisy = False
 
 
-def _tick() -> defer.Deferred:
+def _roundsUntil(checker, condition) -> defer.Deferred:
     """
-    Let the reactor run a little while waiting for a state another part of
-    the system reaches on its own (a held request, a health transition).
+    Fires after the first round of health checks at whose end
+    C{condition()} holds.
     """
-    return deferLater(reactor, 0.02, lambda: None)
+    done: defer.Deferred = defer.Deferred()
+
+    def check():
+        if condition() and not done.called:
+            checker.onRound = None
+            done.callback(None)
+
+    checker.onRound = check
+    return done

@@ -90,6 +90,7 @@ class FakeBackend:
         self.name = name
         self.host = host
         self.port = port
+        self.addresses = ()
         self.health = RecordingHealth(**healthArgs)
 
 
@@ -136,7 +137,7 @@ class HealthCheckTests(SynchronousTestCase):
         address, asking the server to close it.
         """
         backend = FakeBackend()
-        backend.address = "10.0.0.7"
+        backend.addresses = ("10.0.0.7",)
         self.checker([backend], path=b"/health", timeout=1.5)
         self.assertEqual(self.connections.calls, [("10.0.0.7", 8080, 1.5, 1.5, None)])
         self.assertEqual(
@@ -148,7 +149,7 @@ class HealthCheckTests(SynchronousTestCase):
     def test_probeHttpsOverTLS(self):
         backend = FakeBackend()
         backend.scheme = "https"
-        backend.address = "10.0.0.7"
+        backend.addresses = ("10.0.0.7",)
         self.checker([backend])
         self.assertEqual(self.connections.calls[0][4], "app.internal")
 

@@ -1,0 +1,101 @@
+"""
+Reverse-proxy benchmark: wrk through dualproxy's reverse mode and through
+Twisted's stock reverse proxy to an nginx origin, 1 KiB and 1 MiB responses,
+all in one run so that the ratio between them is what counts; nginx and
+HAProxy as reverse proxies give reference lines.
+
+Usage: python bench/reverse.py [--python PYTHON] [--duration 10] [--json FILE]
+(see bench/README.md). Needs nginx and wrk on PATH; HAProxy is optional.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from common import BENCH, HOST, ORIGIN_PORT, Contender, Cores, Server, pythonEnv, twistdDualproxy
+import common
+
+NGINX_PORT = 28081  # as shared/peers/rp.conf's
+HAPROXY_PORT = 28082  # as shared/peers/hap.cfg's
+STOCK_PORT = 28083  # as shared/peers/twrp.py's
+DUALPROXY_PORT = 28088  # all five move by --port-offset
+PEERS = ("nginx", "haproxy")
+
+
+def servers(arguments: argparse.Namespace, scratch: Path, cores: Cores) -> List[Server]:
+    """
+    The origin, dualproxy's reverse mode, Twisted's stock reverse proxy, and
+    the reference peers asked for.
+    """
+    offset = arguments.port_offset
+    python = arguments.python
+    origin = ORIGIN_PORT + offset
+    dualproxy = twistdDualproxy(
+        python, "--mode", "reverse",
+        "--listen", f"tcp:{DUALPROXY_PORT + offset}:interface={HOST}",
+        "--backend", f"http://{HOST}:{origin}",
+        "--access-log", "off", "--config", str(arguments.config.resolve()),
+    )  # fmt: skip
+    found = [
+        Server(Contender("direct", origin), common.prepareOrigin(scratch, origin), cores.origin),
+        Server(Contender("dualproxy", DUALPROXY_PORT + offset), dualproxy, cores.proxy, pythonEnv()),
+        Server(
+            Contender("stock", STOCK_PORT + offset),
+            [python, str(BENCH / "stock_reverse.py"), str(STOCK_PORT + offset), str(origin)],
+            cores.proxy,
+        ),
+    ]
+    if "nginx" in arguments.peers:
+        conf = common.fillTemplate("rp.conf", scratch, port=NGINX_PORT + offset, origin=origin)
+        nginx = ["nginx", "-p", str(scratch), "-e", str(scratch / "logs" / "rp.err"), "-c", str(conf)]
+        found.append(Server(Contender("nginx", NGINX_PORT + offset), nginx + ["-g", "daemon off;"], cores.proxy))
+    if "haproxy" in arguments.peers:
+        conf = common.fillTemplate("hap.cfg", scratch, port=HAPROXY_PORT + offset, origin=origin)
+        found.append(Server(Contender("haproxy", HAPROXY_PORT + offset), ["haproxy", "-db", "-f", str(conf)], cores.proxy))
+    return found
+
+
+def parsePeers(value: str) -> List[str]:
+    names = [name.strip() for name in value.split(",") if name.strip() and name.strip() != "none"]
+    unknown = [name for name in names if name not in PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer {unknown[0]!r} (known: {', '.join(PEERS)}, none)")
+    return names
+
+
+def parseArguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = common.baseParser(__doc__, BENCH / "reverse-bench.toml")
+    parser.add_argument(
+        "--peers",
+        type=parsePeers,
+        default=list(PEERS),
+        help="reference reverse proxies to run too, comma-separated, or none; haproxy is skipped when not installed"
+        " [default: nginx,haproxy]",
+    )
+    ports = {
+        "origin": ORIGIN_PORT,
+        "nginx": NGINX_PORT,
+        "haproxy": HAPROXY_PORT,
+        "stock": STOCK_PORT,
+        "dualproxy": DUALPROXY_PORT,
+    }
+    common.addOutputArguments(parser, ports)
+    arguments = parser.parse_args(argv)
+    common.checkArguments(parser, arguments, list(ports.values()))
+    return arguments
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    arguments = parseArguments(argv)
+    if "haproxy" in arguments.peers and shutil.which("haproxy") is None:
+        print("reverse.py: no haproxy on PATH, so no haproxy line (apt-get install -y haproxy)", file=sys.stderr)
+        arguments.peers.remove("haproxy")
+    return common.run("reverse.py", arguments, servers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
