@@ -4,7 +4,7 @@ The built-in C{forward} mode plugin.
 
 from __future__ import annotations
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -26,34 +26,20 @@ class ForwardMode:
         # Imported here so that listing plugins (twistd --help) stays light.
         from twisted.internet import reactor
 
-        from ..accesslog import AccessLog
-        from ..listeners import ListenerService
-        from ..relay.pool import ConnectionPool
         from ..routing import pageTarget
-        from ..server import HTTPServerFactory
+        from ..service import ProxyService
         from .auth import PasswordFile, ProxyAuthenticator
         from .proxy import ForwardHandler
 
         settings = config.forward
-        timeouts = config.timeouts
-        root = MultiService()
-        pool = ConnectionPool(reactor, config.upstream.max_idle_per_host, timeouts.upstream_idle)
-        pool.setServiceParent(root)
+        root = ProxyService(config, reactor)
         authenticator = None
         if settings.auth_file:
             authenticator = ProxyAuthenticator(PasswordFile.load(settings.auth_file), settings.auth_realm)
         handler = ForwardHandler(
-            reactor,
-            settings,
-            timeouts,
-            pool,
-            filters,
-            AccessLog(config.access_log, reactor),
-            authenticator,
+            reactor, settings, config.timeouts, root.connections, filters, root.accessLog, authenticator
         )
         for route in settings.routes:
             handler.pages.tree(route.host).add(route.prefix, pageTarget(route))
-        factory = HTTPServerFactory(handler, reactor, timeouts.client_idle)
-        for description in config.listen or self.defaultListen:
-            ListenerService(description, factory, reactor).setServiceParent(root)
+        root.listen(handler, config.listen or self.defaultListen)
         return root

@@ -15,6 +15,7 @@ from ..http.rules import absoluteTarget, addVia, connectTarget, frameBody, strip
 from ..relay.connect import asRefusal, connectTCP, resolve
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
+from ..filters import FilterChain
 from ..routing import RoutingRequest, Target, VirtualHosts, hostName, route, splitTarget
 from .acl import ClientACL, DestinationPolicy
 from .auth import ProxyAuthenticator
@@ -41,7 +42,7 @@ class ForwardHandler:
         self.settings = settings
         self.timeouts = timeouts
         self.pool = pool
-        self.filters = tuple(filters)
+        self.filters = FilterChain(filters)
         self.accessLog = accessLog
         self.authenticator = authenticator
         self.clients = ClientACL(settings.allow_clients)
@@ -116,7 +117,7 @@ class ForwardHandler:
         else:
             target = path
         outgoing = RequestHead(request.method, target, b"HTTP/1.1", headers, request.framing, request.length)
-        self._filterRequest(outgoing, exchange)
+        self.filters.request(outgoing, exchange)
         key, connect, what = self._route(host, port)
         Relay(exchange, outgoing, self.pool, key, connect, self._filterResponse(outgoing), what).start()
 
@@ -134,20 +135,13 @@ class ForwardHandler:
             mine = exchange.clientHost.encode("ascii")
             headers.set(b"X-Forwarded-For", prior + b", " + mine if prior else mine)
 
-    def _filterRequest(self, head: RequestHead, exchange) -> None:
-        for requestFilter in self.filters:
-            refusal = requestFilter.request(head, exchange.client)
-            if refusal is not None:
-                raise refusal
-
     def _filterResponse(self, request: RequestHead):
         filters, pseudonym = self.filters, self.pseudonym
 
         def onResponse(head: ResponseHead) -> None:
             stripHopByHop(head.headers)
             addVia(head.headers, head.version, pseudonym)
-            for responseFilter in filters:
-                responseFilter.response(request, head)
+            filters.response(request, head)
 
         return onResponse
 

@@ -4,7 +4,7 @@ The built-in C{reverse} mode plugin.
 
 from __future__ import annotations
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -26,25 +26,18 @@ class ReverseMode:
         # Imported here so that listing plugins (twistd --help) stays light.
         from twisted.internet import reactor
 
-        from ..accesslog import AccessLog
         from ..config import ConfigError
-        from ..listeners import ListenerService
         from ..plugins import findBalancers
-        from ..relay.pool import ConnectionPool
         from ..routing import pageTarget
-        from ..server import HTTPServerFactory
+        from ..service import ProxyService
         from .dns import BackendResolver, makeResolver
         from .health import HealthCheck
         from .pool import BackendPool
         from .proxy import PoolTarget, ReverseHandler
 
         settings = config.reverse
-        timeouts = config.timeouts
-        root = MultiService()
-        connections = ConnectionPool(reactor, config.upstream.max_idle_per_host, timeouts.upstream_idle)
-        connections.setServiceParent(root)
-        handler = ReverseHandler(reactor, settings, timeouts, connections, filters,
-                                 AccessLog(config.access_log, reactor))
+        root = ProxyService(config, reactor)
+        handler = ReverseHandler(reactor, settings, config.timeouts, root.connections, filters, root.accessLog)
         balancers = findBalancers()
         pools = {}
         for index, pool in enumerate(settings.pools):
@@ -69,7 +62,7 @@ class ReverseMode:
         BackendResolver(
             reactor, [backend for pool in pools.values() for backend in pool.backends],
             makeResolver(reactor, dns.servers), dns.min_ttl, dns.max_ttl,
-            onChange=lambda backend: connections.dropKey(backend.key),
+            onChange=lambda backend: root.connections.dropKey(backend.key),
         ).setServiceParent(root)
         for route in settings.routes:
             if route.pool is not None:
@@ -78,7 +71,5 @@ class ReverseMode:
             else:
                 target = pageTarget(route)
             handler.addRoute(route.host, route.prefix, target)
-        factory = HTTPServerFactory(handler, reactor, timeouts.client_idle)
-        for description in config.listen or self.defaultListen:
-            ListenerService(description, factory, reactor).setServiceParent(root)
+        root.listen(handler, config.listen or self.defaultListen)
         return root

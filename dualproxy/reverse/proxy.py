@@ -16,6 +16,7 @@ from ..relay.client import isIdempotent
 from ..relay.connect import connectTCP, resolve
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
+from ..filters import FilterChain
 from ..routing import RoutingRequest, Target, VirtualHosts, hostName, route, splitTarget
 from .headers import addForwarding
 from .pool import BackendPool, BackendState
@@ -57,7 +58,7 @@ class PoolTarget(Target):
             path = b"/" + b"/".join(request.postpath)
         target = path + (b"?" + request.query if request.query else b"")
         outgoing = RequestHead(incoming.method, target, b"HTTP/1.1", headers, incoming.framing, incoming.length)
-        handler.filterRequest(outgoing, exchange)
+        handler.filters.request(outgoing, exchange)
         PoolRelay(exchange, outgoing, handler, self.pool, upgrade is not None).start()
 
 
@@ -149,7 +150,7 @@ class PoolRelay(Relay):
         if upgrade is not None:
             head.headers.add(b"Connection", b"Upgrade")
             head.headers.add(b"Upgrade", upgrade)
-        self.handler.filterResponse(self.head, head)
+        self.handler.filters.response(self.head, head)
 
 
 class ReverseHandler:
@@ -163,7 +164,7 @@ class ReverseHandler:
         self.settings = settings
         self.timeouts = timeouts
         self.connections = connections
-        self.filters = tuple(filters)
+        self.filters = FilterChain(filters)
         self.accessLog = accessLog
         self.trusted = ClientACL(settings.trusted_proxies)
         self.resolver = reactor.nameResolver
@@ -201,16 +202,6 @@ class ReverseHandler:
         path, query = splitTarget(target)
         request = RoutingRequest(exchange, hostName(head.headers), path, query)
         route(self.routes, request).serve(request)
-
-    def filterRequest(self, head: RequestHead, exchange) -> None:
-        for requestFilter in self.filters:
-            refusal = requestFilter.request(head, exchange.client)
-            if refusal is not None:
-                raise refusal
-
-    def filterResponse(self, request: RequestHead, head: ResponseHead) -> None:
-        for responseFilter in self.filters:
-            responseFilter.response(request, head)
 
     def open(self, backend: BackendState) -> Deferred:
         """
