@@ -163,6 +163,7 @@ class RouteSettings:
     strip_prefix: bool = False
     pool: Optional[str] = None
     static: Optional[str] = None
+    listing: bool = False
     redirect: Optional[str] = None
     redirect_status: int = 302
     add_headers: Tuple[Tuple[str, str], ...] = ()
@@ -364,10 +365,10 @@ def _dnsServer(key: str, value: Any) -> str:
     usage = "expected an IP address with an optional :port"
     host, port = text, "53"
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or rest and not rest.startswith(":"):
+            raise ConfigError(key, f"{text!r}: {usage}")
         if rest:
-            if not rest.startswith(":"):
-                raise ConfigError(key, f"{text!r}: {usage}")
             port = rest[1:]
     elif text.count(":") == 1:
         host, port = text.split(":")
@@ -375,7 +376,7 @@ def _dnsServer(key: str, value: Any) -> str:
         address = ip_address(host)
     except ValueError:
         raise ConfigError(key, f"{text!r}: {usage}")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise ConfigError(key, f"{text!r}: port {port!r} is not in 1-65535")
     return f"[{address}]:{int(port)}" if address.version == 6 else f"{address}:{int(port)}"
 
@@ -455,6 +456,7 @@ def _route(key: str, table: Mapping[str, Any], pools: Collection[str], base: str
         "strip_prefix": _boolean,
         "pool": _nonEmptyString,
         "static": lambda key, value: _directory(key, value, base),
+        "listing": _boolean,
         "redirect": _nonEmptyString,
         "redirect_status": _redirectStatus,
         "add_headers": _headerTable,

@@ -191,7 +191,7 @@ def pageTarget(settings) -> Target:
 
     headers = dict(addHeaders=settings.add_headers, removeHeaders=settings.remove_headers)
     if settings.static is not None:
-        return StaticDirectory(settings.static, **headers)
+        return StaticDirectory(settings.static, settings.listing, **headers)
     return Redirect(settings.redirect, settings.redirect_status, **headers)
 
 

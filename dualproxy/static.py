@@ -22,10 +22,10 @@ from .http.message import CLOSE, LENGTH, NO_BODY, Headers, Refusal, ResponseHead
 from .routing import RoutingRequest, Target
 
 
-class _Directory(static.File):
+class _Unlisted(static.File):
     """
-    A File with directory listings refused: listing is opt-in elsewhere
-    (nginx's autoindex off) and reveals more than operators expect.
+    A File with directory listings refused: listing is opt-in, as nginx's
+    autoindex, since it reveals more than operators expect.
     """
 
     def directoryListing(self):
@@ -87,10 +87,10 @@ class StaticDirectory(Target):
     prefix, with Content-Type, Range and conditional requests from File.
     """
 
-    def __init__(self, path: str, **kw):
+    def __init__(self, path: str, listing: bool = False, **kw):
         super().__init__(**kw)
         self.root = os.path.realpath(path)
-        self.file = _Directory(self.root)
+        self.file = (static.File if listing else _Unlisted)(self.root)
         self.site = server.Site(self.file)
         self.site.displayTracebacks = False
 

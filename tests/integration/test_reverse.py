@@ -38,6 +38,18 @@ print(json.dumps(out))
 """
 
 
+# N requests on one connection, each as a different X-User; prints the
+# backend names, one per line.
+USERS_CLIENT = """
+import http.client, sys
+host, port = sys.argv[1].split(":")
+conn = http.client.HTTPConnection(host, int(port), timeout=20)
+for user in range(int(sys.argv[2])):
+    conn.request("GET", "/name", headers={"X-User": "user-%d" % user})
+    print(conn.getresponse().read().decode())
+"""
+
+
 class ReverseTestCase(TestCase):
     def backends(self, *names):
         origins = [Origin(name) for name in names]
@@ -82,6 +94,22 @@ class BalancingTests(ReverseTestCase):
         answers = yield self.names(proxy, 40)
         self.assertEqual({status for status, _ in answers}, {200})
         self.assertEqual(Counter(name for _, name in answers), {"a": 30, "b": 10})
+
+    @inlineCallbacks
+    def test_weightsHonouredByEveryStrategy(self):
+        """
+        Weights 3:1 hold, within tolerance, under each built-in strategy
+        (requests one at a time, so least-busy sees equal load).
+        """
+        for balance, options in (("round-robin", {}), ("least-busy", {}), ("random-two", {}),
+                                 ("hash", {"hash": "header:X-User"})):
+            a, b = self.backends("a", "b")
+            a.weight = 3
+            proxy = self.proxy({"app": pool(a, b, balance=balance, balance_options=options)})
+            out, err, code = yield pythonClient(USERS_CLIENT, proxy.address, "400")
+            self.assertEqual(code, 0, err)
+            share = Counter(out.split())[b"a"] / 400
+            self.assertTrue(0.66 <= share <= 0.84, f"{balance}: backend a got {share:.0%}, expected 75%")
 
     @inlineCallbacks
     def test_pooledBackendConnections(self):
@@ -386,6 +414,12 @@ class StaticTests(ReverseTestCase):
             self.assertIn(out, (b"403", b"404"), path)
         out, err, code = yield curl("-s", "-o", "/dev/null", "-w", "%{http_code}", self.proxy_.url + "/static/sub/")
         self.assertEqual(out, b"403")
+
+    @inlineCallbacks
+    def test_listingWhenAskedFor(self):
+        proxy = self.proxy({}, [{"prefix": "/", "static": os.path.join(self.root, "www"), "listing": True}])
+        out, err, code = yield curl(proxy.url + "/")
+        self.assertIn(b"page.html", out)
 
 
 class WebSocketTests(ReverseTestCase):
