@@ -57,7 +57,7 @@ def systemServers(path: str = RESOLV_CONF) -> List[Tuple[str, int]]:
             lines = f.readlines()
     except OSError:
         lines = []
-    servers = [(words[1], dns.PORT) for words in map(str.split, lines) if words[:1] == ["nameserver"] and len(words) > 1]
+    servers = [(words[1], dns.PORT) for words in map(str.split, lines) if len(words) > 1 and words[0] == "nameserver"]
     return servers or [("127.0.0.1", dns.PORT)]
 
 
@@ -96,11 +96,22 @@ def _answers(results) -> Tuple[Tuple[str, ...], List[float], Optional[str]]:
     return (), ttls, _reason(failures[0]) if failures else "no address records"
 
 
+# The response codes of answers that are errors, as the DNS names them.
+_RCODES = {
+    error.DNSFormatError: "FORMERR",
+    error.DNSServerError: "SERVFAIL",
+    error.DNSNotImplementedError: "NOTIMP",
+    error.DNSQueryRefusedError: "REFUSED",
+}
+
+
 def _reason(failure: Failure) -> str:
-    if failure.check(error.DomainError):
-        return "no such name"
     if failure.check(defer.TimeoutError):
         return "no answer from the DNS servers"
+    if failure.type in (error.DNSNameError, error.DomainError):
+        return "no such name"
+    if failure.check(error.DomainError):
+        return f"the DNS server answered {_RCODES.get(failure.type, 'with an error')}"
     return f"{failure.type.__name__}: {failure.getErrorMessage()}"
 
 

@@ -110,7 +110,7 @@ class Origin:
     A twisted.web origin that counts the connections it accepts.
     """
 
-    def __init__(self, name: str = "origin", port: int = 0):
+    def __init__(self, name: str = "origin", port: int = 0, interface: str = "127.0.0.1"):
         self.name = name
         self.requests = 0
         self.held: list = []
@@ -135,8 +135,8 @@ class Origin:
             return protocol
 
         self.site.buildProtocol = counting
-        self.port = reactor.listenTCP(port, self.site, interface="127.0.0.1")
-        self.address = f"127.0.0.1:{self.port.getHost().port}"
+        self.port = reactor.listenTCP(port, self.site, interface=interface)
+        self.address = f"{interface}:{self.port.getHost().port}"
 
     def url(self, path: str) -> str:
         return f"http://{self.address}{path}"

@@ -52,6 +52,7 @@ class _Backend:
         self.name = name
         self.host = "127.0.0.1"
         self.port = port
+        self.addresses = ()
         self.health = Health(rise=2, fall=3)
 
 

@@ -17,6 +17,7 @@ from dualproxy.plugins import findModes, loadFilters
 from dualproxy.config import (
     Config,
     ConfigError,
+    DnsSettings,
     ForwardSettings,
     ParentProxy,
     Timeouts,
@@ -318,3 +319,55 @@ class ExampleConfigTests(SynchronousTestCase):
             self.assertIsInstance(config, Config, path)
             service = findModes()[config.mode].makeService(config, loadFilters(config.filters))
             self.assertTrue(list(service), path)
+
+
+class DnsSettingsTests(SynchronousTestCase):
+    def reverse(self, dns):
+        return fromDict({"mode": "reverse", "reverse": {"dns": dns}}).reverse.dns
+
+    def test_defaults(self):
+        """
+        Without a [reverse.dns] table: the system's servers, TTLs kept
+        within 5 seconds and 5 minutes.
+        """
+        self.assertEqual(fromDict({}).reverse.dns, DnsSettings((), 5.0, 300.0))
+        self.assertEqual(self.reverse({}), DnsSettings())
+
+    def test_valid(self):
+        for dns, expected in [
+            ({"servers": ["10.0.0.53"]}, DnsSettings(("10.0.0.53:53",))),
+            ({"servers": ["127.0.0.1:5353", " 10.0.0.1:53 "]}, DnsSettings(("127.0.0.1:5353", "10.0.0.1:53"))),
+            ({"servers": ["::1", "[fd00::53]", "[fd00::53]:5353"]},
+             DnsSettings(("[::1]:53", "[fd00::53]:53", "[fd00::53]:5353"))),
+            ({"min_ttl": 1, "max_ttl": 1}, DnsSettings(min_ttl=1.0, max_ttl=1.0)),
+            ({"min_ttl": 0.1, "max_ttl": 1}, DnsSettings(min_ttl=0.1, max_ttl=1.0)),
+            ({"max_ttl": 3600}, DnsSettings(max_ttl=3600.0)),
+        ]:
+            self.assertEqual(self.reverse(dns), expected, dns)
+
+    def test_errors(self):
+        for dns, key, problem in [
+            ({"server": []}, "reverse.dns.server", "unknown key (known: max_ttl, min_ttl, servers)"),
+            ({"servers": "10.0.0.53"}, "reverse.dns.servers", "expected an array, got a string"),
+            ({"servers": [53]}, "reverse.dns.servers[0]", "expected a string, got an integer"),
+            ({"servers": [""]}, "reverse.dns.servers[0]", "must not be empty"),
+            ({"servers": ["10.0.0.1", "ns.example.com"]}, "reverse.dns.servers[1]",
+             "'ns.example.com': expected an IP address with an optional :port"),
+            ({"servers": ["ns.example.com:53"]}, "reverse.dns.servers[0]", "expected an IP address"),
+            ({"servers": ["10.0.0.1:0"]}, "reverse.dns.servers[0]", "'10.0.0.1:0': port '0' is not in 1-65535"),
+            ({"servers": ["10.0.0.1:65536"]}, "reverse.dns.servers[0]", "port '65536' is not in 1-65535"),
+            ({"servers": ["10.0.0.1:x"]}, "reverse.dns.servers[0]", "port 'x' is not in 1-65535"),
+            ({"servers": ["10.0.0.1:"]}, "reverse.dns.servers[0]", "port '' is not in 1-65535"),
+            ({"servers": ["10.0.0.1:²"]}, "reverse.dns.servers[0]", "is not in 1-65535"),
+            ({"servers": ["[::1"]}, "reverse.dns.servers[0]", "expected an IP address"),
+            ({"servers": ["[::1]53"]}, "reverse.dns.servers[0]", "expected an IP address"),
+            ({"servers": ["[10.0.0.1]:x"]}, "reverse.dns.servers[0]", "port 'x' is not in 1-65535"),
+            ({"min_ttl": 0}, "reverse.dns.min_ttl", "must be a positive number of seconds, got 0"),
+            ({"max_ttl": "60"}, "reverse.dns.max_ttl", "expected a number of seconds, got a string"),
+            ({"min_ttl": 600}, "reverse.dns.min_ttl", "min_ttl (600) must not exceed max_ttl (300)"),
+            ({"max_ttl": 1}, "reverse.dns.max_ttl", "min_ttl (5) must not exceed max_ttl (1)"),
+        ]:
+            error = self.assertRaises(ConfigError, self.reverse, dns)
+            self.assertEqual((error.key, problem in error.problem), (key, True), f"{dns!r}: {error}")
+        error = self.assertRaises(ConfigError, fromDict, {"reverse": {"dns": []}})
+        self.assertEqual(str(error), "reverse.dns: expected a table, got an array")

@@ -201,3 +201,26 @@ class ConnectFailureTests(SynchronousTestCase):
         value = self.answer(TimeoutError())
         self.assertIn(b"HTTP/1.1 504 Gateway Timeout", value)
         self.assertIn(b"connecting to origin o:80 timed out", value)
+
+
+class ConnectionPoolTests(SynchronousTestCase):
+    def test_dropKey(self):
+        """
+        Dropping a key closes its idle connections and keeps the others.
+        """
+        clock = Clock()
+        pool = ConnectionPool(clock, 2, 60.0)
+        pool.startService()
+        self.addCleanup(pool.stopService)
+        upstreams = Upstreams(clock)
+        for key in ("old", "old", "other"):
+            pool.acquire(key, upstreams)
+        for upstream in upstreams.made:
+            pool.release(upstream)
+        pool.dropKey("old")
+        pool.dropKey("unknown")
+        self.assertEqual([u.transport.disconnecting for u in upstreams.made], [True, True, False])
+        self.assertEqual((pool.idleCount("old"), pool.idleCount("other")), (0, 1))
+        fresh = self.successResultOf(pool.acquire("old", upstreams))
+        self.assertIs(fresh, upstreams.made[-1])
+        self.assertEqual(len(upstreams.made), 4)
