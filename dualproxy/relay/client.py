@@ -34,6 +34,7 @@ class UpstreamProtocol(Protocol):
         self.listener = None
         self.pool = None
         self.key = None
+        self.generation = 0
         self.reused = False
         self.lastActivity = 0.0
         self.responseBegun = False

@@ -27,6 +27,7 @@ class ConnectionPool(Service):
         self.maxIdlePerKey = maxIdlePerKey
         self.idleTimeout = idleTimeout
         self._idle: Dict[Hashable, List[UpstreamProtocol]] = {}
+        self._generations: Dict[Hashable, int] = {}
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
 
@@ -47,6 +48,7 @@ class ConnectionPool(Service):
     def _adopt(self, upstream: UpstreamProtocol, key: Hashable) -> UpstreamProtocol:
         upstream.pool = self
         upstream.key = key
+        upstream.generation = self._generations.get(key, 0)
         upstream.reused = False
         return upstream
 
@@ -55,7 +57,8 @@ class ConnectionPool(Service):
         Keep a connection that finished an exchange cleanly, if there is room.
         """
         idle = self._idle.setdefault(upstream.key, [])
-        if len(idle) >= self.maxIdlePerKey or not self.running:
+        stale = upstream.generation != self._generations.get(upstream.key, 0)
+        if stale or len(idle) >= self.maxIdlePerKey or not self.running:
             upstream.transport.loseConnection()
             return
         idle.append(upstream)
@@ -72,9 +75,11 @@ class ConnectionPool(Service):
 
     def dropKey(self, key: Hashable) -> None:
         """
-        Close the idle connections for C{key}: where they lead is no longer
-        where its requests should go (a backend's name resolves elsewhere).
+        Close the idle connections for C{key}, and those in use once they
+        are done: where they lead is no longer where its requests should go
+        (a backend's name resolves elsewhere).
         """
+        self._generations[key] = self._generations.get(key, 0) + 1
         for upstream in self._idle.pop(key, []):
             upstream.transport.loseConnection()
 

@@ -224,3 +224,18 @@ class ConnectionPoolTests(SynchronousTestCase):
         fresh = self.successResultOf(pool.acquire("old", upstreams))
         self.assertIs(fresh, upstreams.made[-1])
         self.assertEqual(len(upstreams.made), 4)
+
+    def test_connectionInUseWhenKeyDroppedNotPooled(self):
+        """
+        A connection busy when its key was dropped is closed when released,
+        not kept for reuse: it leads to the old address.
+        """
+        clock = Clock()
+        pool = ConnectionPool(clock, 2, 60.0)
+        pool.startService()
+        self.addCleanup(pool.stopService)
+        busy = self.successResultOf(pool.acquire("old", Upstreams(clock)))
+        pool.dropKey("old")
+        pool.release(busy)
+        self.assertTrue(busy.transport.disconnecting)
+        self.assertEqual(pool.idleCount("old"), 0)
