@@ -118,6 +118,7 @@ class Exchange:
         self.backend = None
         self.responseStarted = False
         self.finished = False
+        self.aborted = False
         self.requestEnded = False
         self.onAbort: Optional[Callable[[], None]] = None
         self._sink = None
@@ -174,42 +175,19 @@ class Exchange:
         Pass on a 1xx response (e.g. 100 Continue) to a client that
         understands them.
         """
-        if self.request.version == b"HTTP/1.1" and not self.responseStarted:
-            self.channel.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (
-                head.status, head.reason, head.headers.serialize()))
+        if not self.responseStarted:
+            self.channel.writeInterim(self, head)
 
     def writeHead(self, head: ResponseHead) -> None:
         """
-        Send the status line and fields, choosing the framing the client
-        can read: the upstream's length, else chunked for HTTP/1.1, else
-        the end of the connection.
+        Send the status and fields; the connection decides how the body is
+        framed for its client.
         """
         self.responseStarted = True
         self.status = head.status
-        headers = head.headers
-        request = self.request
-        if request.framing != NO_BODY and not self.requestEnded and (
-            b"100-continue" in request.headers.tokens(b"expect")
-        ):
-            # The client may never send the body it offered; the connection
-            # cannot be reused without reading it.
-            self.closeAfter = True
-        if head.framing == NO_BODY or request.method == b"HEAD":
+        if head.framing == NO_BODY or self.request.method == b"HEAD":
             self._noBody = True
-        elif head.framing != LENGTH:
-            if request.version == b"HTTP/1.1":
-                headers.add(b"Transfer-Encoding", b"chunked")
-                self._chunked = True
-            else:
-                self.closeAfter = True
-        if self.closeAfter or self.channel.closing:
-            self.closeAfter = True
-            headers.add(b"Connection", b"close")
-        elif request.version == b"HTTP/1.0":
-            headers.add(b"Connection", b"keep-alive")
-        self.channel.transport.write(
-            b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, headers.serialize())
-        )
+        self.channel.writeHead(self, head)
 
     def write(self, data: bytes) -> None:
         if self._noBody or not data:
@@ -262,6 +240,7 @@ class Exchange:
         """
         Drop the client connection: the response cannot be completed.
         """
+        self.aborted = True
         if not self.finished:
             self.finished = True
             self.closeAfter = True
@@ -342,6 +321,38 @@ class HTTPServerChannel(Protocol):
             exchange.abort()
         else:
             exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+
+    # Writing responses: HTTP/1.x framing.
+
+    def writeInterim(self, exchange: Exchange, head: ResponseHead) -> None:
+        if exchange.request.version == b"HTTP/1.1":
+            self.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, head.headers.serialize()))
+
+    def writeHead(self, exchange: Exchange, head: ResponseHead) -> None:
+        """
+        Choose the framing the client can read: the upstream's length, else
+        chunked for HTTP/1.1, else the end of the connection.
+        """
+        headers = head.headers
+        request = exchange.request
+        if request.framing != NO_BODY and not exchange.requestEnded and (
+            b"100-continue" in request.headers.tokens(b"expect")
+        ):
+            # The client may never send the body it offered; the connection
+            # cannot be reused without reading it.
+            exchange.closeAfter = True
+        if not exchange._noBody and head.framing != LENGTH:
+            if request.version == b"HTTP/1.1":
+                headers.add(b"Transfer-Encoding", b"chunked")
+                exchange._chunked = True
+            else:
+                exchange.closeAfter = True
+        if exchange.closeAfter or self.closing:
+            exchange.closeAfter = True
+            headers.add(b"Connection", b"close")
+        elif request.version == b"HTTP/1.0":
+            headers.add(b"Connection", b"keep-alive")
+        self.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, headers.serialize()))
 
     # Sink of the request reader.
 
