@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -271,6 +271,7 @@ class HTTPServerChannel(Protocol):
         self.current: Optional[Exchange] = None
         self.closing = False
         self.clientHost: Optional[str] = None
+        self.secure = False
         self._pauses: set = set()
         self._tunnel = None
         self._drained = 0
@@ -279,6 +280,7 @@ class HTTPServerChannel(Protocol):
 
     def connectionMade(self) -> None:
         self.clientHost = getattr(self.transport.getPeer(), "host", None)
+        self.secure = ISSLTransport.providedBy(self.transport)
         self._lastActivity = self.clock.seconds()
         self._idleCall = self.clock.callLater(self.idleTimeout, self._checkIdle)
         self.handler.connectionMade(self)
@@ -460,4 +462,20 @@ class HTTPServerFactory(Factory):
         self.limits = limits
 
     def buildProtocol(self, addr) -> HTTPServerChannel:
+        return HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits)
+
+    buildHTTP1 = buildProtocol
+
+
+class NegotiatingFactory(HTTPServerFactory):
+    """
+    For TLS listeners that offer HTTP/2: the protocol is chosen by ALPN.
+    """
+
+    def buildProtocol(self, addr):
+        from .http2 import NegotiatedProtocol
+
+        return NegotiatedProtocol(self)
+
+    def buildHTTP1(self) -> HTTPServerChannel:
         return HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits)

@@ -48,7 +48,8 @@ class PoolTarget(Target):
         handler = self.handler
         settings = handler.settings
         addForwarding(
-            headers, exchange.clientHost, handler.trusted.allows(exchange.clientHost), b"http", host,
+            headers, exchange.clientHost, handler.trusted.allows(exchange.clientHost),
+            b"https" if exchange.channel.secure else b"http", host,
             settings.x_forwarded_for, settings.x_forwarded_proto, settings.x_forwarded_host, settings.forwarded,
         )
         frameBody(headers, incoming)

@@ -1,0 +1,181 @@
+"""
+HTTP/2 to clients, through Twisted's own HTTP/2 support (the h2 and
+priority packages: C{pip install dualproxy[http2]}).
+
+Twisted's L{H2Connection} does the framing, flow control and priorities;
+each stream's request is turned into the same L{Exchange} an HTTP/1.x
+connection makes, so modes, filters, the relay engine and the access log
+work unchanged.  Backpressure holds both ways: a stream whose flow-control
+window is shut pauses the upstream, and a slow upstream stops the stream's
+window from reopening.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.protocol import Protocol
+from twisted.web.http_headers import Headers as TwistedHeaders
+
+from .http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
+from .server import Exchange
+
+try:
+    from twisted.web._http2 import H2Connection
+except ImportError:  # the http2 extra is not installed
+    H2Connection = None
+
+# Fields that describe an HTTP/1.x connection; RFC 9113 section 8.2.2
+# forbids them in HTTP/2.
+_CONNECTION_SPECIFIC = frozenset(
+    [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"]
+)
+
+
+def available() -> bool:
+    return H2Connection is not None
+
+
+class _FieldList:
+    """
+    The one method of twisted.web's Headers that H2Stream.writeHeaders uses.
+    """
+
+    def __init__(self, items):
+        self.items = items
+
+    def getAllRawHeaders(self):
+        return ((name, [value]) for name, value in self.items)
+
+
+class _StreamChannel:
+    """
+    What an exchange needs of its connection, for one HTTP/2 stream.
+    """
+
+    closing = False
+
+    def __init__(self, handler, clock, stream):
+        self.handler = handler
+        self.clock = clock
+        self.transport = stream
+        self.clientHost = getattr(stream.getPeer(), "host", None)
+        self.secure = stream.isSecure()
+        self._pauses: set = set()
+
+    def writeInterim(self, exchange: Exchange, head: ResponseHead) -> None:
+        # Twisted's H2Connection answers Expect: 100-continue itself.
+        pass
+
+    def writeHead(self, exchange: Exchange, head: ResponseHead) -> None:
+        fields = [
+            (name.lower(), value) for name, value in head.headers if name.lower() not in _CONNECTION_SPECIFIC
+        ]
+        self.transport.writeHeaders(b"HTTP/2", b"%d" % head.status, head.reason, _FieldList(fields))
+
+    def exchangeDone(self, exchange: Exchange) -> None:
+        self.handler.exchangeDone(exchange)
+        if not exchange.aborted:
+            self.transport.requestDone(None)
+
+    def pauseReading(self, reason: str) -> None:
+        if not self._pauses:
+            self.transport.pauseProducing()
+        self._pauses.add(reason)
+
+    def resumeReading(self, reason: str) -> None:
+        if reason in self._pauses:
+            self._pauses.discard(reason)
+            if not self._pauses:
+                self.transport.resumeProducing()
+
+    def splice(self, upstream) -> None:
+        raise Refusal(501, "protocol upgrades are not available over HTTP/2")
+
+
+class _StreamRequest:
+    """
+    The request object Twisted's H2Stream feeds (as it would a twisted.web
+    Request), turned into an exchange as soon as its fields are in.
+    """
+
+    def __init__(self, stream, queued: bool = False):
+        self.stream = stream
+        self.requestHeaders = TwistedHeaders()
+        self.length: Optional[int] = None
+        self.exchange: Optional[Exchange] = None
+
+    def gotLength(self, length: Optional[int]) -> None:
+        self.length = length
+
+    def parseCookies(self) -> None:
+        # H2Stream calls this once, after the last request field: the
+        # request can be handled while its body is still arriving.
+        stream = self.stream
+        factory = stream.factory
+        headers = Headers(
+            (name, value) for name, values in self.requestHeaders.getAllRawHeaders() for value in values
+        )
+        length = self.length
+        if length is None:
+            framing = CHUNKED
+        else:
+            framing = LENGTH if length else NO_BODY
+        head = RequestHead(stream.command, stream.path, b"HTTP/2", headers, framing, length or 0)
+        channel = _StreamChannel(factory.handler, factory.clock, stream)
+        factory.handler.connectionMade(channel)
+        exchange = self.exchange = Exchange(channel, head)
+        if framing == NO_BODY:
+            exchange.requestEnded = True
+        try:
+            factory.handler.handle(exchange)
+        except Refusal as refusal:
+            exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None and not exchange.finished:
+            exchange._bodyReceived(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None and not exchange.requestEnded:
+            exchange._bodyEnded()
+
+    def connectionLost(self, reason) -> None:
+        exchange = self.exchange
+        if exchange is not None and not exchange.finished:
+            exchange.finished = True
+            exchange.aborted = True
+            if exchange.onAbort is not None:
+                exchange.onAbort()
+            exchange.channel.handler.exchangeDone(exchange)
+
+
+class NegotiatedProtocol(Protocol):
+    """
+    A TLS connection's protocol, chosen by ALPN once the handshake is done:
+    HTTP/2 for clients that asked for C{h2}, HTTP/1.1 for the rest.
+    """
+
+    def __init__(self, factory):
+        self.factory = factory
+        self.impl: Optional[Protocol] = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.impl is None:
+            if getattr(self.transport, "negotiatedProtocol", None) == b"h2" and available():
+                impl = H2Connection(self.factory.clock)
+                impl.requestFactory = _StreamRequest
+                impl.site = None
+                impl.factory = self.factory
+                impl.timeOut = self.factory.idleTimeout
+            else:
+                impl = self.factory.buildHTTP1()
+            self.impl = impl
+            impl.makeConnection(self.transport)
+        self.impl.dataReceived(data)
+
+    def connectionLost(self, reason=None) -> None:
+        if self.impl is not None:
+            self.impl.connectionLost(reason)
