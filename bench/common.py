@@ -281,7 +281,8 @@ def prepareOrigin(scratch: Path, port: int) -> List[str]:
     for path in (scratch, www, *www.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
     origin = fillTemplate("origin.conf", scratch, port=port)
-    return ["nginx", "-p", str(scratch), "-e", str(scratch / "logs" / "origin.err"), "-c", str(origin), "-g", "daemon off;"]
+    log = scratch / "logs" / "origin.err"
+    return ["nginx", "-p", str(scratch), "-e", str(log), "-c", str(origin), "-g", "daemon off;"]
 
 
 def pythonEnv() -> Dict[str, str]:

@@ -32,8 +32,9 @@ def servers(arguments: argparse.Namespace, scratch: Path, cores: Cores) -> List[
         "--listen", f"tcp:{DUALPROXY_PORT + offset}:interface={HOST}",
         "--allow-destination", "127.0.0.0/8", "--access-log", "off",
     )  # fmt: skip
+    nginx = common.prepareOrigin(scratch, ORIGIN_PORT + offset)
     return [
-        Server(Contender("direct", ORIGIN_PORT + offset), common.prepareOrigin(scratch, ORIGIN_PORT + offset), cores.origin),
+        Server(Contender("direct", ORIGIN_PORT + offset), nginx, cores.origin),
         Server(Contender("dualproxy", DUALPROXY_PORT + offset, absoluteForm=True), dualproxy, cores.proxy, pythonEnv()),
         Server(
             Contender("stock", STOCK_PORT + offset, absoluteForm=True),

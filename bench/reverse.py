@@ -55,7 +55,8 @@ def servers(arguments: argparse.Namespace, scratch: Path, cores: Cores) -> List[
         found.append(Server(Contender("nginx", NGINX_PORT + offset), nginx + ["-g", "daemon off;"], cores.proxy))
     if "haproxy" in arguments.peers:
         conf = common.fillTemplate("hap.cfg", scratch, port=HAPROXY_PORT + offset, origin=origin)
-        found.append(Server(Contender("haproxy", HAPROXY_PORT + offset), ["haproxy", "-db", "-f", str(conf)], cores.proxy))
+        haproxy = ["haproxy", "-db", "-f", str(conf)]
+        found.append(Server(Contender("haproxy", HAPROXY_PORT + offset), haproxy, cores.proxy))
     return found
 
 

@@ -149,6 +149,10 @@ class PoolSettings:
     host: Optional[str] = None
     retries: int = 2
     health: HealthSettings = field(default_factory=HealthSettings)
+    tls_verify: bool = True
+    tls_ca: Optional[str] = None
+    tls_name: Optional[str] = None
+    tls_client_cert: Optional[CertificateFiles] = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,33 @@ class ReverseSettings:
 
 
 @dataclass(frozen=True)
+class CertificateFiles:
+    """
+    A certificate chain and its key, as PEM files.
+    """
+
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """
+    TLS termination: the listeners that speak it and what they present.
+    """
+
+    listen: Tuple[str, ...] = ()
+    certificates: Tuple[CertificateFiles, ...] = ()
+    min_version: str = "TLSv1.2"
+    http2: bool = True
+    client_ca: Optional[str] = None
+    client_certificate_optional: bool = False
+    client_subject_header: str = "X-Client-Subject"
+    hsts: str = ""
+    redirect_http: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """
     Everything dualproxy was told to do, validated.
@@ -217,6 +248,7 @@ class Config:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     reverse: ReverseSettings = field(default_factory=ReverseSettings)
+    tls: TLSSettings = field(default_factory=TLSSettings)
     extra: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -249,7 +281,7 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
         the file's own, so an example works from wherever it is started.
     @raise ConfigError: naming the first key that is wrong.
     """
-    builtin = ("mode", "listen", "access_log", "filters", "timeouts", "upstream", "forward", "reverse")
+    builtin = ("mode", "listen", "access_log", "filters", "timeouts", "upstream", "forward", "reverse", "tls")
     extraNames = sorted(set(modes or ()) - set(builtin))
     _checkKeys(data, "", list(builtin) + extraNames)
     extra = {}
@@ -276,6 +308,9 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
         kwargs["forward"] = _forward(_table("forward", data["forward"]), base)
     if "reverse" in data:
         kwargs["reverse"] = _reverse(_table("reverse", data["reverse"]), base)
+    if "tls" in data:
+        kwargs["tls"] = _tls(_table("tls", data["tls"]), base)
+        _checkCoverage(kwargs["tls"], kwargs.get("reverse"))
     return Config(extra=MappingProxyType(extra), **kwargs)
 
 
@@ -319,13 +354,78 @@ def _forward(table: Mapping[str, Any], base: str) -> ForwardSettings:
     )
 
 
+def _tls(table: Mapping[str, Any], base: str) -> TLSSettings:
+    from .tls import TLSConfigError, loadPair
+
+    parsers: Dict[str, Callable[[str, Any], Any]] = {
+        "listen": _arrayOf(_endpoint),
+        "certificates": _arrayOf(lambda key, value: _certificate(key, value, base)),
+        "min_version": _string,
+        "http2": _boolean,
+        "client_ca": lambda key, value: _file(key, value, base),
+        "client_certificate_optional": _boolean,
+        "client_subject_header": _fieldName,
+        "hsts": _headerValue,
+        "redirect_http": _boolean,
+    }
+    _checkKeys(table, "tls.", parsers)
+    settings = TLSSettings(
+        **{name: parse(f"tls.{name}", table[name]) for name, parse in parsers.items() if name in table}
+    )
+    if settings.min_version not in ("TLSv1.2", "TLSv1.3"):
+        raise ConfigError("tls.min_version", f"{settings.min_version!r} is not TLSv1.2 or TLSv1.3")
+    if settings.listen and not settings.certificates:
+        raise ConfigError("tls.certificates", "TLS listeners need at least one certificate")
+    for index, files in enumerate(settings.certificates):
+        try:
+            loadPair(files.cert, files.key)
+        except TLSConfigError as e:
+            raise ConfigError(f"tls.certificates[{index}]", str(e))
+    return settings
+
+
+def _certificate(key: str, value: Any, base: str) -> CertificateFiles:
+    table = _table(key, value)
+    _checkKeys(table, key + ".", ("cert", "key"))
+    for name in ("cert", "key"):
+        if name not in table:
+            raise ConfigError(f"{key}.{name}", "missing (a PEM file)")
+    return CertificateFiles(_file(f"{key}.cert", table["cert"], base), _file(f"{key}.key", table["key"], base))
+
+
+def _file(key: str, value: Any, base: str) -> str:
+    path = os.path.join(base, _nonEmptyString(key, value))
+    if not os.path.isfile(path):
+        raise ConfigError(key, f"{value!r} is not a file")
+    return os.path.abspath(path)
+
+
+def _checkCoverage(tls: TLSSettings, reverse: Optional[ReverseSettings]) -> None:
+    """
+    Every host routed to over TLS must be covered by a certificate, or its
+    clients would get the default certificate and a name mismatch.
+    """
+    if not tls.listen or reverse is None:
+        return
+    from .tls import loadPair
+
+    pairs = [loadPair(files.cert, files.key) for files in tls.certificates]
+    for index, route in enumerate(reverse.routes):
+        if route.host == "*":
+            continue
+        name = "wildcard." + route.host[2:] if route.host.startswith("*.") else route.host
+        if not any(pair.covers(name) for pair in pairs):
+            raise ConfigError(f"reverse.routes[{index}].host",
+                              f"no certificate in tls.certificates covers {route.host!r}")
+
+
 def _reverse(table: Mapping[str, Any], base: str) -> ReverseSettings:
     known = ("pools", "routes", "trusted_proxies", "x_forwarded_for", "x_forwarded_proto",
              "x_forwarded_host", "forwarded", "dns")
     _checkKeys(table, "reverse.", known)
     kwargs: Dict[str, Any] = {}
     pools = _table("reverse.pools", table.get("pools", {}))
-    kwargs["pools"] = tuple(_pool(f"reverse.pools.{name}", name, _table(f"reverse.pools.{name}", value))
+    kwargs["pools"] = tuple(_pool(f"reverse.pools.{name}", name, _table(f"reverse.pools.{name}", value), base)
                             for name, value in pools.items())
     names = set(pools)
     kwargs["routes"] = _arrayOf(lambda key, value: _route(key, _table(key, value), names, base))(
@@ -381,8 +481,9 @@ def _dnsServer(key: str, value: Any) -> str:
     return f"[{address}]:{int(port)}" if address.version == 6 else f"{address}:{int(port)}"
 
 
-def _pool(key: str, name: str, table: Mapping[str, Any]) -> PoolSettings:
-    _checkKeys(table, key + ".", ("backends", "balance", "balance_options", "host", "retries", "health"))
+def _pool(key: str, name: str, table: Mapping[str, Any], base: str) -> PoolSettings:
+    _checkKeys(table, key + ".", ("backends", "balance", "balance_options", "host", "retries", "health",
+                                  "tls_verify", "tls_ca", "tls_name", "tls_client_cert"))
     if "backends" not in table:
         raise ConfigError(f"{key}.backends", "a pool needs at least one backend")
     backends = _arrayOf(_backend)(f"{key}.backends", table["backends"])
@@ -402,6 +503,21 @@ def _pool(key: str, name: str, table: Mapping[str, Any]) -> PoolSettings:
         kwargs["retries"] = retries
     if "health" in table:
         kwargs["health"] = _health(f"{key}.health", _table(f"{key}.health", table["health"]))
+    if "tls_verify" in table:
+        kwargs["tls_verify"] = _boolean(f"{key}.tls_verify", table["tls_verify"])
+    if "tls_ca" in table:
+        kwargs["tls_ca"] = _file(f"{key}.tls_ca", table["tls_ca"], base)
+    if "tls_name" in table:
+        kwargs["tls_name"] = _nonEmptyString(f"{key}.tls_name", table["tls_name"])
+    if "tls_client_cert" in table:
+        from .tls import TLSConfigError, loadPair
+
+        files = _certificate(f"{key}.tls_client_cert", table["tls_client_cert"], base)
+        try:
+            loadPair(files.cert, files.key)
+        except TLSConfigError as e:
+            raise ConfigError(f"{key}.tls_client_cert", str(e))
+        kwargs["tls_client_cert"] = files
     return PoolSettings(name, backends, **kwargs)
 
 

@@ -55,9 +55,10 @@ class _StreamChannel:
 
     closing = False
 
-    def __init__(self, handler, clock, stream):
+    def __init__(self, handler, clock, stream, hsts=None):
         self.handler = handler
         self.clock = clock
+        self.hsts = hsts
         self.transport = stream
         self.clientHost = getattr(stream.getPeer(), "host", None)
         self.secure = stream.isSecure()
@@ -71,6 +72,8 @@ class _StreamChannel:
         fields = [
             (name.lower(), value) for name, value in head.headers if name.lower() not in _CONNECTION_SPECIFIC
         ]
+        if self.hsts is not None:
+            fields.append((b"strict-transport-security", self.hsts))
         self.transport.writeHeaders(b"HTTP/2", b"%d" % head.status, head.reason, _FieldList(fields))
 
     def exchangeDone(self, exchange: Exchange) -> None:
@@ -88,6 +91,13 @@ class _StreamChannel:
             self._pauses.discard(reason)
             if not self._pauses:
                 self.transport.resumeProducing()
+
+    def clientSubject(self) -> Optional[str]:
+        from .tls import peerSubject
+
+        # The stream's site is the connection's NegotiatedProtocol, which
+        # holds the TLS transport.
+        return peerSubject(self.transport.site.transport)
 
     def splice(self, upstream) -> None:
         raise Refusal(501, "protocol upgrades are not available over HTTP/2")
@@ -122,7 +132,7 @@ class _StreamRequest:
         else:
             framing = LENGTH if length else NO_BODY
         head = RequestHead(stream.command, stream.path, b"HTTP/2", headers, framing, length or 0)
-        channel = _StreamChannel(factory.handler, factory.clock, stream)
+        channel = _StreamChannel(factory.handler, factory.clock, stream, factory.hsts)
         factory.handler.connectionMade(channel)
         exchange = self.exchange = Exchange(channel, head)
         if framing == NO_BODY:
@@ -167,7 +177,7 @@ class NegotiatedProtocol(Protocol):
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2" and available():
                 impl = H2Connection(self.factory.clock)
                 impl.requestFactory = _StreamRequest
-                impl.site = None
+                impl.site = self
                 impl.factory = self.factory
                 impl.timeOut = self.factory.idleTimeout
             else:

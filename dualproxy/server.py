@@ -263,10 +263,11 @@ class HTTPServerChannel(Protocol):
     One client connection.
     """
 
-    def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS):
+    def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS, hsts=None):
         self.handler = handler
         self.clock = clock
         self.idleTimeout = idleTimeout
+        self.hsts = hsts
         self.reader = MessageReader(self, True, limits)
         self.current: Optional[Exchange] = None
         self.closing = False
@@ -324,6 +325,15 @@ class HTTPServerChannel(Protocol):
         else:
             exchange.refuse(refusal.status, refusal.reason, refusal.headers)
 
+    def clientSubject(self) -> Optional[str]:
+        """
+        The subject of the certificate the client presented, verified by
+        TLS (mutual TLS), or None.
+        """
+        from .tls import peerSubject
+
+        return peerSubject(self.transport) if self.secure else None
+
     # Writing responses: HTTP/1.x framing.
 
     def writeInterim(self, exchange: Exchange, head: ResponseHead) -> None:
@@ -354,6 +364,8 @@ class HTTPServerChannel(Protocol):
             headers.add(b"Connection", b"close")
         elif request.version == b"HTTP/1.0":
             headers.add(b"Connection", b"keep-alive")
+        if self.hsts is not None:
+            headers.set(b"Strict-Transport-Security", self.hsts)
         self.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, headers.serialize()))
 
     # Sink of the request reader.
@@ -453,7 +465,12 @@ class HTTPServerChannel(Protocol):
 class HTTPServerFactory(Factory):
     """
     Builds client connections for a handler (the mode's request logic).
+
+    @ivar hsts: a Strict-Transport-Security value for every response, for
+        TLS listeners that want one.
     """
+
+    hsts = None
 
     def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS):
         self.handler = handler
@@ -462,7 +479,7 @@ class HTTPServerFactory(Factory):
         self.limits = limits
 
     def buildProtocol(self, addr) -> HTTPServerChannel:
-        return HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits)
+        return HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits, self.hsts)
 
     buildHTTP1 = buildProtocol
 
@@ -478,4 +495,4 @@ class NegotiatingFactory(HTTPServerFactory):
         return NegotiatedProtocol(self)
 
     def buildHTTP1(self) -> HTTPServerChannel:
-        return HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits)
+        return HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits, self.hsts)

@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
 from ..http.parser import MessageReader
+from ..tls import verificationError
 from ..http.rules import wantsKeepAlive
 
 
@@ -171,7 +172,11 @@ class UpstreamProtocol(Protocol):
             self._maybeDone()
         elif self.listener is not None:
             self.listener = None
-            listener.responseFailed(502, "upstream closed the connection before responding")
+            tls = verificationError(reason) if reason is not None else None
+            if tls is not None:
+                listener.responseFailed(502, f"upstream TLS {tls}")
+            else:
+                listener.responseFailed(502, "upstream closed the connection before responding")
 
     # Tunnel
 

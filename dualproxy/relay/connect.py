@@ -6,12 +6,11 @@ their failures into the status a client should see.
 from __future__ import annotations
 
 import ipaddress
-from typing import List, Optional
+from typing import List
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.interfaces import IResolutionReceiver
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
@@ -76,17 +75,16 @@ class _OneConnection(Factory):
         return self._protocol
 
 
-def connectTCP(
-    reactor, address: str, port: int, timeout: float, readTimeout: float, tlsName: Optional[str] = None
-) -> Deferred:
+def connectTCP(reactor, address: str, port: int, timeout: float, readTimeout: float, tls=None) -> Deferred:
     """
-    A new L{UpstreamProtocol} connected to an IP address; with C{tlsName},
-    over TLS verified for that name against the system's trust store.
+    A new L{UpstreamProtocol} connected to an IP address; over TLS when
+    C{tls} is given (an L{IOpenSSLClientConnectionCreator} from
+    L{dualproxy.tls.clientCreator}).
     """
     endpointType = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
     endpoint = endpointType(reactor, address, port, timeout=timeout)
-    if tlsName is not None:
-        endpoint = wrapClientTLS(optionsForClientTLS(tlsName), endpoint)
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
     return endpoint.connect(_OneConnection(UpstreamProtocol(reactor, readTimeout)))
 
 

@@ -207,10 +207,10 @@ class HealthCheck(Service):
             ]
         )
         address = backend.addresses[0] if backend.addresses else backend.host
-        tlsName = backend.host if getattr(backend, "scheme", "http") == "https" else None
+        tls = getattr(backend, "tls", None)
         probe.done.addCallback(self._record, backend, probe)
         probe.start(
-            self._connect(self.reactor, address, backend.port, self.timeout, self.timeout, tlsName=tlsName),
+            self._connect(self.reactor, address, backend.port, self.timeout, self.timeout, tls=tls),
             RequestHead(b"GET", self.path, b"HTTP/1.1", headers),
             f"backend {backend.name}",
         )

@@ -5,10 +5,13 @@ The built-in C{reverse} mode plugin.
 from __future__ import annotations
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from ..interfaces import IProxyMode
+
+log = Logger()
 
 
 @implementer(IPlugin, IProxyMode)
@@ -38,6 +41,8 @@ class ReverseMode:
         settings = config.reverse
         root = ProxyService(config, reactor)
         handler = ReverseHandler(reactor, settings, config.timeouts, root.connections, filters, root.accessLog)
+        if config.tls.client_ca is not None:
+            handler.clientSubjectHeader = config.tls.client_subject_header.encode("ascii")
         balancers = findBalancers()
         pools = {}
         for index, pool in enumerate(settings.pools):
@@ -51,6 +56,9 @@ class ReverseMode:
             except ValueError as e:
                 raise ConfigError(f"{key}.balance_options", str(e))
             pools[pool.name] = BackendPool(pool, balancer)
+            if not pool.tls_verify and any(backend.scheme == "https" for backend in pool.backends):
+                log.warn("TLS verification is off for the backends of pool {pool}: "
+                         "anyone on the path can impersonate them", pool=pool.name)
             health = pool.health
             if health.path is not None:
                 HealthCheck(

@@ -19,7 +19,7 @@ class BackendState:
     @ivar addresses: what its host resolved to last (empty: not known yet).
     """
 
-    def __init__(self, backend: Backend, health: Health):
+    def __init__(self, backend: Backend, health: Health, tls=None):
         self.name = backend.url
         self.scheme = backend.scheme
         self.host = backend.host
@@ -27,11 +27,28 @@ class BackendState:
         self.weight = backend.weight
         self.health = health
         self.inFlight = 0
+        self.tls = tls
         self.addresses: Tuple[str, ...] = ()
         self.key = ("backend", backend.scheme, backend.host, backend.port)
 
     def __repr__(self) -> str:
         return f"<BackendState {self.name} in flight {self.inFlight}>"
+
+
+def upstreamTLS(settings: PoolSettings, backend: Backend):
+    """
+    How to speak TLS to an https backend: verified against its name (or the
+    pool's C{tls_name}) and the system's or the pool's CAs.
+    """
+    from ..tls import clientCreator, loadPair
+
+    client = settings.tls_client_cert
+    return clientCreator(
+        settings.tls_name or backend.host,
+        settings.tls_ca,
+        settings.tls_verify,
+        loadPair(client.cert, client.key) if client is not None else None,
+    )
 
 
 class BackendPool:
@@ -49,6 +66,7 @@ class BackendPool:
                 backend,
                 Health(rise=health.rise, fall=health.fall, coolOff=health.cool_off,
                        passiveFailures=health.passive_failures),
+                upstreamTLS(settings, backend) if backend.scheme == "https" else None,
             )
             for backend in settings.backends
         ]

@@ -5,7 +5,7 @@ resource tree, and relay the ones routed to a pool to one of its backends.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from twisted.internet.defer import Deferred
 
@@ -52,6 +52,13 @@ class PoolTarget(Target):
             b"https" if exchange.channel.secure else b"http", host,
             settings.x_forwarded_for, settings.x_forwarded_proto, settings.x_forwarded_host, settings.forwarded,
         )
+        subjectHeader = handler.clientSubjectHeader
+        if subjectHeader is not None:
+            # Only the TLS layer may vouch for a client certificate.
+            headers.remove(subjectHeader.lower())
+            subject = exchange.channel.clientSubject()
+            if subject is not None:
+                headers.add(subjectHeader, subject.encode("utf-8"))
         frameBody(headers, incoming)
         self.adjust(headers)
         path = request.path
@@ -121,6 +128,9 @@ class PoolRelay(Relay):
     def responseFailed(self, status: int, reason: str) -> None:
         upstream = self.upstream
         exchange = self.exchange
+        if upstream is not None and not upstream.responseBegun and not upstream.reused and exchange.backend:
+            # The backend failed before answering (reset, TLS refused).
+            exchange.backend.health.requestFailed(self.handler.reactor.seconds())
         if (
             upstream is not None
             and not upstream.responseBegun
@@ -132,7 +142,6 @@ class PoolRelay(Relay):
         ):
             # A fresh connection reset before any answer: another backend
             # may do better (a stale pooled one is retried on the same).
-            exchange.backend.health.requestFailed(self.handler.reactor.seconds())
             self.upstream = None
             if self._choose():
                 self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
@@ -168,6 +177,7 @@ class ReverseHandler:
         self.filters = FilterChain(filters)
         self.accessLog = accessLog
         self.trusted = ClientACL(settings.trusted_proxies)
+        self.clientSubjectHeader: Optional[bytes] = None
         self.resolver = reactor.nameResolver
         self.routes = VirtualHosts()
 
@@ -210,11 +220,10 @@ class ReverseHandler:
         last, or, before the first lookup is done, to whichever it has now.
         """
         timeouts = self.timeouts
-        tlsName = backend.host if backend.scheme == "https" else None
 
         def connect(addresses):
             return connectTCP(self.reactor, addresses[0], backend.port, timeouts.connect,
-                              timeouts.upstream_read, tlsName)
+                              timeouts.upstream_read, backend.tls)
 
         if backend.addresses:
             return connect(backend.addresses)

@@ -297,6 +297,8 @@ class Proxy:
         host = listener.port.getHost()
         self.address = f"127.0.0.1:{host.port}" if hasattr(host, "port") else host.name
         self.url = f"http://{self.address}"
+        listeners = [s for s in self.service if isinstance(s, ListenerService)]
+        self.tlsPort = listeners[-1].port.getHost().port if self.config.tls.listen else None
 
     def stop(self):
         return self.service.stopService()

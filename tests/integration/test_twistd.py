@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import sys
+from typing import Optional
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
+from ..certs import CertificateAuthority
 from .support import CLEAN_ENV, REPO, Origin, StreamingOrigin, curl, pattern
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
@@ -28,16 +31,35 @@ class _Twistd(protocol.ProcessProtocol):
 
     def __init__(self):
         self.output = b""
+        self.watches: list = []
         self.listening: defer.Deferred = defer.Deferred()
         self.ended: defer.Deferred = defer.Deferred()
 
     def outReceived(self, data):
         self.output += data
+        for watch in list(self.watches):
+            start, text, done = watch
+            if text in self.output[start:]:
+                self.watches.remove(watch)
+                done.callback(None)
         match = re.search(rb"HTTPServerFactory starting on (\d+)", self.output)
         if match and not self.listening.called:
             self.listening.callback(int(match.group(1)))
 
     errReceived = outReceived
+
+    def waitFor(self, text: bytes, since: Optional[int] = None) -> defer.Deferred:
+        """
+        Fires when the child's output contains C{text}, written from now on
+        (or from offset C{since}).
+        """
+        done: defer.Deferred = defer.Deferred()
+        start = len(self.output) if since is None else since
+        if text in self.output[start:]:
+            done.callback(None)
+        else:
+            self.watches.append((start, text, done))
+        return done
 
     def processEnded(self, reason):
         if not self.listening.called:
@@ -121,6 +143,104 @@ class ReverseQuickStartTests(TwistdTestCase):
         out, err, code = yield curl(*[arg for url in urls for arg in ("-w", "\n", url)])
         self.assertEqual(code, 0, err)
         self.assertEqual(sorted(out.split()), [b"a", b"a", b"b", b"b"])
+
+
+# Over one TLS connection to 127.0.0.1:PORT (name www.test, trusting CA):
+# prints the certificate's O, then on each line read from stdin makes a
+# request and prints its status; a second connection then prints its O.
+RELOAD_CLIENT = """
+import http.client, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False
+def connect():
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    conn.connect()
+    return conn
+def organization(conn):
+    subject = dict(item[0] for item in conn.sock.getpeercert()["subject"])
+    return subject["organizationName"]
+first = connect()
+print(organization(first), flush=True)
+sys.stdin.readline()
+first.request("GET", "/name", headers={"Host": "www.test"})
+print(first.getresponse().status, flush=True)
+print(organization(connect()), flush=True)
+"""
+
+
+class CertificateReloadTests(TwistdTestCase):
+    @inlineCallbacks
+    def test_sighupReloadsCertificatesKeepingConnections(self):
+        """
+        SIGHUP re-reads the certificate files: new connections get the new
+        certificate, and a connection opened before keeps working.
+        """
+        directory = FilePath(self.mktemp())
+        directory.makedirs()
+        ca = CertificateAuthority(directory.path)
+        cert, key = ca.issue("www", names=["www.test"], organization="first")
+        config = directory.child("tls.toml")
+        config.setContent(
+            f'mode = "reverse"\n[tls]\nlisten = ["tcp:0:interface=127.0.0.1"]\nhttp2 = false\n'
+            f'certificates = [{{cert = "{cert}", key = "{key}"}}]\n'.encode()
+        )
+        origin = Origin("a")
+        self.addCleanup(origin.stop)
+        pid, port, child = yield self.startTwistd(
+            "--config", config.path, "--listen", "tcp:0:interface=127.0.0.1", "--backend", f"http://{origin.address}",
+        )
+        yield child.waitFor(b"(TLS) starting on", since=0)
+        tlsPort = int(re.findall(rb"\(TLS\) starting on (\d+)", child.output)[0])
+        client = _LineClient()
+        reactor.spawnProcess(client, sys.executable, [sys.executable, "-c", RELOAD_CLIENT, str(tlsPort), ca.certPath],
+                             env=CLEAN_ENV)
+        self.addCleanup(lambda: client.ended)
+        first = yield client.nextLine()
+        self.assertEqual(first, b"first")
+        newer, _ = ca.issue("next", names=["www.test"], organization="second")
+        os.replace(newer, cert)
+        os.replace(os.path.join(directory.path, "next.key"), key)
+        reloaded = child.waitFor(b"TLS certificates reloaded")
+        os.kill(pid, signal.SIGHUP)
+        yield reloaded
+        client.transport.write(b"go\n")
+        status = yield client.nextLine()
+        self.assertEqual(status, b"200")
+        second = yield client.nextLine()
+        self.assertEqual(second, b"second")
+
+
+class _LineClient(protocol.ProcessProtocol):
+    def __init__(self):
+        self.lines = []
+        self.waiting = []
+        self.buffer = b""
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            if self.waiting:
+                self.waiting.pop(0).callback(line)
+            else:
+                self.lines.append(line)
+
+    def nextLine(self):
+        if self.lines:
+            return defer.succeed(self.lines.pop(0))
+        self.waiting.append(defer.Deferred())
+        return self.waiting[-1]
+
+    def errReceived(self, data):
+        self.errors = getattr(self, "errors", b"") + data
+
+    def processEnded(self, reason):
+        for waiting in self.waiting:
+            waiting.errback(RuntimeError(getattr(self, "errors", b"").decode(errors="replace")))
+        self.waiting = []
+        self.ended.callback(None)
 
 
 THIRD_PARTY_FILTER = """

@@ -106,8 +106,8 @@ class Connections:
         self.upstreams = []
         self.next = None
 
-    def __call__(self, reactor, address, port, timeout, readTimeout, tlsName=None):
-        self.calls.append((address, port, timeout, readTimeout, tlsName))
+    def __call__(self, reactor, address, port, timeout, readTimeout, tls=None):
+        self.calls.append((address, port, timeout, readTimeout, tls))
         if self.next is not None:
             return self.next()
         upstream = UpstreamProtocol(self.clock, readTimeout)
@@ -147,11 +147,14 @@ class HealthCheckTests(SynchronousTestCase):
         )
 
     def test_probeHttpsOverTLS(self):
+        """
+        An https backend is probed over the same TLS as its requests.
+        """
         backend = FakeBackend()
-        backend.scheme = "https"
+        backend.tls = object()
         backend.addresses = ("10.0.0.7",)
         self.checker([backend])
-        self.assertEqual(self.connections.calls[0][4], "app.internal")
+        self.assertIs(self.connections.calls[0][4], backend.tls)
 
     def test_probeHostOverride(self):
         self.checker([FakeBackend(host="::1", port=81), FakeBackend()], host=b"www.example.com")

@@ -1,0 +1,413 @@
+"""
+TLS for both modes, in one place so that both share the same secure
+defaults: certificate pairs read from PEM files, the listening side's
+per-name contexts chosen by SNI (reloadable), and connection creators for
+TLS to upstreams.  Only contexts and connections are built here; the
+protocol work stays in L{twisted.protocols.tls}.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
+from service_identity import VerificationError
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+    ISystemHandle,
+)
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    TLSVersion,
+    optionsForClientTLS,
+    platformTrust,
+    trustRootFromCertificates,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+__all__ = [
+    "TLSConfigError",
+    "CertificatePair",
+    "loadPair",
+    "ServerTLS",
+    "peerSubject",
+    "clientCreator",
+    "verificationError",
+]
+
+_VERSIONS = {"TLSv1.2": SSL.TLS1_2_VERSION, "TLSv1.3": SSL.TLS1_3_VERSION}
+
+# Forward secrecy and AEAD only; TLS 1.3 suites are all of that already.
+_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"
+
+# Renegotiation is a DoS lever with no use for a proxy; older pyOpenSSL
+# builds lack the constant, and their OpenSSL then does not offer it.
+_OPTIONS = SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+
+
+class TLSConfigError(ValueError):
+    """
+    Certificates, keys or TLS settings that cannot be used; C{str()} is one
+    line naming the file and the problem, fit for a startup error or a
+    failed reload's log line.
+    """
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise TLSConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _loadCertificates(path: str) -> List[x509.Certificate]:
+    data = _read(path)
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise TLSConfigError(f"{path}: not a PEM certificate file") from None
+
+
+def _spki(certificate: x509.Certificate) -> bytes:
+    return certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _matches(pattern: str, hostname: str) -> bool:
+    if pattern.startswith("*."):
+        label, dot, rest = hostname.partition(".")
+        return bool(label) and bool(dot) and rest == pattern[2:]
+    return pattern == hostname
+
+
+def _normalise(hostname: str) -> str:
+    return hostname.lower().rstrip(".")
+
+
+class CertificatePair:
+    """
+    A certificate chain (leaf first) and its private key, kept with the
+    paths they came from so that a reload can read them again.
+
+    @ivar names: the DNS names the leaf covers, lower case: its subject
+        alternative names, or its common name when it has none (as older
+        certificates do).
+    """
+
+    def __init__(self, certPath: str, keyPath: str, chain: Sequence[x509.Certificate], key) -> None:
+        self.certPath = certPath
+        self.keyPath = keyPath
+        self.chain = tuple(chain)
+        self.key = key
+        self.names = self._names(self.chain[0])
+
+    @staticmethod
+    def _names(leaf: x509.Certificate) -> Tuple[str, ...]:
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return tuple(
+                _normalise(str(a.value)) for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            )
+        return tuple(_normalise(name) for name in san.get_values_for_type(x509.DNSName))
+
+    def covers(self, hostname: str) -> bool:
+        """
+        Whether a client asking for C{hostname} would accept this
+        certificate; a wildcard stands for exactly one leftmost label.
+        """
+        hostname = _normalise(hostname)
+        return any(_matches(name, hostname) for name in self.names)
+
+    def __repr__(self) -> str:
+        return f"<CertificatePair {self.certPath} {list(self.names)}>"
+
+
+def loadPair(certPath: str, keyPath: str) -> CertificatePair:
+    """
+    Read and check a PEM certificate chain and its key, so that mistakes
+    surface at startup (or reload) rather than as handshake failures.
+
+    @raise TLSConfigError: a file is missing or unreadable, is not PEM, the
+        key is encrypted or belongs to another certificate, or the chain is
+        not in leaf-then-issuer order.
+    """
+    chain = _loadCertificates(certPath)
+    data = _read(keyPath)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise TLSConfigError(f"{keyPath}: encrypted private keys are not supported") from None
+    except ValueError:
+        raise TLSConfigError(f"{keyPath}: not a PEM private key") from None
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    owners = [i for i, certificate in enumerate(chain) if _spki(certificate) == public]
+    if not owners:
+        raise TLSConfigError(f"{keyPath}: key does not match the certificate in {certPath}")
+    if owners[0] != 0:
+        raise TLSConfigError(
+            f"{certPath}: the key matches certificate {owners[0] + 1}, not the first: put the leaf first"
+        )
+    for i in range(len(chain) - 1):
+        if chain[i].issuer != chain[i + 1].subject:
+            raise TLSConfigError(
+                f"{certPath}: certificate {i + 2} did not issue certificate {i + 1}: "
+                "put the leaf first, then each issuer"
+            )
+    return CertificatePair(certPath, keyPath, chain, key)
+
+
+class _Generation:
+    """
+    The named contexts built from one reading of the files.  It chooses for
+    connections started from its own default context only, so a reload
+    never changes a handshake under way.
+    """
+
+    def __init__(self, named: Sequence[Tuple[CertificatePair, SSL.Context]]) -> None:
+        self._exact: Dict[str, SSL.Context] = {}
+        self._named = list(named)
+        for pair, context in named:
+            for name in pair.names:
+                if not name.startswith("*."):
+                    self._exact.setdefault(name, context)
+
+    def contextFor(self, hostname: str) -> Optional[SSL.Context]:
+        """
+        The context for an exact name match, else the first wildcard match.
+        """
+        hostname = _normalise(hostname)
+        if hostname in self._exact:
+            return self._exact[hostname]
+        for pair, context in self._named:
+            if pair.covers(hostname):
+                return context
+        return None
+
+    def chooseContext(self, connection: SSL.Connection) -> None:
+        name = connection.get_servername()
+        if name is None:
+            return
+        context = self.contextFor(name.decode("ascii", "replace"))
+        if context is not None:
+            connection.set_context(context)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """
+    The listening side's TLS: one context per certificate pair, chosen by
+    the name the client asks for (SNI), the default pair for clients that
+    ask for none or for a name no pair covers.
+
+    @param pairs: the certificates to choose among, earlier ones winning
+        when several cover a name.
+    @param default: presented when no pair fits.
+    @param minimumVersion: C{"TLSv1.2"} or C{"TLSv1.3"}.
+    @param alpn: protocols the server speaks, preferred first; h2 only when
+        the caller can serve it.
+    @param clientCA: a PEM bundle of CAs whose client certificates are
+        accepted; when set, clients must present one (mutual TLS).
+    @param clientCertificateOptional: with C{clientCA}, ask for a client
+        certificate but let clients without one in (a presented one must
+        still verify).
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[CertificatePair],
+        default: CertificatePair,
+        minimumVersion: str = "TLSv1.2",
+        alpn: Sequence[bytes] = (b"http/1.1",),
+        clientCA: Optional[str] = None,
+        clientCertificateOptional: bool = False,
+    ) -> None:
+        if minimumVersion not in _VERSIONS:
+            raise TLSConfigError(
+                f"minimum TLS version {minimumVersion!r} is not one of {', '.join(sorted(_VERSIONS))}"
+            )
+        self._minimumVersion = _VERSIONS[minimumVersion]
+        self._alpn = tuple(alpn)
+        self._clientCA = clientCA
+        self._clientCertificateOptional = clientCertificateOptional
+        self._pairs = list(pairs)
+        self._default = default
+        self._context = self._build(self._pairs, self._default)
+
+    def _build(self, pairs: Sequence[CertificatePair], default: CertificatePair) -> SSL.Context:
+        """
+        The default context of a new generation, which every connection
+        starts from.
+        """
+        authorities = _loadCertificates(self._clientCA) if self._clientCA is not None else []
+        generation = _Generation([(pair, self._pairContext(pair, authorities)) for pair in pairs])
+        return self._pairContext(default, authorities, generation.chooseContext)
+
+    def _pairContext(
+        self, pair: CertificatePair, authorities: Sequence[x509.Certificate], chooseContext=None
+    ) -> SSL.Context:
+        # After SNI switches a connection to another context, OpenSSL reads
+        # the certificate and ALPN callback from that context but keeps the
+        # connection's options and verify mode: every context gets them all.
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_min_proto_version(self._minimumVersion)
+        context.set_options(_OPTIONS)
+        context.use_certificate(pair.chain[0])
+        for issuer in pair.chain[1:]:
+            context.add_extra_chain_cert(issuer)
+        context.use_privatekey(pair.key)
+        # Without a session id context, resuming a session whose client was
+        # verified fails the handshake.
+        context.set_session_id(b"dualproxy")
+        if self._alpn:
+            context.set_alpn_select_callback(self._selectProtocol)
+        if authorities:
+            store = context.get_cert_store()
+            for authority in authorities:
+                store.add_cert(crypto.X509.from_cryptography(authority))
+                context.add_client_ca(authority)
+            mode = SSL.VERIFY_PEER
+            if not self._clientCertificateOptional:
+                mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+            context.set_verify(mode)
+        if chooseContext is not None:
+            context.set_tlsext_servername_callback(chooseContext)
+        # Last: some pyOpenSSL versions mark the context used when checking
+        # the cipher list, and warn about any change after that.
+        context.set_cipher_list(_CIPHERS)
+        return context
+
+    def _selectProtocol(self, connection: SSL.Connection, offered: List[bytes]):
+        for protocol in self._alpn:
+            if protocol in offered:
+                return protocol
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
+        return SSL.Connection(self._context, None)
+
+    def reload(self) -> None:
+        """
+        Read every pair's files (and the client CA bundle) again and use
+        them for new connections; connections already made keep theirs.
+
+        @raise TLSConfigError: something could not be loaded; the contexts
+            in use stay.
+        """
+        pairs = [loadPair(pair.certPath, pair.keyPath) for pair in self._pairs]
+        default = loadPair(self._default.certPath, self._default.keyPath)
+        context = self._build(pairs, default)
+        self._pairs, self._default, self._context = pairs, default, context
+
+
+def peerSubject(transport) -> Optional[str]:
+    """
+    The subject of the client certificate a TLS transport verified, like
+    C{"CN=alice,O=Example"}, for logs and filters; L{None} for a transport
+    that is not TLS or a client that sent no certificate.  A certificate
+    is only there if L{ServerTLS} asked for one (C{clientCA}), and OpenSSL
+    ends the handshake when it does not verify.
+    """
+    if not ISystemHandle.providedBy(transport):
+        return None
+    connection = transport.getHandle()
+    if not isinstance(connection, SSL.Connection):
+        return None
+    certificate = connection.get_peer_certificate(as_cryptography=True)
+    if certificate is None:
+        return None
+    return certificate.subject.rfc4514_string()
+
+
+def _trustRoot(caBundle: Optional[str]):
+    if caBundle is None:
+        return platformTrust()
+    return trustRootFromCertificates(
+        [Certificate(crypto.X509.from_cryptography(c)) for c in _loadCertificates(caBundle)]
+    )
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _UnverifiedClient:
+    """
+    Client TLS that accepts any server certificate (still sending SNI), for
+    upstreams the operator explicitly chose not to verify.
+    """
+
+    def __init__(self, hostname: str, options: CertificateOptions, alpn: Sequence[bytes]) -> None:
+        self._serverName = None if isIPAddress(hostname) or isIPv6Address(hostname) else hostname.encode("idna")
+        self._options = options
+        self._alpn = list(alpn)
+
+    def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
+        connection = SSL.Connection(self._options.getContext(), None)
+        if self._serverName is not None:
+            connection.set_tlsext_host_name(self._serverName)
+        if self._alpn:
+            connection.set_alpn_protos(self._alpn)
+        return connection
+
+
+def clientCreator(
+    hostname: str,
+    caBundle: Optional[str] = None,
+    verify: bool = True,
+    clientPair: Optional[CertificatePair] = None,
+    alpn: Optional[Iterable[bytes]] = None,
+):
+    """
+    TLS to an upstream known as C{hostname}: SNI sent, and the certificate
+    verified against that name and the system's trust store (or
+    C{caBundle}) unless C{verify} is false, which the caller should log.
+
+    @param clientPair: a client certificate to present (mutual TLS).
+    @param alpn: protocols to offer, preferred first.
+    @raise TLSConfigError: C{caBundle} cannot be read.
+    @rtype: L{IOpenSSLClientConnectionCreator}
+    """
+    protocols = list(alpn or ())
+    options: Dict[str, object] = {"raiseMinimumTo": TLSVersion.TLSv1_2}
+    if clientPair is not None:
+        options["privateKey"] = crypto.PKey.from_cryptography_key(clientPair.key)
+        options["certificate"] = crypto.X509.from_cryptography(clientPair.chain[0])
+        if len(clientPair.chain) > 1:
+            options["extraCertChain"] = [crypto.X509.from_cryptography(c) for c in clientPair.chain[1:]]
+    if not verify:
+        return _UnverifiedClient(hostname, CertificateOptions(**options), protocols)
+    return optionsForClientTLS(
+        hostname,
+        trustRoot=_trustRoot(caBundle),
+        acceptableProtocols=protocols or None,
+        extraCertificateOptions=options,
+    )
+
+
+def verificationError(failure: Failure) -> Optional[str]:
+    """
+    A short reason, for a 502 body, when C{failure} is an upstream's
+    certificate failing verification; L{None} for any other failure.
+    """
+    if failure.check(VerificationError):
+        return "certificate verify failed: hostname mismatch"
+    if failure.check(SSL.Error):
+        errors = failure.value.args[0] if failure.value.args else []
+        for error in errors if isinstance(errors, list) else []:
+            reason = error[-1] if isinstance(error, tuple) else ""
+            if "certificate verify failed" in reason:
+                return "certificate verify failed: untrusted or invalid certificate"
+    return None

@@ -1,0 +1,234 @@
+"""
+TLS end to end in both modes: termination with SNI, HTTP/2, mutual TLS,
+HSTS and redirects on the client side; verified TLS to backends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.internet import reactor, ssl
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SkipTest, TestCase
+
+from dualproxy import http2
+from dualproxy.config import ConfigError
+
+from ..certs import CertificateAuthority
+from .support import Origin, Proxy, curl, pattern, pythonClient
+
+# Connects with TLS to 127.0.0.1:PORT asking for NAME (or no SNI when NAME
+# is "-"), trusting CA; prints the subject CN of the certificate it got.
+SNI_CLIENT = """
+import socket, ssl, sys
+port, name, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False
+with socket.create_connection(("127.0.0.1", port)) as raw:
+    with context.wrap_socket(raw, server_hostname=None if name == "-" else name) as tls:
+        subject = dict(item[0] for item in tls.getpeercert()["subject"])
+        print(subject["commonName"])
+"""
+
+
+class TerminationTestCase(TestCase):
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.ca = CertificateAuthority(self.directory)
+        self.www = self.ca.issue("www", names=["www.test"], commonName="www.test")
+        self.api = self.ca.issue("api", names=["api.test", "*.api.test"], commonName="api.test")
+        self.origin = Origin("backend")
+        self.addCleanup(self.origin.stop)
+
+    def proxy(self, tls=None, mode="reverse", **extra):
+        settings = {
+            "listen": ["tcp:0:interface=127.0.0.1"],
+            "tls": dict(
+                listen=["tcp:0:interface=127.0.0.1"],
+                certificates=[{"cert": self.www[0], "key": self.www[1]}, {"cert": self.api[0], "key": self.api[1]}],
+                **(tls or {}),
+            ),
+        }
+        if mode == "reverse":
+            settings["mode"] = "reverse"
+            settings["reverse"] = {
+                "pools": {"app": {"backends": [f"http://{self.origin.address}"]}},
+                "routes": [{"prefix": "/", "pool": "app"}],
+            }
+        settings.update(extra)
+        proxy = Proxy(settings)
+        self.addCleanup(proxy.stop)
+        return proxy, proxy.tlsPort
+
+    def resolve(self, name, port):
+        return ["--resolve", f"{name}:{port}:127.0.0.1", "--cacert", self.ca.certPath]
+
+
+class SNITests(TerminationTestCase):
+    @inlineCallbacks
+    def test_certificateChosenByName(self):
+        proxy, port = self.proxy()
+        for name, expected in (("www.test", b"CN=www.test"), ("api.test", b"CN=api.test"),
+                               ("v2.api.test", b"CN=api.test")):
+            out, err, code = yield curl("-v", *self.resolve(name, port), f"https://{name}:{port}/name")
+            self.assertEqual((code, out), (0, b"backend"), err)
+            self.assertIn(b"subject: " + expected, err)
+        for name, expected in (("api.test", b"api.test"), ("-", b"www.test")):
+            out, err, code = yield pythonClient(SNI_CLIENT, str(port), name, self.ca.certPath)
+            self.assertEqual((code, out.strip()), (0, expected), err)
+
+    @inlineCallbacks
+    def test_forwardedProtoIsHttps(self):
+        proxy, port = self.proxy()
+        out, err, code = yield curl(*self.resolve("www.test", port), f"https://www.test:{port}/headers")
+        self.assertIn(["X-Forwarded-Proto", "https"], json.loads(out)["headers"])
+
+    @inlineCallbacks
+    def test_oldProtocolsRefused(self):
+        proxy, port = self.proxy()
+        out, err, code = yield curl("--tlsv1.1", "--tls-max", "1.1", *self.resolve("www.test", port),
+                                    f"https://www.test:{port}/name")
+        self.assertNotEqual(code, 0)
+        self.assertEqual(out, b"")
+
+    def test_uncoveredRouteHostIsAStartUpError(self):
+        with self.assertRaises(ConfigError) as caught:
+            Proxy({
+                "mode": "reverse",
+                "tls": {"listen": ["tcp:0:interface=127.0.0.1"],
+                        "certificates": [{"cert": self.www[0], "key": self.www[1]}]},
+                "reverse": {"pools": {"app": {"backends": [f"http://{self.origin.address}"]}},
+                            "routes": [{"host": "other.test", "pool": "app"}]},
+            })
+        self.assertEqual(str(caught.exception),
+                         "reverse.routes[0].host: no certificate in tls.certificates covers 'other.test'")
+
+    def test_mismatchedKeyIsAStartUpError(self):
+        with self.assertRaises(ConfigError) as caught:
+            Proxy({"tls": {"listen": ["tcp:0:interface=127.0.0.1"],
+                           "certificates": [{"cert": self.www[0], "key": self.api[1]}]}})
+        self.assertTrue(str(caught.exception).startswith("tls.certificates[0]: "))
+        self.assertIn("does not match", str(caught.exception))
+
+
+class HTTP2Tests(TerminationTestCase):
+    def setUp(self):
+        if not http2.available():
+            raise SkipTest("the http2 extra (h2, priority) is not installed")
+        super().setUp()
+
+    @inlineCallbacks
+    def test_h2NegotiatedAndStreams(self):
+        proxy, port = self.proxy()
+        out, err, code = yield curl("-v", "--http2", *self.resolve("www.test", port),
+                                    f"https://www.test:{port}/bytes/4000000")
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"ALPN: server accepted h2", err)
+        self.assertEqual(out, pattern(4000000))
+
+    @inlineCallbacks
+    def test_h2RequestBody(self):
+        proxy, port = self.proxy()
+        out, err, code = yield curl("--http2", "--data-binary", "x" * 50000, *self.resolve("www.test", port),
+                                    f"https://www.test:{port}/headers")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["body"], "x" * 50000)
+
+    @inlineCallbacks
+    def test_http11ClientsUnaffected(self):
+        proxy, port = self.proxy()
+        out, err, code = yield curl("-v", "--http1.1", *self.resolve("www.test", port), f"https://www.test:{port}/name")
+        self.assertEqual((code, out), (0, b"backend"), err)
+        self.assertIn(b"< HTTP/1.1 200 OK", err)
+
+
+class ClientCertificateTests(TerminationTestCase):
+    @inlineCallbacks
+    def test_mutualTLS(self):
+        alice = self.ca.issue("alice", commonName="alice", organization="Example", client=True)
+        proxy, port = self.proxy({"client_ca": self.ca.certPath})
+        out, err, code = yield curl(*self.resolve("www.test", port), f"https://www.test:{port}/name")
+        self.assertNotEqual(code, 0)
+        out, err, code = yield curl("--cert", alice[0], "--key", alice[1], "-H", "X-Client-Subject: CN=mallory",
+                                    *self.resolve("www.test", port), f"https://www.test:{port}/headers")
+        self.assertEqual(code, 0, err)
+        subjects = [value for name, value in json.loads(out)["headers"] if name == "X-Client-Subject"]
+        self.assertEqual(subjects, ["CN=alice,O=Example"])
+
+
+class PolicyTests(TerminationTestCase):
+    @inlineCallbacks
+    def test_hstsAndRedirect(self):
+        proxy, port = self.proxy({"hsts": "max-age=31536000", "redirect_http": True})
+        out, err, code = yield curl("-D", "-", *self.resolve("www.test", port), f"https://www.test:{port}/name")
+        self.assertIn(b"strict-transport-security: max-age=31536000", out.lower())
+        plain = proxy.address.split(":")[1]
+        out, err, code = yield curl("-D", "-", "-H", "Host: www.test", f"http://127.0.0.1:{plain}/a?b=1")
+        self.assertIn(b"HTTP/1.1 308 Permanent Redirect", out)
+        self.assertIn(f"Location: https://www.test:{port}/a?b=1".encode(), out)
+
+    @inlineCallbacks
+    def test_forwardProxyOverTLS(self):
+        """
+        A forward proxy reachable over TLS, as clients with https:// proxy
+        URLs expect.
+        """
+        proxy, port = self.proxy(mode="forward", forward={"allow_destinations": ["127.0.0.0/8"]})
+        out, err, code = yield curl("-x", f"https://www.test:{port}", "--proxy-cacert", self.ca.certPath,
+                                    *self.resolve("www.test", port), self.origin.url("/name"))
+        self.assertEqual((code, out), (0, b"backend"), err)
+
+
+class UpstreamTLSTests(TestCase):
+    def setUp(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.ca = CertificateAuthority(directory)
+        cert, key = self.ca.issue("backend", names=["backend.test"])
+        with open(cert, "rb") as c, open(key, "rb") as k:
+            options = ssl.PrivateCertificate.loadPEM(c.read() + k.read()).options()
+        self.origin = Origin("tls-backend")
+        self.origin.port.stopListening()
+        self.origin.port = reactor.listenSSL(0, self.origin.site, options, interface="127.0.0.1")
+        self.addCleanup(self.origin.port.stopListening)
+        self.port = self.origin.port.getHost().port
+
+    def proxy(self, **pool):
+        proxy = Proxy({
+            "mode": "reverse",
+            "reverse": {"pools": {"app": dict(backends=[f"https://127.0.0.1:{self.port}"], retries=0, **pool)},
+                        "routes": [{"prefix": "/", "pool": "app"}]},
+        })
+        self.addCleanup(proxy.stop)
+        return proxy
+
+    @inlineCallbacks
+    def test_customCAAccepted(self):
+        proxy = self.proxy(tls_ca=self.ca.certPath, tls_name="backend.test")
+        out, err, code = yield curl(proxy.url + "/name")
+        self.assertEqual((code, out), (0, b"tls-backend"), err)
+
+    @inlineCallbacks
+    def test_wrongNameIs502AndABackendFailure(self):
+        proxy = self.proxy(tls_ca=self.ca.certPath, tls_name="elsewhere.test",
+                           health={"passive_failures": 1, "cool_off": 30})
+        out, err, code = yield curl("-D", "-", proxy.url + "/name")
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        self.assertIn(b"certificate verify failed: hostname mismatch", out)
+        out, err, code = yield curl("-D", "-", proxy.url + "/name")
+        self.assertIn(b"HTTP/1.1 503 Service Unavailable", out)
+
+    @inlineCallbacks
+    def test_untrustedIs502(self):
+        proxy = self.proxy(tls_name="backend.test")
+        out, err, code = yield curl("-D", "-", proxy.url + "/name")
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        self.assertIn(b"certificate verify failed", out)
+
+    @inlineCallbacks
+    def test_verificationOffExplicitly(self):
+        proxy = self.proxy(tls_verify=False)
+        out, err, code = yield curl(proxy.url + "/name")
+        self.assertEqual((code, out), (0, b"tls-backend"), err)
