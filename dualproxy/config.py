@@ -223,6 +223,7 @@ class TLSSettings:
     listen: Tuple[str, ...] = ()
     certificates: Tuple[CertificateFiles, ...] = ()
     min_version: str = "TLSv1.2"
+    ciphers: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
     http2: bool = True
     client_ca: Optional[str] = None
     client_certificate_optional: bool = False
@@ -361,6 +362,7 @@ def _tls(table: Mapping[str, Any], base: str) -> TLSSettings:
         "listen": _arrayOf(_endpoint),
         "certificates": _arrayOf(lambda key, value: _certificate(key, value, base)),
         "min_version": _string,
+        "ciphers": _nonEmptyString,
         "http2": _boolean,
         "client_ca": lambda key, value: _file(key, value, base),
         "client_certificate_optional": _boolean,
@@ -374,6 +376,12 @@ def _tls(table: Mapping[str, Any], base: str) -> TLSSettings:
     )
     if settings.min_version not in ("TLSv1.2", "TLSv1.3"):
         raise ConfigError("tls.min_version", f"{settings.min_version!r} is not TLSv1.2 or TLSv1.3")
+    try:
+        from OpenSSL import SSL
+
+        SSL.Context(SSL.TLS_SERVER_METHOD).set_cipher_list(settings.ciphers.encode("ascii"))
+    except (SSL.Error, UnicodeEncodeError):
+        raise ConfigError("tls.ciphers", f"no usable cipher in {settings.ciphers!r}")
     if settings.listen and not settings.certificates:
         raise ConfigError("tls.certificates", "TLS listeners need at least one certificate")
     for index, files in enumerate(settings.certificates):

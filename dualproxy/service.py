@@ -54,7 +54,7 @@ class ProxyService(MultiService):
             self.serverTLS = ServerTLS(
                 pairs, pairs[0], tls.min_version,
                 (b"h2", b"http/1.1") if offerH2 else (b"http/1.1",),
-                tls.client_ca, tls.client_certificate_optional,
+                tls.client_ca, tls.client_certificate_optional, tls.ciphers,
             )
             factoryType = NegotiatingFactory if offerH2 else HTTPServerFactory
             secure = factoryType(handler, self.reactor, timeouts.client_idle)

@@ -226,6 +226,8 @@ class ServerTLS:
     @param clientCertificateOptional: with C{clientCA}, ask for a client
         certificate but let clients without one in (a presented one must
         still verify).
+    @param ciphers: an OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are
+        all modern already).
     """
 
     def __init__(
@@ -236,6 +238,7 @@ class ServerTLS:
         alpn: Sequence[bytes] = (b"http/1.1",),
         clientCA: Optional[str] = None,
         clientCertificateOptional: bool = False,
+        ciphers: str = _CIPHERS.decode("ascii"),
     ) -> None:
         if minimumVersion not in _VERSIONS:
             raise TLSConfigError(
@@ -245,6 +248,11 @@ class ServerTLS:
         self._alpn = tuple(alpn)
         self._clientCA = clientCA
         self._clientCertificateOptional = clientCertificateOptional
+        self._ciphers = ciphers.encode("ascii")
+        try:
+            SSL.Context(SSL.TLS_SERVER_METHOD).set_cipher_list(self._ciphers)
+        except SSL.Error:
+            raise TLSConfigError(f"no usable cipher in {ciphers!r}")
         self._pairs = list(pairs)
         self._default = default
         self._context = self._build(self._pairs, self._default)
@@ -289,7 +297,7 @@ class ServerTLS:
             context.set_tlsext_servername_callback(chooseContext)
         # Last: some pyOpenSSL versions mark the context used when checking
         # the cipher list, and warn about any change after that.
-        context.set_cipher_list(_CIPHERS)
+        context.set_cipher_list(self._ciphers)
         return context
 
     def _selectProtocol(self, connection: SSL.Connection, offered: List[bytes]):

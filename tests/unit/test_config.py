@@ -123,6 +123,10 @@ class FromDictErrorTests(SynchronousTestCase):
         self.assertEqual(error.key, "forward.auth_file")
         self.assertIn("cannot read", error.problem)
 
+    def test_unusableCipherList(self):
+        error = self.assertRaises(ConfigError, fromDict, {"tls": {"ciphers": "NOTHING-REAL"}})
+        self.assertEqual(str(error), "tls.ciphers: no usable cipher in 'NOTHING-REAL'")
+
     def test_malformedPasswordFile(self):
         """
         A password file that cannot be used stops start-up, naming the line.
