@@ -185,9 +185,24 @@ def fetch(contender: Contender, origin: int, path: str) -> bytes:
     return body
 
 
-def wrk(contender: Contender, origin: int, path: str, seconds: int, connections: int, core: Optional[int]) -> str:
+def wrk(
+    contender: Contender,
+    origin: int,
+    path: str,
+    seconds: int,
+    connections: int,
+    core: Optional[int],
+    url: Optional[str] = None,
+) -> str:
+    """
+    Run wrk against C{contender} and return its output; C{url}, when given,
+    is the whole target (say, C{https://localhost:PORT/1k.bin}) instead of
+    the contender's port on L{HOST} and C{path}.
+    """
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    if contender.absoluteForm:
+    if url is not None:
+        argv.append(url)
+    elif contender.absoluteForm:
         argv += ["-s", str(BENCH / "fwd.lua"), f"http://{HOST}:{contender.port}"]
     else:
         argv.append(f"http://{HOST}:{contender.port}{path}")

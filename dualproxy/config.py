@@ -172,6 +172,7 @@ class RouteSettings:
     redirect_status: int = 302
     add_headers: Tuple[Tuple[str, str], ...] = ()
     remove_headers: Tuple[str, ...] = ()
+    client_subjects: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -585,6 +586,7 @@ def _route(key: str, table: Mapping[str, Any], pools: Collection[str], base: str
         "redirect_status": _redirectStatus,
         "add_headers": _headerTable,
         "remove_headers": _arrayOf(_fieldName),
+        "client_subjects": _arrayOf(_nonEmptyString),
     }
     _checkKeys(table, key + ".", parsers)
     settings = {name: parse(f"{key}.{name}", table[name]) for name, parse in parsers.items() if name in table}

@@ -119,8 +119,12 @@ class _StreamRequest:
         self.length = length
 
     def parseCookies(self) -> None:
-        # H2Stream calls this once, after the last request field: the
-        # request can be handled while its body is still arriving.
+        # H2Stream calls this once, after the last request field, but from
+        # its constructor: the stream is not registered with its connection
+        # yet, so nothing may be written until the first body data or the
+        # end of the request arrives (which is when the exchange starts).
+
+    def _start(self) -> Exchange:
         stream = self.stream
         factory = stream.factory
         headers = Headers(
@@ -141,15 +145,16 @@ class _StreamRequest:
             factory.handler.handle(exchange)
         except Refusal as refusal:
             exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+        return exchange
 
     def handleContentChunk(self, data: bytes) -> None:
-        exchange = self.exchange
-        if exchange is not None and not exchange.finished:
+        exchange = self.exchange or self._start()
+        if not exchange.finished:
             exchange._bodyReceived(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        exchange = self.exchange
-        if exchange is not None and not exchange.requestEnded:
+        exchange = self.exchange or self._start()
+        if not exchange.requestEnded:
             exchange._bodyEnded()
 
     def connectionLost(self, reason) -> None:

@@ -47,8 +47,9 @@ class Target(Resource):
 
     isLeaf = True
 
-    def __init__(self, addHeaders=(), removeHeaders=()):
+    def __init__(self, addHeaders=(), removeHeaders=(), allowSubjects=()):
         super().__init__()
+        self.allowSubjects = frozenset(allowSubjects)
         self.addHeaders = tuple((name.encode("ascii"), value.encode("latin-1")) for name, value in addHeaders)
         self.removeHeaders = tuple(name.lower().encode("ascii") for name in removeHeaders)
 
@@ -173,12 +174,17 @@ class VirtualHosts(Resource):
 def route(root: VirtualHosts, request: RoutingRequest) -> Target:
     """
     Walk the tree: the target of the longest prefix for the request's host.
+
+    A route limited to some client certificates (mutual TLS) refuses
+    everyone else with 403.
     """
     resource = getChildForRequest(root, request)
     if isinstance(resource, PrefixNode):
-        return resource.target or NotFound()
-    if isinstance(resource, VirtualHosts):
-        return resource.select(request.host).target or NotFound()
+        resource = resource.target or NotFound()
+    elif isinstance(resource, VirtualHosts):
+        resource = resource.select(request.host).target or NotFound()
+    if resource.allowSubjects and request.exchange.channel.clientSubject() not in resource.allowSubjects:
+        raise Refusal(403, "this route needs a client certificate it accepts")
     return resource
 
 
@@ -189,7 +195,8 @@ def pageTarget(settings) -> Target:
     """
     from .static import StaticDirectory
 
-    headers = dict(addHeaders=settings.add_headers, removeHeaders=settings.remove_headers)
+    headers = dict(addHeaders=settings.add_headers, removeHeaders=settings.remove_headers,
+                   allowSubjects=settings.client_subjects)
     if settings.static is not None:
         return StaticDirectory(settings.static, settings.listing, **headers)
     return Redirect(settings.redirect, settings.redirect_status, **headers)

@@ -75,7 +75,8 @@ class ReverseMode:
         for route in settings.routes:
             if route.pool is not None:
                 target = PoolTarget(handler, pools[route.pool], route.strip_prefix,
-                                    addHeaders=route.add_headers, removeHeaders=route.remove_headers)
+                                    addHeaders=route.add_headers, removeHeaders=route.remove_headers,
+                                    allowSubjects=route.client_subjects)
             else:
                 target = pageTarget(route)
             handler.addRoute(route.host, route.prefix, target)

@@ -158,6 +158,25 @@ class ClientCertificateTests(TerminationTestCase):
         self.assertEqual(subjects, ["CN=alice,O=Example"])
 
 
+    @inlineCallbacks
+    def test_routeLimitedToSubjects(self):
+        """
+        The verified subject reaches routing: a route can admit only some
+        client certificates.
+        """
+        alice = self.ca.issue("alice", commonName="alice", client=True)
+        bob = self.ca.issue("bob", commonName="bob", client=True)
+        proxy, port = self.proxy(
+            {"client_ca": self.ca.certPath},
+            reverse={"pools": {"app": {"backends": [f"http://{self.origin.address}"]}},
+                     "routes": [{"prefix": "/", "pool": "app", "client_subjects": ["CN=alice"]}]},
+        )
+        for who, expected in ((alice, b"200"), (bob, b"403")):
+            out, err, code = yield curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "--cert", who[0], "--key",
+                                        who[1], *self.resolve("www.test", port), f"https://www.test:{port}/name")
+            self.assertEqual(out, expected, err)
+
+
 class PolicyTests(TerminationTestCase):
     @inlineCallbacks
     def test_hstsAndRedirect(self):
