@@ -119,10 +119,12 @@ class _StreamRequest:
         self.length = length
 
     def parseCookies(self) -> None:
-        # H2Stream calls this once, after the last request field, but from
-        # its constructor: the stream is not registered with its connection
-        # yet, so nothing may be written until the first body data or the
-        # end of the request arrives (which is when the exchange starts).
+        """
+        H2Stream calls this after the last request field, but from its
+        constructor: the stream is not registered with its connection yet,
+        so nothing may be written until the first body data or the end of
+        the request arrives, which is when the exchange starts.
+        """
 
     def _start(self) -> Exchange:
         stream = self.stream
