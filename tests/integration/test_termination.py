@@ -247,6 +247,32 @@ class UpstreamTLSTests(TestCase):
         self.assertIn(b"certificate verify failed", out)
 
     @inlineCallbacks
+    def test_clientCertificateToBackend(self):
+        """
+        Mutual TLS to a backend that requires a client certificate: refused
+        without one, served with the pool's.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from dualproxy.tls import ServerTLS, loadPair
+
+        cert, key = self.ca.issue("strict", names=["strict.test"])
+        strict = Origin("strict")
+        strict.port.stopListening()
+        creator = ServerTLS([loadPair(cert, key)], loadPair(cert, key), clientCA=self.ca.certPath)
+        strict.port = reactor.listenTCP(0, TLSMemoryBIOFactory(creator, False, strict.site), interface="127.0.0.1")
+        self.addCleanup(strict.port.stopListening)
+        self.port = strict.port.getHost().port
+        proxy = self.proxy(tls_ca=self.ca.certPath, tls_name="strict.test")
+        out, err, code = yield curl("-D", "-", proxy.url + "/name")
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        clientCert, clientKey = self.ca.issue("proxy", commonName="proxy", client=True)
+        proxy = self.proxy(tls_ca=self.ca.certPath, tls_name="strict.test",
+                           tls_client_cert={"cert": clientCert, "key": clientKey})
+        out, err, code = yield curl(proxy.url + "/name")
+        self.assertEqual((code, out), (0, b"strict"), err)
+
+    @inlineCallbacks
     def test_verificationOffExplicitly(self):
         proxy = self.proxy(tls_verify=False)
         out, err, code = yield curl(proxy.url + "/name")
