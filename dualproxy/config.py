@@ -104,6 +104,7 @@ class ForwardSettings:
     auth_file: Optional[str] = None
     auth_realm: str = "dualproxy"
     routes: Tuple["RouteSettings", ...] = ()
+    tls_ca: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +350,7 @@ def _forward(table: Mapping[str, Any], base: str) -> ForwardSettings:
         # The proxy's own pages (a PAC file, a redirect): static or redirect
         # routes for requests in origin form; there are no pools here.
         "routes": _arrayOf(lambda key, value: _route(key, _table(key, value), (), base)),
+        "tls_ca": lambda key, value: _file(key, value, base),
     }
     _checkKeys(table, "forward.", parsers)
     return ForwardSettings(

@@ -54,6 +54,7 @@ class ForwardHandler:
         self.stripped = tuple(name.lower().encode("ascii") for name in settings.anonymous_headers)
         self.parent = settings.parent
         self.resolver = reactor.nameResolver
+        self._tlsCreators: dict = {}
         self.pages = VirtualHosts()
         self.pages.default.target = NotAProxyRequest()
 
@@ -100,7 +101,7 @@ class ForwardHandler:
 
     def _relay(self, exchange) -> None:
         request = exchange.request
-        host, port, authority, path = absoluteTarget(request)
+        scheme, host, port, authority, path = absoluteTarget(request)
         self._checkHost(host, port)
         headers = request.headers.copy()
         stripHopByHop(headers)
@@ -111,14 +112,14 @@ class ForwardHandler:
         frameBody(headers, request)
         if self.parent is not None:
             # The parent needs the absolute form to know where to go.
-            target = b"http://" + authority + path
+            target = scheme.encode("ascii") + b"://" + authority + path
             if self.parent.authorization:
                 headers.add(b"Proxy-Authorization", self.parent.authorization)
         else:
             target = path
         outgoing = RequestHead(request.method, target, b"HTTP/1.1", headers, request.framing, request.length)
         self.filters.request(outgoing, exchange)
-        key, connect, what = self._route(host, port)
+        key, connect, what = self._route(host, port, scheme)
         Relay(exchange, outgoing, self.pool, key, connect, self._filterResponse(outgoing), what).start()
 
     def _identify(self, exchange, headers: Headers) -> None:
@@ -150,16 +151,32 @@ class ForwardHandler:
         if reason is not None:
             raise Refusal(403, reason)
 
-    def _route(self, host: str, port: int):
+    def _route(self, host: str, port: int, scheme: str = "http"):
         parent = self.parent
         if parent is not None:
             what = f"parent proxy {parent.host}:{parent.port}"
             return ("parent", parent.host, parent.port), lambda: self._open(
                 parent.host, parent.port, what, checked=False), what
         what = f"origin {host}:{port}"
+        if scheme == "https":
+            return (scheme, host, port), lambda: self._open(host, port, what, True, self._originTLS(host)), what
         return (host, port), lambda: self._open(host, port, what, checked=True), what
 
-    def _open(self, host: str, port: int, what: str, checked: bool) -> Deferred:
+    def _originTLS(self, host: str):
+        """
+        TLS to an https origin, verified against its name; one creator per
+        name, kept in a bounded cache since every new connection needs it.
+        """
+        creator = self._tlsCreators.get(host)
+        if creator is None:
+            from ..tls import clientCreator
+
+            if len(self._tlsCreators) >= 1024:
+                del self._tlsCreators[next(iter(self._tlsCreators))]
+            creator = self._tlsCreators[host] = clientCreator(host, self.settings.tls_ca)
+        return creator
+
+    def _open(self, host: str, port: int, what: str, checked: bool, tls=None) -> Deferred:
         """
         Resolve and connect.  The address checked against the destination
         policy is the very address connected to, so a name cannot resolve
@@ -172,7 +189,7 @@ class ForwardHandler:
                 reason = self.destinations.checkAddress(address) if checked else None
                 if reason is None:
                     return connectTCP(self.reactor, address, port,
-                                      self.timeouts.connect, self.timeouts.upstream_read)
+                                      self.timeouts.connect, self.timeouts.upstream_read, tls)
                 refusal = refusal or Refusal(403, reason)
             raise refusal
 

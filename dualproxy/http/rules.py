@@ -91,19 +91,19 @@ def splitAuthority(authority: str, defaultPort: int) -> Tuple[str, int]:
     return host, port or defaultPort
 
 
-def absoluteTarget(head: RequestHead) -> Tuple[str, int, bytes, bytes]:
+def absoluteTarget(head: RequestHead) -> Tuple[str, str, int, bytes, bytes]:
     """
-    Split an absolute-form target (RFC 9112 section 3.2.2) into host, port,
-    the Host field value to send, and the origin-form target.
+    Split an absolute-form target (RFC 9112 section 3.2.2) into scheme,
+    host, port, the Host field value to send, and the origin-form target.
     """
     target = head.target
     lower = target[:8].lower()
     if lower.startswith(b"http://"):
-        rest = target[7:]
+        scheme, rest, defaultPort = "http", target[7:], 80
     elif lower.startswith(b"https://"):
-        raise Refusal(400, "https URLs must be requested with CONNECT")
+        scheme, rest, defaultPort = "https", target[8:], 443
     else:
-        raise Refusal(400, "not a proxy request: the target must be an absolute http:// URL")
+        raise Refusal(400, "not a proxy request: the target must be an absolute http:// or https:// URL")
     slash = len(rest)
     for mark in (b"/", b"?"):
         index = rest.find(mark)
@@ -116,10 +116,10 @@ def absoluteTarget(head: RequestHead) -> Tuple[str, int, bytes, bytes]:
         text = authority.decode("ascii")
     except UnicodeDecodeError:
         raise Refusal(400, "non-ASCII host in request target")
-    host, port = splitAuthority(text, 80)
+    host, port = splitAuthority(text, defaultPort)
     if not path.startswith(b"/"):
         path = b"/" + path
-    return host, port, authority, path
+    return scheme, host, port, authority, path
 
 
 def connectTarget(head: RequestHead) -> Tuple[str, int]:

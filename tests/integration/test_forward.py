@@ -415,6 +415,33 @@ class TunnelTests(ForwardTestCase):
         self.assertEqual(out, pattern(200000))
 
     @inlineCallbacks
+    def test_httpsURLFetchedOverVerifiedTLS(self):
+        """
+        A GET for an https:// URL (absolute form, no CONNECT): the proxy
+        speaks TLS to the origin and verifies it; a certificate that does
+        not name the origin is a 502 saying so.
+        """
+        cert, key = selfSignedCertificate("localhost")
+        bundle = os.path.abspath(self.mktemp())
+        with open(bundle, "wb") as f:
+            f.write(cert)
+        origin = Origin()
+        origin.port.stopListening()
+        origin.port = reactor.listenSSL(0, origin.site, ssl.PrivateCertificate.loadPEM(cert + key).options(),
+                                        interface="127.0.0.1")
+        self.addCleanup(origin.port.stopListening)
+        port = origin.port.getHost().port
+        proxy = self.startProxy(settings(tls_ca=bundle),
+                                names={"localhost": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+        out, err, code = yield pythonClient(KEEPALIVE_CLIENT, proxy.address, f"https://localhost:{port}/bytes/1000", "2")
+        self.assertEqual((code, json.loads(out)), (0, [[200, 1000]] * 2), err)
+        self.assertEqual(origin.connections, 1)
+        out, err, code = yield curl("-D", "-", "--request-target", f"https://other.test:{port}/bytes/1",
+                                    "-x", proxy.url, f"http://other.test:{port}/")
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        self.assertIn(b"certificate verify failed: hostname mismatch", out)
+
+    @inlineCallbacks
     def test_connectPortNotAllowed(self):
         origin, port = self.startTLSOrigin()
         proxy = self.startProxy(names={"localhost": ["127.0.0.1"]})

@@ -119,7 +119,7 @@ ABSOLUTE = [
         b"http://192.0.2.1:81/",
         ("192.0.2.1", 81, b"192.0.2.1:81", b"/"),
     ),
-    ("RFC 9110 \u00a79.3.6: https URLs must use CONNECT", b"https://a/", (400, "CONNECT")),
+    ("RFC 9110 \u00a74.2.2: an https URL defaults to port 443", b"https://a/x", ("a", 443, b"a", b"/x")),
     ("RFC 9112 \u00a73.2.2: origin-form sent to a proxy is 400", b"/path", (400, "absolute")),
     ("RFC 9112 \u00a73.2.4: asterisk-form sent to a proxy is 400", b"*", (400, "absolute")),
     ("RFC 3986 \u00a73.2.3: port above 65535 is 400", b"http://a:65536/", (400, "port")),
@@ -252,7 +252,14 @@ class TargetTests(SynchronousTestCase):
             self.assertEqual(parse(head), expected)
 
     def checkAbsolute(self, target, expected):
-        self.checkTarget(absoluteTarget, b"GET", target, expected)
+        self.checkTarget(lambda head: absoluteTarget(head)[1:], b"GET", target, expected)
+
+    def test_scheme(self):
+        """
+        RFC 9110 section 4.2: the scheme says whether the origin speaks TLS.
+        """
+        for target, scheme in ((b"http://a/", "http"), (b"HTTPS://a/", "https")):
+            self.assertEqual(absoluteTarget(RequestHead(b"GET", target))[0], scheme)
 
     def checkConnect(self, target, expected):
         self.checkTarget(connectTarget, b"CONNECT", target, expected)
