@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.web.http_headers import Headers as TwistedHeaders
 
 from .http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
-from .server import Exchange
+from .server import Exchange, ReadingControl
 
 try:
     from twisted.web._http2 import H2Connection
@@ -48,7 +48,7 @@ class _FieldList:
         return ((name, [value]) for name, value in self.items)
 
 
-class _StreamChannel:
+class _StreamChannel(ReadingControl):
     """
     What an exchange needs of its connection, for one HTTP/2 stream.
     """
@@ -80,17 +80,6 @@ class _StreamChannel:
         self.handler.exchangeDone(exchange)
         if not exchange.aborted:
             self.transport.requestDone(None)
-
-    def pauseReading(self, reason: str) -> None:
-        if not self._pauses:
-            self.transport.pauseProducing()
-        self._pauses.add(reason)
-
-    def resumeReading(self, reason: str) -> None:
-        if reason in self._pauses:
-            self._pauses.discard(reason)
-            if not self._pauses:
-                self.transport.resumeProducing()
 
     def clientSubject(self) -> Optional[str]:
         from .tls import peerSubject

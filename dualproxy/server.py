@@ -258,7 +258,27 @@ class Exchange:
         self.channel.splice(upstream)
 
 
-class HTTPServerChannel(Protocol):
+class ReadingControl:
+    """
+    Pauses reading from the client while any reason to holds, and resumes
+    it only when none is left, so one reason never undoes another.
+    """
+
+    _pauses: set
+
+    def pauseReading(self, reason: str) -> None:
+        if not self._pauses:
+            self.transport.pauseProducing()
+        self._pauses.add(reason)
+
+    def resumeReading(self, reason: str) -> None:
+        if reason in self._pauses:
+            self._pauses.discard(reason)
+            if not self._pauses:
+                self.transport.resumeProducing()
+
+
+class HTTPServerChannel(ReadingControl, Protocol):
     """
     One client connection.
     """
@@ -394,19 +414,6 @@ class HTTPServerChannel(Protocol):
             self._next()
         else:
             self.reader.paused = True
-
-    # Flow control
-
-    def pauseReading(self, reason: str) -> None:
-        if not self._pauses:
-            self.transport.pauseProducing()
-        self._pauses.add(reason)
-
-    def resumeReading(self, reason: str) -> None:
-        if reason in self._pauses:
-            self._pauses.discard(reason)
-            if not self._pauses and self.transport.connected:
-                self.transport.resumeProducing()
 
     def exchangeDone(self, exchange: Exchange) -> None:
         self.handler.exchangeDone(exchange)
