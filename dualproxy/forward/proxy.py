@@ -193,7 +193,9 @@ class ForwardHandler:
                 refusal = refusal or Refusal(403, reason)
             raise refusal
 
-        return resolve(self.resolver, host, port).addCallback(connect)
+        # A lookup that never answers counts against the connect timeout.
+        looked = resolve(self.resolver, host, port).addTimeout(self.timeouts.connect, self.reactor)
+        return looked.addCallback(connect)
 
     # CONNECT tunnels
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from typing import List
 
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IResolutionReceiver
@@ -99,7 +99,7 @@ def asRefusal(failure: Failure, what: str) -> Refusal:
         return Refusal(502, f"DNS lookup failed for {what}")
     if failure.check(error.ConnectionRefusedError):
         return Refusal(502, f"{what} refused the connection")
-    if failure.check(error.TimeoutError, error.TCPTimedOutError):
+    if failure.check(error.TimeoutError, error.TCPTimedOutError, defer.TimeoutError):
         return Refusal(504, f"connecting to {what} timed out")
     if failure.check(error.NoRouteError):
         return Refusal(502, f"no route to {what}")

@@ -227,4 +227,5 @@ class ReverseHandler:
 
         if backend.addresses:
             return connect(backend.addresses)
-        return resolve(self.resolver, backend.host, backend.port).addCallback(connect)
+        looked = resolve(self.resolver, backend.host, backend.port).addTimeout(timeouts.connect, self.reactor)
+        return looked.addCallback(connect)

@@ -264,6 +264,13 @@ class ErrorTests(ForwardTestCase):
         self.assertIn(b"DNS lookup failed for origin missing.test:80", out)
 
     @inlineCallbacks
+    def test_dnsLookupThatNeverAnswersTimesOut(self):
+        proxy = self.startProxy({"timeouts": {"connect": 0.2}}, names={})
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", "http://silent.test/")
+        self.assertIn(b"HTTP/1.1 504 Gateway Timeout", out)
+        self.assertIn(b"connecting to origin silent.test:80 timed out", out)
+
+    @inlineCallbacks
     def test_originTimeout(self):
         raw = self.startRaw(None)
         proxy = self.startProxy({"forward": LOOPBACK["forward"], "timeouts": {"upstream_read": 0.3}})
