@@ -189,6 +189,13 @@ class Exchange:
             self._noBody = True
         self.channel.writeHead(self, head)
 
+    def passesBodyThrough(self) -> bool:
+        """
+        Whether body bytes reach the client's transport unchanged (no
+        chunking, not suppressed), so they may bypass this exchange.
+        """
+        return not (self._chunked or self._noBody)
+
     def write(self, data: bytes) -> None:
         if self._noBody or not data:
             return

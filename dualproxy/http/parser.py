@@ -89,6 +89,22 @@ class MessageReader:
     def buffered(self) -> bytes:
         return self._buffer
 
+    @property
+    def bodyRemaining(self) -> int:
+        """
+        Bytes of a Content-Length body still to come (0 outside one).
+        """
+        return self._remaining if self._state == self._readLength else 0
+
+    def bodyConsumed(self) -> None:
+        """
+        The rest of the current Content-Length body was moved by someone else
+        (spliced from socket to socket): the message is over.
+        """
+        self._remaining = 0
+        self._state = self._readHead
+        self.sink.messageEnded()
+
     def feed(self, data: bytes) -> None:
         """
         Consume C{data}; stops early (keeping the rest buffered) if the sink

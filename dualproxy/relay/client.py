@@ -14,6 +14,7 @@ from zope.interface import implementer
 from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
 from ..http.parser import MessageReader
 from ..tls import verificationError
+from . import splice
 from ..http.rules import wantsKeepAlive
 
 
@@ -46,6 +47,8 @@ class UpstreamProtocol(Protocol):
         self._paused = False
         self._timer = None
         self._tunnelPeer = None
+        self._spliceSink = None
+        self._splicer = None
 
     def connectionMade(self) -> None:
         self.lastActivity = self.clock.seconds()
@@ -96,6 +99,37 @@ class UpstreamProtocol(Protocol):
             self.reader.feed(data)
         except Refusal as refusal:
             self._fail(refusal.status, refusal.reason)
+            return
+        if self._spliceSink is not None:
+            self._maybeSplice()
+
+    # Large bodies, socket to socket
+
+    def spliceTo(self, sink) -> None:
+        """
+        Let the rest of the current Content-Length body go straight to
+        C{sink} (the client's transport) by splice, when both sides allow.
+        """
+        self._spliceSink = sink
+
+    def _maybeSplice(self) -> None:
+        sink, self._spliceSink = self._spliceSink, None
+        remaining = self.reader.bodyRemaining
+        if self.listener is None or self.reader.buffered or not splice.possible(self.transport, sink, remaining):
+            return
+        self.listener.bodySpliced(remaining)
+        self._splicer = splice.Splicer(self.clock, self.transport, sink, remaining, self._spliced, self._touch)
+        self._splicer.start()
+
+    def _touch(self) -> None:
+        self.lastActivity = self.clock.seconds()
+
+    def _spliced(self, error) -> None:
+        self._splicer = None
+        if error is None:
+            self.reader.bodyConsumed()
+        else:
+            self._fail(502, error)
 
     def headReceived(self, head) -> None:
         self.responseBegun = True
@@ -154,6 +188,9 @@ class UpstreamProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._splicer is not None:
+            self._splicer.stop()
+            self._splicer = None
         if self._tunnelPeer is not None:
             self._tunnelPeer.loseConnection()
             return

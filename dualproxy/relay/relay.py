@@ -9,7 +9,7 @@ from typing import Callable, Hashable
 
 from twisted.internet.defer import Deferred
 
-from ..http.message import NO_BODY, RequestHead, ResponseHead
+from ..http.message import LENGTH, NO_BODY, RequestHead, ResponseHead
 from .client import UpstreamProtocol, isIdempotent, reusedConnectionDied
 from .connect import asRefusal
 from .pool import ConnectionPool
@@ -99,10 +99,13 @@ class Relay:
             self._switchProtocols(head)
             return
         self.onResponse(head)
-        self.exchange.writeHead(head)
+        exchange = self.exchange
+        exchange.writeHead(head)
         if head.framing != NO_BODY:
             self._producing = True
-            self.exchange.registerProducer(self.upstream)
+            exchange.registerProducer(self.upstream)
+            if head.framing == LENGTH and exchange.passesBodyThrough():
+                self.upstream.spliceTo(exchange.channel.transport)
 
     def _switchProtocols(self, head: ResponseHead) -> None:
         if not self.upgrade:
@@ -114,6 +117,14 @@ class Relay:
         self.onResponse(head)
         self.exchange.writeHead(head)
         self.exchange.tunnel(upstream)
+
+    def bodySpliced(self, length: int) -> None:
+        """
+        The rest of the body, C{length} bytes, goes to the client by splice:
+        the client's transport no longer throttles the upstream's.
+        """
+        self._stopProducing()
+        self.exchange.bytesSent += length
 
     def responseBody(self, data: bytes) -> None:
         self.exchange.write(data)
