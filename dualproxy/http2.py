@@ -149,13 +149,8 @@ class _StreamRequest:
             exchange._bodyEnded()
 
     def connectionLost(self, reason) -> None:
-        exchange = self.exchange
-        if exchange is not None and not exchange.finished:
-            exchange.finished = True
-            exchange.aborted = True
-            if exchange.onAbort is not None:
-                exchange.onAbort()
-            exchange.channel.handler.exchangeDone(exchange)
+        if self.exchange is not None:
+            self.exchange.clientGone()
 
 
 class NegotiatedProtocol(Protocol):

@@ -254,6 +254,20 @@ class Exchange:
             self.channel.exchangeDone(self)
         self.channel.transport.abortConnection()
 
+    def clientGone(self) -> None:
+        """
+        The client's connection (or HTTP/2 stream) is gone mid-exchange:
+        stop whatever still works for it.
+        """
+        if self.finished:
+            return
+        self.finished = True
+        self.aborted = True
+        self.closeAfter = True
+        if self.onAbort is not None:
+            self.onAbort()
+        self.channel.handler.exchangeDone(self)
+
     def tunnel(self, upstream) -> None:
         """
         Turn the connection into a byte tunnel to C{upstream} (an
@@ -466,13 +480,8 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self._idleCall = None
         if self._tunnel is not None:
             self._tunnel.transport.loseConnection()
-        exchange = self.current
-        if exchange is not None and not exchange.finished:
-            exchange.finished = True
-            exchange.closeAfter = True
-            if exchange.onAbort is not None:
-                exchange.onAbort()
-            self.handler.exchangeDone(exchange)
+        if self.current is not None:
+            self.current.clientGone()
         self.handler.connectionLost(self)
 
 
