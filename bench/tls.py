@@ -15,7 +15,6 @@ import argparse
 import http.client
 import json
 import math
-import os
 import re
 import shutil
 import signal
