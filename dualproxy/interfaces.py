@@ -99,3 +99,91 @@ class IBalancer(Interface):
         @param headers: the request's L{dualproxy.http.message.Headers}.
         @return: one of C{backends}.
         """
+
+
+class ICacheStoreFactory(Interface):
+    """
+    A kind of cache store, named by the config's cache C{store} setting.
+    """
+
+    name = Attribute("The store's name in the config (e.g. 'memory', 'disk'), as str.")
+
+    def __call__(options):
+        """
+        Build a store.
+
+        @param options: the store's settings (a mapping, e.g.
+            C{{"max_bytes": 268435456, "path": "/var/cache/dualproxy"}}).
+        @raise ValueError: naming the option that is wrong.
+        @return: an L{ICacheStore}.
+        """
+
+
+class ICacheStore(Interface):
+    """
+    Where cached responses live.  Keys are opaque bytes chosen by the cache
+    (the URL and the Vary secondary key); values are a head (opaque bytes
+    the cache serializes) and a body written in chunks as it streams by.
+    """
+
+    maxObjectSize = Attribute("Bodies larger than this (bytes) are not stored.")
+    bytesStored = Attribute("Bytes of heads and bodies held now.")
+    evictions = Attribute("Entries removed to make room, since start.")
+
+    def open(key):
+        """
+        Start storing an entry; nothing is visible under C{key} until the
+        writer is committed.
+
+        @return: an L{ICacheWriter}.
+        """
+
+    def get(key):
+        """
+        @return: the committed L{ICacheEntry} for C{key}, or L{None}.
+        """
+
+    def remove(key):
+        """
+        Forget C{key} (purge, invalidation); no error if absent.
+        """
+
+
+class ICacheWriter(Interface):
+    """
+    One entry being stored while its response streams to the client.
+    """
+
+    def write(data):
+        """
+        Add body bytes.
+
+        @return: L{False} once the body exceeds the store's object size
+            limit: the entry is abandoned and further writes are ignored.
+        """
+
+    def commit(head):
+        """
+        Make the entry visible with C{head} (bytes), replacing any previous
+        entry under the same key.
+        """
+
+    def abort():
+        """
+        Drop the entry (the response was cut short or not storable).
+        """
+
+
+class ICacheEntry(Interface):
+    """
+    A committed entry: its head and its body, readable in chunks.
+    """
+
+    head = Attribute("The bytes given to L{ICacheWriter.commit}.")
+    size = Attribute("The body's length in bytes.")
+
+    def chunks(start=0, end=None):
+        """
+        The body bytes from C{start} to C{end} (exclusive), as an iterator
+        of byte strings, for streaming an answer (and Range requests).
+        """
