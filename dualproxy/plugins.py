@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List
 from twisted.plugin import getPlugins
 
 from .config import ConfigError
-from .interfaces import IBalancerFactory, IProxyMode, IRequestFilter
+from .interfaces import IBalancerFactory, ICacheStoreFactory, IProxyMode, IRequestFilter
 
 def _byName(interface) -> Dict[str, Any]:
     found: Dict[str, Any] = {}
@@ -39,6 +39,13 @@ def findBalancers() -> Dict[str, IBalancerFactory]:
     Every installed load-balancing strategy, by the name used in C{balance}.
     """
     return _byName(IBalancerFactory)
+
+
+def findCacheStores() -> Dict[str, ICacheStoreFactory]:
+    """
+    Every installed cache store, by the name used in the cache C{store}.
+    """
+    return _byName(ICacheStoreFactory)
 
 
 def loadFilters(names: Iterable[str]) -> List[IRequestFilter]:

@@ -93,6 +93,11 @@ class MemoryStoreTests(SynchronousTestCase):
         self.assertIsNone(target.get(b"k"))
         self.assertEqual(target.bytesStored, 0)
 
+    def test_foundAsPlugin(self):
+        from dualproxy.plugins import findCacheStores
+
+        self.assertIs(findCacheStores()["memory"], memory)
+
     def test_factoryOptions(self):
         built = memory({"max_bytes": 100, "max_object_size": 10})
         self.assertEqual((built.maxBytes, built.maxObjectSize), (100, 10))
