@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Callable, Dict, List, Optional, Sequence
+from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -396,6 +396,33 @@ def checkArguments(parser: argparse.ArgumentParser, arguments: argparse.Namespac
 ServerList = Callable[[argparse.Namespace, Path, Cores], List[Server]]
 
 
+def begin(script: str, arguments: argparse.Namespace, load: str) -> Optional[Tuple[Dict[str, str], Cores]]:
+    """
+    What every benchmark does first: check the interpreter, pick the cores,
+    print one line saying what runs where, and make SIGINT (even in the
+    background, where it is ignored) and SIGTERM unwind so the servers stop.
+
+    @param load: how the load is generated, for the printed line.
+    @return: the interpreter's description and the cores, or None after
+        printing why the run cannot start.
+    """
+    try:
+        python = interpreter(arguments.python)
+    except BenchError as e:
+        print(f"{script}: {e}", file=sys.stderr)
+        return None
+    cores = chooseCores(script)
+    pinning = "not pinned" if cores.proxy is None else f"proxy on core {cores.proxy}, origin and load on {cores.origin}"
+    print(
+        f"# {python['implementation']} {python['version']} ({python['executable']}), Twisted {python['twisted']};"
+        f" {load} after {arguments.warmup} s warm-up; {pinning}",
+        flush=True,
+    )
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return python, cores
+
+
 def run(script: str, arguments: argparse.Namespace, makeServers: ServerList, tools: Sequence[str] = ()) -> int:
     """
     The whole benchmark: start everything, run wrk against each contender for
@@ -410,21 +437,10 @@ def run(script: str, arguments: argparse.Namespace, makeServers: ServerList, too
     if missing:
         print(f"{script}: no {' or '.join(missing)} on PATH; apt-get install -y {' '.join(required)}", file=sys.stderr)
         return 1
-    try:
-        python = interpreter(arguments.python)
-    except BenchError as e:
-        print(f"{script}: {e}", file=sys.stderr)
+    started = begin(script, arguments, f"wrk -t1 -c{arguments.connections} -d{arguments.duration}s")
+    if started is None:
         return 1
-    cores = chooseCores(script)
-    pinning = "not pinned" if cores.proxy is None else f"proxy on core {cores.proxy}, origin and wrk on {cores.origin}"
-    print(
-        f"# {python['implementation']} {python['version']} ({python['executable']}), Twisted {python['twisted']};"
-        f" wrk -t1 -c{arguments.connections} -d{arguments.duration}s after {arguments.warmup} s warm-up; {pinning}",
-        flush=True,
-    )
-    # SIGINT (even when started in the background, which ignores it) and SIGTERM unwind, stopping the servers.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    python, cores = started
     origin = ORIGIN_PORT + arguments.port_offset
     scratch = Path(tempfile.mkdtemp(prefix="dualproxy-bench-"))
     processes = Processes()

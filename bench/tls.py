@@ -17,7 +17,6 @@ import json
 import math
 import re
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -267,22 +266,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if shutil.which("h2load") is None:
         print(f"{script}: no h2load on PATH, so no HTTP/2 lines (apt-get install -y nghttp2-client)", file=sys.stderr)
         protocols.remove("h2")
-    try:
-        python = common.interpreter(arguments.python)
-    except BenchError as e:
-        print(f"{script}: {e}", file=sys.stderr)
+    load = f"{PATH} over TLS; wrk -t1 -c{arguments.connections} -d{arguments.duration}s"
+    if "h2" in protocols:
+        load += f", h2load -t1 -c{arguments.connections} -m{arguments.streams} -D{arguments.duration}"
+    started = common.begin(script, arguments, load)
+    if started is None:
         return 1
-    cores = common.chooseCores(script)
-    pinning = "not pinned" if cores.proxy is None else f"proxy on core {cores.proxy}, origin and clients on {cores.origin}"
-    print(
-        f"# {python['implementation']} {python['version']} ({python['executable']}), Twisted {python['twisted']};"
-        f" {PATH} over TLS; wrk -t1 -c{arguments.connections} -d{arguments.duration}s"
-        + (f", h2load -t1 -c{arguments.connections} -m{arguments.streams} -D{arguments.duration}" if "h2" in protocols else "")
-        + f" after {arguments.warmup} s warm-up; {pinning}",
-        flush=True,
-    )
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    python, cores = started
     origin = ORIGIN_PORT + arguments.port_offset
     scratch = Path(tempfile.mkdtemp(prefix="dualproxy-bench-tls-"))
     processes = Processes()

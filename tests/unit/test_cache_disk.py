@@ -14,21 +14,16 @@ from zope.interface.verify import verifyObject
 
 from dualproxy.cache import disk as diskModule
 from dualproxy.cache.disk import DiskStore, disk
-from dualproxy.interfaces import ICacheEntry, ICacheStore, ICacheStoreFactory, ICacheWriter
+from dualproxy.interfaces import ICacheStoreFactory
 from dualproxy.plugins import findCacheStores
+
+from .storecontract import StoreContract, put
 
 HEADER = 40
 
 
 def footprint(key, head, body):
     return HEADER + len(key) + len(head) + len(body)
-
-
-def put(target, key, body, head=b"h"):
-    writer = target.open(key)
-    for chunk in body:
-        writer.write(chunk)
-    writer.commit(head)
 
 
 def read(target, key):
@@ -40,7 +35,7 @@ def files(path, suffix=""):
     return sorted(name for _, _, names in os.walk(path) for name in names if name.endswith(suffix))
 
 
-class DiskStoreTests(SynchronousTestCase):
+class DiskStoreTests(StoreContract, SynchronousTestCase):
     def setUp(self):
         self.path = self.mktemp()
         os.makedirs(self.path)
@@ -51,14 +46,6 @@ class DiskStoreTests(SynchronousTestCase):
     def entryPath(self, key):
         name = diskModule._entryName(key)
         return os.path.join(self.path, name[:2], name)
-
-    def test_interfaces(self):
-        target = self.store()
-        verifyObject(ICacheStore, target)
-        writer = target.open(b"k")
-        verifyObject(ICacheWriter, writer)
-        writer.commit(b"head")
-        verifyObject(ICacheEntry, target.get(b"k"))
 
     def test_visibleOnlyOnceCommitted(self):
         target = self.store()
