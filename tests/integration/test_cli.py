@@ -15,6 +15,8 @@ from typing import Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from dualproxy import tap
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TWISTD = "from twisted.scripts.twistd import run; run()"
 DEADLINE = 30.0
@@ -97,17 +99,10 @@ class CommandLineTests(SynchronousTestCase):
         """
         code, out, err = twistd("--help")
         self.assertEqual(code, 0, err)
-        for option in (
-            "--mode",
-            "--config",
-            "--listen",
-            "--allow-client",
-            "--allow-destination",
-            "--connect-port",
-            "--parent",
-            "--access-log",
-        ):
-            self.assertIn(option + "=", out)
+        options = [name for name in tap.Options().longOpt if name.endswith("=")]
+        self.assertIn("backend=", options)
+        for option in options:
+            self.assertIn("--" + option, out)
 
     def test_badConfigs(self):
         """

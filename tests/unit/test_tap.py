@@ -223,15 +223,8 @@ class OptionsTests(SynchronousTestCase):
     def test_helpDocumentsDefaults(self):
         usage = " ".join(str(tap.Options()).split())
         for text in (
-            "--mode",
-            "--config",
-            "--listen",
-            "--allow-client",
-            "--allow-destination",
-            "--connect-port",
-            "--parent",
-            "--access-log",
             "tcp:3128:interface=127.0.0.1",
+            "tcp:8080:interface=127.0.0.1",
             "loopback only",
             "[default: 443]",
             "[default: combined]",
