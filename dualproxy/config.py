@@ -105,6 +105,7 @@ class ForwardSettings:
     auth_realm: str = "dualproxy"
     routes: Tuple["RouteSettings", ...] = ()
     tls_ca: Optional[str] = None
+    cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class PoolSettings:
     tls_ca: Optional[str] = None
     tls_name: Optional[str] = None
     tls_client_cert: Optional[CertificateFiles] = None
+    cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,7 @@ class RouteSettings:
     add_headers: Tuple[Tuple[str, str], ...] = ()
     remove_headers: Tuple[str, ...] = ()
     client_subjects: Tuple[str, ...] = ()
+    cache: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,21 @@ class TLSSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """
+    The HTTP cache both modes share (switched on by C{forward.cache} or a
+    reverse pool's or route's C{cache}): its store and how it behaves.
+    C{store_options} are the table's other keys, for the store to check.
+    """
+
+    store: str = "memory"
+    store_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    name: str = "dualproxy"
+    lock_timeout: float = 5.0
+    purge_from: Tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     """
     Everything dualproxy was told to do, validated.
@@ -252,6 +270,7 @@ class Config:
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     reverse: ReverseSettings = field(default_factory=ReverseSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     extra: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -284,7 +303,8 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
         the file's own, so an example works from wherever it is started.
     @raise ConfigError: naming the first key that is wrong.
     """
-    builtin = ("mode", "listen", "access_log", "filters", "timeouts", "upstream", "forward", "reverse", "tls")
+    builtin = ("mode", "listen", "access_log", "filters", "timeouts", "upstream", "forward", "reverse", "tls",
+               "cache")
     extraNames = sorted(set(modes or ()) - set(builtin))
     _checkKeys(data, "", list(builtin) + extraNames)
     extra = {}
@@ -314,6 +334,8 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
     if "tls" in data:
         kwargs["tls"] = _tls(_table("tls", data["tls"]), base)
         _checkCoverage(kwargs["tls"], kwargs.get("reverse"))
+    if "cache" in data:
+        kwargs["cache"] = _cache(_table("cache", data["cache"]), base)
     return Config(extra=MappingProxyType(extra), **kwargs)
 
 
@@ -351,11 +373,26 @@ def _forward(table: Mapping[str, Any], base: str) -> ForwardSettings:
         # routes for requests in origin form; there are no pools here.
         "routes": _arrayOf(lambda key, value: _route(key, _table(key, value), (), base)),
         "tls_ca": lambda key, value: _file(key, value, base),
+        "cache": _boolean,
     }
     _checkKeys(table, "forward.", parsers)
     return ForwardSettings(
         **{name: parse(f"forward.{name}", table[name]) for name, parse in parsers.items() if name in table}
     )
+
+
+def _cache(table: Mapping[str, Any], base: str) -> CacheSettings:
+    parsers: Dict[str, Callable[[str, Any], Any]] = {
+        "store": _nonEmptyString,
+        "name": _nonEmptyString,
+        "lock_timeout": _seconds,
+        "purge_from": _arrayOf(_network),
+    }
+    settings = {name: parse(f"cache.{name}", table[name]) for name, parse in parsers.items() if name in table}
+    options = {name: value for name, value in table.items() if name not in parsers}
+    if isinstance(options.get("path"), str):
+        options["path"] = os.path.join(base, os.path.expanduser(options["path"]))
+    return CacheSettings(store_options=MappingProxyType(options), **settings)
 
 
 def _tls(table: Mapping[str, Any], base: str) -> TLSSettings:
@@ -494,7 +531,7 @@ def _dnsServer(key: str, value: Any) -> str:
 
 def _pool(key: str, name: str, table: Mapping[str, Any], base: str) -> PoolSettings:
     _checkKeys(table, key + ".", ("backends", "balance", "balance_options", "host", "retries", "health",
-                                  "tls_verify", "tls_ca", "tls_name", "tls_client_cert"))
+                                  "tls_verify", "tls_ca", "tls_name", "tls_client_cert", "cache"))
     if "backends" not in table:
         raise ConfigError(f"{key}.backends", "a pool needs at least one backend")
     backends = _arrayOf(_backend)(f"{key}.backends", table["backends"])
@@ -529,6 +566,8 @@ def _pool(key: str, name: str, table: Mapping[str, Any], base: str) -> PoolSetti
         except TLSConfigError as e:
             raise ConfigError(f"{key}.tls_client_cert", str(e))
         kwargs["tls_client_cert"] = files
+    if "cache" in table:
+        kwargs["cache"] = _boolean(f"{key}.cache", table["cache"])
     return PoolSettings(name, backends, **kwargs)
 
 
@@ -589,12 +628,15 @@ def _route(key: str, table: Mapping[str, Any], pools: Collection[str], base: str
         "add_headers": _headerTable,
         "remove_headers": _arrayOf(_fieldName),
         "client_subjects": _arrayOf(_nonEmptyString),
+        "cache": _boolean,
     }
     _checkKeys(table, key + ".", parsers)
     settings = {name: parse(f"{key}.{name}", table[name]) for name, parse in parsers.items() if name in table}
     targets = [name for name in ("pool", "static", "redirect") if name in settings]
     if len(targets) != 1:
         raise ConfigError(key, "a route needs exactly one of pool, static or redirect")
+    if "cache" in settings and "pool" not in settings:
+        raise ConfigError(f"{key}.cache", "only a route to a pool is cached")
     if "pool" in settings and settings["pool"] not in pools:
         raise ConfigError(f"{key}.pool", f"no pool named {settings['pool']!r} (known: {', '.join(sorted(pools)) or 'none'})")
     return RouteSettings(**settings)

@@ -36,6 +36,34 @@ class ProxyService(MultiService):
         self.connections.setServiceParent(self)
         self.accessLog = AccessLog(config.access_log, reactor)
         self.serverTLS = None
+        self._cache = None
+
+    def httpCache(self):
+        """
+        The shared L{dualproxy.cache.cache.HTTPCache}, built on first use so
+        that a config that caches nothing opens no store.
+
+        @raise ConfigError: naming the C{cache} key that is wrong.
+        """
+        if self._cache is None:
+            from .cache.cache import HTTPCache
+            from .config import ConfigError
+            from .forward.acl import ClientACL
+            from .plugins import findCacheStores
+
+            settings = self.config.cache
+            stores = findCacheStores()
+            factory = stores.get(settings.store)
+            if factory is None:
+                raise ConfigError("cache.store", f"unknown store {settings.store!r} (known: {', '.join(sorted(stores))})")
+            try:
+                store = factory(dict(settings.store_options))
+            except ValueError as e:
+                option, _, problem = str(e).partition(": ")
+                raise ConfigError(f"cache.{option}", problem or option)
+            purgeFrom = ClientACL(settings.purge_from) if settings.purge_from else None
+            self._cache = HTTPCache(store, self.reactor, settings.name, settings.lock_timeout, purgeFrom)
+        return self._cache
 
     def listen(self, handler, descriptions: Iterable[str]) -> None:
         """

@@ -165,7 +165,8 @@ def storable(request: RequestHead, response: ResponseHead, now: float) -> Tuple[
     later GETs.  C{private} responses are never stored, including the
     field-qualified form, whose fields a shared cache would have to strip.
     A response that is already stale on arrival and has no validator is not
-    stored either: no request could ever be answered from it.
+    stored either, unless RFC 5861 lets it be served stale: no request
+    could ever be answered from it.
     """
     directives = parseCacheControl(response.headers)
     requestDirectives = parseCacheControl(request.headers)
@@ -196,7 +197,8 @@ def storable(request: RequestHead, response: ResponseHead, now: float) -> Tuple[
     if not (explicit or "public" in directives or response.status in HEURISTIC_STATUSES):
         return False, "no freshness information"
     validator = b"etag" in response.headers or b"last-modified" in response.headers
-    if not validator and freshnessLifetime(response, now) <= currentAge(
+    mayServeStale = "stale-while-revalidate" in directives or "stale-if-error" in directives
+    if not (validator or mayServeStale) and freshnessLifetime(response, now) <= currentAge(
         response.headers, now, now, now
     ):
         return False, "stale without validator"

@@ -39,6 +39,8 @@ class ForwardMode:
         handler = ForwardHandler(
             reactor, settings, config.timeouts, root.connections, filters, root.accessLog, authenticator
         )
+        if settings.cache:
+            handler.cache = root.httpCache()
         for route in settings.routes:
             handler.pages.tree(route.host).add(route.prefix, pageTarget(route))
         root.listen(handler, config.listen or self.defaultListen)

@@ -57,6 +57,7 @@ class ForwardHandler:
         self._tlsCreators: dict = {}
         self.pages = VirtualHosts()
         self.pages.default.target = NotAProxyRequest()
+        self.cache = None
 
     # Channel callbacks
 
@@ -120,7 +121,15 @@ class ForwardHandler:
         outgoing = RequestHead(request.method, target, b"HTTP/1.1", headers, request.framing, request.length)
         self.filters.request(outgoing, exchange)
         key, connect, what = self._route(host, port, scheme)
-        Relay(exchange, outgoing, self.pool, key, connect, self._filterResponse(outgoing), what).start()
+
+        def relay(exchange, head: RequestHead, response=None) -> None:
+            Relay(exchange, head, self.pool, key, connect, self._filterResponse(head), what,
+                  response=response).start()
+
+        if self.cache is not None:
+            self.cache.handle(exchange, outgoing, scheme.encode("ascii") + b"://" + authority + path, relay)
+        else:
+            relay(exchange, outgoing)
 
     def _identify(self, exchange, headers: Headers) -> None:
         """

@@ -24,6 +24,8 @@ class Relay:
     filters) before the client sees it.  C{what} names the upstream in
     error messages.  With C{upgrade}, the request asked to switch protocols
     (e.g. WebSocket): a 101 answer turns the connection into a tunnel.
+    The response goes to C{response} (by default the exchange itself): a
+    cache puts itself there to see, store or replace what comes back.
     """
 
     def __init__(
@@ -36,8 +38,10 @@ class Relay:
         onResponse: Callable[[ResponseHead], None],
         what: str,
         upgrade: bool = False,
+        response=None,
     ):
         self.exchange = exchange
+        self.response = exchange if response is None else response
         self.head = head
         self.pool = pool
         self.key = key
@@ -51,7 +55,7 @@ class Relay:
         self._producing = False
 
     def start(self) -> None:
-        self.exchange.onAbort = self._dropUpstream
+        self.exchange.onAbort = self._clientGone
         self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
 
     def _connected(self, upstream: UpstreamProtocol) -> None:
@@ -69,7 +73,12 @@ class Relay:
 
     def _connectFailed(self, failure) -> None:
         refusal = asRefusal(failure, self.what)
-        self.exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+        self.response.refuse(refusal.status, refusal.reason, refusal.headers)
+
+    def _clientGone(self) -> None:
+        self._dropUpstream()
+        if self.response is not self.exchange:
+            self.response.clientGone()
 
     def _dropUpstream(self) -> None:
         upstream, self.upstream = self.upstream, None
@@ -92,26 +101,26 @@ class Relay:
     # Response listener
 
     def responseInterim(self, head: ResponseHead) -> None:
-        self.exchange.writeInterim(head)
+        self.response.writeInterim(head)
 
     def responseHead(self, head: ResponseHead) -> None:
         if head.status == 101:
             self._switchProtocols(head)
             return
         self.onResponse(head)
-        exchange = self.exchange
-        exchange.writeHead(head)
+        response = self.response
+        response.writeHead(head)
         if head.framing != NO_BODY:
             self._producing = True
-            exchange.registerProducer(self.upstream)
-            if head.framing == LENGTH and exchange.passesBodyThrough():
-                self.upstream.spliceTo(exchange.channel.transport)
+            response.registerProducer(self.upstream)
+            if head.framing == LENGTH and response.passesBodyThrough():
+                self.upstream.spliceTo(self.exchange.channel.transport)
 
     def _switchProtocols(self, head: ResponseHead) -> None:
         if not self.upgrade:
             # Only a request that asked for an upgrade may get one.
             self._dropUpstream()
-            self.exchange.refuse(502, "upstream switched protocols unasked")
+            self.response.refuse(502, "upstream switched protocols unasked")
             return
         upstream, self.upstream = self.upstream, None
         self.onResponse(head)
@@ -127,17 +136,17 @@ class Relay:
         self.exchange.bytesSent += length
 
     def responseBody(self, data: bytes) -> None:
-        self.exchange.write(data)
+        self.response.write(data)
 
     def responseEnded(self) -> None:
         self.upstream = None
         self._stopProducing()
-        self.exchange.finish()
+        self.response.finish()
 
     def _stopProducing(self) -> None:
         if self._producing:
             self._producing = False
-            self.exchange.unregisterProducer()
+            self.response.unregisterProducer()
 
     def responseFailed(self, status: int, reason: str) -> None:
         upstream, self.upstream = self.upstream, None
@@ -157,4 +166,4 @@ class Relay:
             )
             return
         self._stopProducing()
-        exchange.refuse(status, reason)
+        self.response.refuse(status, reason)

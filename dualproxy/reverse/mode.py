@@ -74,7 +74,9 @@ class ReverseMode:
         ).setServiceParent(root)
         for route in settings.routes:
             if route.pool is not None:
+                cached = route.cache if route.cache is not None else pools[route.pool].settings.cache
                 target = PoolTarget(handler, pools[route.pool], route.strip_prefix,
+                                    cache=root.httpCache() if cached else None,
                                     addHeaders=route.add_headers, removeHeaders=route.remove_headers,
                                     allowSubjects=route.client_subjects)
             else:

@@ -27,11 +27,12 @@ class PoolTarget(Target):
     A route to a pool of backends.
     """
 
-    def __init__(self, handler: ReverseHandler, pool: BackendPool, stripPrefix: bool = False, **kw):
+    def __init__(self, handler: ReverseHandler, pool: BackendPool, stripPrefix: bool = False, cache=None, **kw):
         super().__init__(**kw)
         self.handler = handler
         self.pool = pool
         self.stripPrefix = stripPrefix
+        self.cache = cache
 
     def serve(self, request: RoutingRequest) -> None:
         exchange = request.exchange
@@ -67,7 +68,16 @@ class PoolTarget(Target):
         target = path + (b"?" + request.query if request.query else b"")
         outgoing = RequestHead(incoming.method, target, b"HTTP/1.1", headers, incoming.framing, incoming.length)
         handler.filters.request(outgoing, exchange)
-        PoolRelay(exchange, outgoing, handler, self.pool, upgrade is not None).start()
+        if self.cache is None or upgrade is not None:
+            PoolRelay(exchange, outgoing, handler, self.pool, upgrade is not None).start()
+            return
+
+        def relay(exchange, head: RequestHead, response) -> None:
+            PoolRelay(exchange, head, handler, self.pool, False, response).start()
+
+        scheme = b"https://" if exchange.channel.secure else b"http://"
+        self.cache.handle(exchange, outgoing, scheme + (host or b"") + request.path + (
+            b"?" + request.query if request.query else b""), relay)
 
 
 class PoolRelay(Relay):
@@ -77,8 +87,9 @@ class PoolRelay(Relay):
     reached, or resets before answering a request that is safe to repeat.
     """
 
-    def __init__(self, exchange, head: RequestHead, handler: ReverseHandler, pool: BackendPool, upgrade: bool):
-        super().__init__(exchange, head, handler.connections, None, None, self._onResponse, "", upgrade)
+    def __init__(self, exchange, head: RequestHead, handler: ReverseHandler, pool: BackendPool, upgrade: bool,
+                 response=None):
+        super().__init__(exchange, head, handler.connections, None, None, self._onResponse, "", upgrade, response)
         self.handler = handler
         self.backendPool = pool
         self.tried: List[BackendState] = []
@@ -102,7 +113,7 @@ class PoolRelay(Relay):
             exchange.backend = None
         if backend is None:
             if not self.tried:
-                exchange.refuse(503, f"no healthy backend in pool {pool.name}",
+                self.response.refuse(503, f"no healthy backend in pool {pool.name}",
                                 [(b"Retry-After", b"%d" % pool.retryAfter())])
             return False
         backend.inFlight += 1

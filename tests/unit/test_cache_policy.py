@@ -142,6 +142,10 @@ STORABLE = [
      b"GET", (), 200, [(b"Expires", b"0")], False, "stale without validator"),
     ("RFC 9111 §4.2.3: an upstream Age beyond max-age without validator is not stored",
      b"GET", (), 200, [(CC, b"max-age=60"), (b"Age", b"100")], False, "stale without validator"),
+    ("RFC 5861 §3: stale on arrival without validator is stored for stale-while-revalidate",
+     b"GET", (), 200, [(CC, b"max-age=0, stale-while-revalidate=60")], True, "storable"),
+    ("RFC 5861 §4: stale on arrival without validator is stored for stale-if-error",
+     b"GET", (), 200, [(CC, b"max-age=0, stale-if-error=60")], True, "storable"),
 ]
 
 LIFETIME = [

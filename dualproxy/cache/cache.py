@@ -1,0 +1,536 @@
+"""
+The HTTP cache both modes share: it stands between a mode's handler and the
+relay, answers from its store what RFC 9111 lets it answer, and otherwise
+lets the request go upstream while it watches, stores and revalidates.
+
+The rules live in L{policy} and L{conditional}; this module only keeps
+track of requests in flight (collapsing, revalidation, invalidation).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional, Tuple
+
+from twisted.logger import Logger
+
+from ..http.message import LENGTH, NO_BODY, Headers, RequestHead, ResponseHead
+from . import conditional, records
+from .policy import (
+    MAX_DELTA,
+    Decision,
+    StoredResponse,
+    cacheStatus,
+    conditionalHeaders,
+    currentAge,
+    invalidatedLocations,
+    invalidates,
+    lookup,
+    secondaryKey,
+    storable,
+    updateHeaders,
+)
+from .records import VaryIndex
+from .stream import Background, EntrySender, Passthrough
+
+_log = Logger()
+
+# Statuses a stale response may stand in for (RFC 5861 section 4).
+ERROR_STATUSES = frozenset({500, 502, 503, 504})
+
+# Request fields that make the client's request its own: they are answered
+# from the stored response, not forwarded when revalidating it.
+_CLIENT_CONDITIONS = (b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
+                      b"if-range", b"range")
+
+_DEFAULT_PORTS = {b"http": b":80", b"https": b":443"}
+
+# A forward function starts a relay: (exchange, head, response sink).
+Forward = Callable[[object, RequestHead, object], None]
+
+
+def primaryKey(uri: bytes) -> bytes:
+    """
+    The cache key of an absolute URI (RFC 9111 section 4): scheme and host
+    are case-insensitive and a default port is the same as none.
+    """
+    scheme, sep, rest = uri.partition(b"://")
+    authority, slash, path = rest.partition(b"/")
+    scheme = scheme.lower()
+    authority = authority.lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default is not None and authority.endswith(default):
+        authority = authority[: -len(default)]
+    return scheme + sep + authority + b"/" + path
+
+
+class CacheStats:
+    """
+    Counters for metrics: what was answered how, since start.
+    """
+
+    def __init__(self):
+        self.hits = 0
+        self.misses = 0
+        self.stale = 0
+        self.revalidations = 0
+        self.revalidated = 0
+        self.stored = 0
+        self.collapsed = 0
+        self.purged = 0
+        self.invalidated = 0
+
+
+class _Waiter:
+    def __init__(self, exchange, head: RequestHead, uri: bytes, forward: Forward):
+        self.exchange = exchange
+        self.head = head
+        self.uri = uri
+        self.forward = forward
+        self.timer = None
+
+
+class HTTPCache:
+    """
+    A shared cache over one L{dualproxy.interfaces.ICacheStore}.
+
+    @ivar name: this cache's name in Cache-Status fields.
+    @ivar lockTimeout: how long a request waits for a concurrent identical
+        one to fill the cache before going upstream itself.
+    @ivar purgeFrom: a L{dualproxy.forward.acl.ClientACL} of clients whose
+        C{PURGE} requests are served; None lets PURGE through as any other
+        method.
+    """
+
+    def __init__(self, store, clock, name: str = "dualproxy", lockTimeout: float = 5.0, purgeFrom=None):
+        self.store = store
+        self.clock = clock
+        self.name = name
+        self.lockTimeout = lockTimeout
+        self.purgeFrom = purgeFrom
+        self.stats = CacheStats()
+        self._filling: Dict[bytes, List[_Waiter]] = {}
+
+    # The programmatic interface
+
+    def purge(self, uri: bytes) -> bool:
+        """
+        Forget every stored variant of C{uri} (absolute); whether there was
+        any.
+        """
+        key = primaryKey(uri)
+        found = self.store.get(key) is not None
+        self.store.remove(key)
+        if found:
+            self.stats.purged += 1
+        return found
+
+    @property
+    def bytesStored(self) -> int:
+        return self.store.bytesStored
+
+    @property
+    def evictions(self) -> int:
+        return self.store.evictions
+
+    # Requests
+
+    def handle(self, exchange, head: RequestHead, uri: bytes, forward: Forward, waited: bool = False) -> None:
+        """
+        Answer C{head} (the request as it would go upstream, for the
+        absolute C{uri}) from the store, or let C{forward} relay it with a
+        sink of ours in the way.
+        """
+        method = head.method
+        if method == b"PURGE" and self.purgeFrom is not None:
+            self._purgeRequest(exchange, uri)
+            return
+        if method not in (b"GET", b"HEAD"):
+            forward(exchange, head, _Invalidate(self, exchange, head, primaryKey(uri)))
+            return
+        key = primaryKey(uri)
+        now = self.clock.seconds()
+        stored, entry, index = self._find(key, head)
+        decision = lookup(head, stored, now)
+        if decision.kind == Decision.HIT:
+            self.stats.hits += 1
+            self.answer(exchange, head, stored, entry, decision.age, cacheStatus(self.name, decision))
+            return
+        if decision.kind == Decision.UNAVAILABLE:
+            exchange.refuse(504, "only-if-cached: the response is not in the cache",
+                            [(b"Cache-Status", cacheStatus(self.name, decision))])
+            return
+        if method == b"HEAD" or (decision.kind == Decision.MISS and b"range" in head.headers):
+            # Not worth storing: a HEAD has no body, a range is a part.
+            self.stats.misses += 1
+            forward(exchange, head, _Annotate(exchange, cacheStatus(self.name, decision)))
+            return
+        stale = stored if decision.kind == Decision.STALE else None
+        lockKey = _lockKey(key, index, head)
+        if stale is not None and decision.staleWhileRevalidate:
+            self.stats.stale += 1
+            self.answer(exchange, head, stored, entry, decision.age,
+                        cacheStatus(self.name, decision, detail="stale-while-revalidate"))
+            if lockKey not in self._filling:
+                self._filling[lockKey] = []
+                background = Background(head, exchange.channel.handler, self.clock)
+                self._fetch(background, head, key, forward, decision, stale, entry, lockKey, True)
+            return
+        if not waited and lockKey in self._filling:
+            self._wait(lockKey, _Waiter(exchange, head, uri, forward))
+            return
+        if lockKey in self._filling:
+            lockKey = None
+        else:
+            self._filling[lockKey] = []
+        self._fetch(exchange, head, key, forward, decision, stale, entry, lockKey, False)
+
+    def _fetch(self, exchange, head: RequestHead, key: bytes, forward: Forward, decision: Decision,
+               stale: Optional[StoredResponse], entry, lockKey: Optional[bytes], background: bool) -> None:
+        outgoing = head
+        if stale is not None:
+            self.stats.revalidations += 1
+            headers = head.headers.copy()
+            headers.remove(*_CLIENT_CONDITIONS)
+            for name, value in conditionalHeaders(stale.response):
+                headers.add(name, value)
+            outgoing = RequestHead(head.method, head.target, head.version, headers, head.framing, head.length)
+        else:
+            self.stats.misses += 1
+        fill = _Fill(self, exchange, head, outgoing, key, decision, stale, entry, lockKey, background)
+        forward(exchange, outgoing, fill)
+
+    def _find(self, key: bytes, head: RequestHead) -> Tuple[Optional[StoredResponse], object, Optional[VaryIndex]]:
+        """
+        The stored response for C{head}'s variant, its entry, and the URI's
+        vary index if it has one.
+        """
+        entry = self.store.get(key)
+        if entry is None:
+            return None, None, None
+        record = records.load(entry.head, entry.size)
+        if isinstance(record, VaryIndex):
+            variant = record.variantKey(key, secondaryKey(list(record.names), head) or ())
+            entry = self.store.get(variant)
+            stored = None if entry is None else records.load(entry.head, entry.size)
+            if not isinstance(stored, StoredResponse):
+                return None, None, record
+            return stored, entry, record
+        if record is None:
+            return None, None, None
+        return record, entry, None
+
+    def answer(self, exchange, request: RequestHead, stored: StoredResponse, entry, age: float,
+               status: bytes) -> None:
+        """
+        Serve a stored response to C{exchange}: whole, as a range of it, or
+        as the answer to the client's own conditions.
+        """
+        response = stored.response
+        headers = response.headers.copy()
+        headers.set(b"Age", b"%d" % min(max(0, math.floor(age)), MAX_DELTA))
+        headers.add(b"Cache-Status", status)
+        head = ResponseHead(response.status, response.reason, headers, b"HTTP/1.1", response.framing, entry.size)
+        if response.framing == LENGTH:
+            headers.set(b"Content-Length", b"%d" % entry.size)
+        outcome = conditional.preconditions(request, head)
+        if outcome == 304:
+            exchange.writeHead(conditional.notModified(head))
+            exchange.finish()
+            return
+        if outcome == 412:
+            exchange.refuse(412, "a precondition of the request does not hold for the cached response")
+            return
+        start, end = 0, entry.size
+        span = conditional.byteRange(request, head, entry.size)
+        if span is conditional.UNSATISFIABLE:
+            exchange.writeHead(conditional.unsatisfiable(head, entry.size))
+            exchange.finish()
+            return
+        if span is not None:
+            start, end = span
+            head = conditional.partial(head, start, end, entry.size)
+        exchange.writeHead(head)
+        if head.framing == NO_BODY or request.method == b"HEAD" or start == end:
+            exchange.finish()
+            return
+        EntrySender(exchange, entry.chunks(start, end)).start()
+
+    # Collapsing
+
+    def _wait(self, lockKey: bytes, waiter: _Waiter) -> None:
+        waiters = self._filling[lockKey]
+        waiters.append(waiter)
+
+        def gaveUp() -> None:
+            waiters.remove(waiter)
+            self._resume(waiter)
+
+        def clientGone() -> None:
+            waiter.timer.cancel()
+            waiters.remove(waiter)
+
+        waiter.timer = self.clock.callLater(self.lockTimeout, gaveUp)
+        waiter.exchange.onAbort = clientGone
+
+    def release(self, lockKey: Optional[bytes]) -> None:
+        """
+        The fill under C{lockKey} is done (stored or not): the requests
+        waiting for it look again.
+        """
+        if lockKey is None:
+            return
+        for waiter in self._filling.pop(lockKey, ()):
+            waiter.timer.cancel()
+            self.stats.collapsed += 1
+            self._resume(waiter)
+
+    def _resume(self, waiter: _Waiter) -> None:
+        exchange = waiter.exchange
+        exchange.onAbort = None
+        if not exchange.finished:
+            self.handle(exchange, waiter.head, waiter.uri, waiter.forward, waited=True)
+
+    # Storing
+
+    def storeKey(self, key: bytes, request: RequestHead, response: ResponseHead) -> Optional[bytes]:
+        """
+        Where to store C{response} to C{request}, updating the URI's vary
+        index as needed; None when it varies on everything.
+        """
+        varies = response.headers.getAll(b"vary")
+        if not varies:
+            return key
+        secondary = secondaryKey(varies, request)
+        if secondary is None:
+            return None
+        names = tuple(name for name, _ in secondary)
+        current = self.store.get(key)
+        index = None if current is None else records.load(current.head, current.size)
+        if not isinstance(index, VaryIndex) or index.names != names:
+            index = VaryIndex.new(names)
+            writer = self.store.open(key)
+            writer.commit(records.dumpIndex(index))
+        return index.variantKey(key, secondary)
+
+    def refresh(self, key: bytes, stored: StoredResponse, entry, request: RequestHead):
+        """
+        Store C{stored} (updated headers) with C{entry}'s body; the new
+        entry, or C{entry} if it could not be stored.
+        """
+        variant = self.storeKey(key, request, stored.response)
+        if variant is None:
+            return entry
+        writer = self.store.open(variant)
+        try:
+            for chunk in entry.chunks():
+                if not writer.write(chunk):
+                    return entry
+        except OSError:
+            writer.abort()
+            return entry
+        writer.commit(records.dumpResponse(stored))
+        return self.store.get(variant) or entry
+
+    def invalidate(self, key: bytes) -> None:
+        if self.store.get(key) is not None:
+            self.store.remove(key)
+            self.stats.invalidated += 1
+
+    def _purgeRequest(self, exchange, uri: bytes) -> None:
+        if not self.purgeFrom.allows(exchange.clientHost):
+            exchange.refuse(403, "this client may not purge the cache")
+            return
+        if not self.purge(uri):
+            exchange.refuse(404, "nothing cached for " + uri.decode("latin-1"))
+            return
+        body = b"purged " + uri + b"\n"
+        exchange.writeHead(ResponseHead(200, b"OK", Headers([
+            (b"Content-Type", b"text/plain; charset=utf-8"), (b"Content-Length", b"%d" % len(body)),
+        ]), framing=LENGTH, length=len(body)))
+        exchange.write(body)
+        exchange.finish()
+
+
+def _lockKey(key: bytes, index: Optional[VaryIndex], head: RequestHead) -> bytes:
+    if index is None:
+        return key
+    return index.variantKey(key, secondaryKey(list(index.names), head) or ())
+
+
+def _storeDetail(cache: HTTPCache, request: RequestHead, response: ResponseHead, now: float) -> Optional[str]:
+    """
+    Why C{response} is not stored, or None if it is: the RFC's rules, then
+    this cache's own (a Set-Cookie is never shared, as with nginx).
+    """
+    ok, reason = storable(request, response, now)
+    if not ok:
+        return reason
+    if request.method != b"GET":
+        return "method not stored"
+    if b"set-cookie" in response.headers:
+        return "set-cookie"
+    if response.framing == LENGTH and response.length > cache.store.maxObjectSize:
+        return "too large"
+    return None
+
+
+class _Annotate(Passthrough):
+    """
+    Marks a forwarded response with why the cache did not answer it.
+    """
+
+    def __init__(self, exchange, status: bytes):
+        super().__init__(exchange)
+        self.status = status
+
+    def writeHead(self, head: ResponseHead) -> None:
+        head.headers.add(b"Cache-Status", self.status)
+        self.exchange.writeHead(head)
+
+
+class _Invalidate(Passthrough):
+    """
+    An unsafe request's response: on success, what it changed is no longer
+    served from the cache (RFC 9111 section 4.4).
+    """
+
+    def __init__(self, cache: HTTPCache, exchange, request: RequestHead, key: bytes):
+        super().__init__(exchange)
+        self.cache = cache
+        self.request = request
+        self.key = key
+
+    def writeHead(self, head: ResponseHead) -> None:
+        if invalidates(self.request, head):
+            self.cache.invalidate(self.key)
+            for uri in invalidatedLocations(self.request, head, self.key):
+                self.cache.invalidate(primaryKey(uri))
+        self.exchange.writeHead(head)
+
+
+class _Fill(Passthrough):
+    """
+    A forwarded GET: its response goes to the client and, if storable, into
+    the store as it streams; a 304 to our revalidation serves the stored
+    body instead, and an error may be hidden behind a stale response.
+    """
+
+    def __init__(self, cache: HTTPCache, exchange, request: RequestHead, outgoing: RequestHead, key: bytes,
+                 decision: Decision, stale: Optional[StoredResponse], entry, lockKey: Optional[bytes],
+                 background: bool):
+        super().__init__(exchange)
+        self.cache = cache
+        self.request = request
+        self.outgoing = outgoing
+        self.key = key
+        self.decision = decision
+        self.stale = stale
+        self.entry = entry
+        self.lockKey = lockKey
+        self.background = background
+        self.requestTime = cache.clock.seconds()
+        self.writer = None
+        self.record: Optional[StoredResponse] = None
+        self.taken = False
+        self.bodyToClient = True
+
+    def _release(self) -> None:
+        lockKey, self.lockKey = self.lockKey, None
+        self.cache.release(lockKey)
+
+    def _takeOver(self, stored: StoredResponse, entry, detail: str) -> None:
+        """
+        Answer from the store; whatever the relay still sends is dropped.
+        """
+        self.taken = True
+        exchange = self.exchange
+        if self.background:
+            exchange.finish()
+            return
+        age = currentAge(stored.response.headers, stored.requestTime, stored.responseTime,
+                         self.cache.clock.seconds())
+        status = cacheStatus(self.cache.name, self.decision, detail=detail)
+        self.cache.answer(exchange, self.request, stored, entry, age, status)
+
+    def writeHead(self, head: ResponseHead) -> None:
+        cache = self.cache
+        now = cache.clock.seconds()
+        stale = self.stale
+        if stale is not None and head.status == 304:
+            cache.stats.revalidated += 1
+            updated = StoredResponse(updateHeaders(stale.response, head), self.requestTime, now, stale.varyKey)
+            entry = cache.refresh(self.key, updated, self.entry, self.outgoing)
+            self._release()
+            self._takeOver(updated, entry, "revalidated")
+            return
+        if stale is not None and head.status in ERROR_STATUSES and self.decision.staleIfError:
+            cache.stats.stale += 1
+            self._release()
+            self._takeOver(stale, self.entry, "stale-if-error")
+            return
+        detail = _storeDetail(cache, self.outgoing, head, now)
+        variant = None
+        if detail is None:
+            variant = cache.storeKey(self.key, self.outgoing, head)
+            if variant is None:
+                detail = "vary *"
+        if variant is not None:
+            stored = ResponseHead(head.status, head.reason, head.headers.copy(), head.version, head.framing,
+                                  head.length)
+            self.record = StoredResponse(stored, self.requestTime, now, secondaryKey(
+                head.headers.getAll(b"vary"), self.outgoing) if b"vary" in head.headers else ())
+            self.writer = cache.store.open(variant)
+        else:
+            self._release()
+        head.headers.add(b"Cache-Status", cacheStatus(cache.name, self.decision, variant is not None, detail))
+        if stale is not None and conditional.preconditions(self.request, head) == 304:
+            # The client's own condition holds for the new response.
+            self.bodyToClient = False
+            self.exchange.writeHead(conditional.notModified(head))
+            return
+        self.exchange.writeHead(head)
+
+    def passesBodyThrough(self) -> bool:
+        return self.writer is None and self.bodyToClient and not self.taken and self.exchange.passesBodyThrough()
+
+    def write(self, data: bytes) -> None:
+        writer = self.writer
+        if writer is not None and not writer.write(data):
+            self.writer = None
+            self._release()
+        if self.bodyToClient and not self.taken:
+            self.exchange.write(data)
+
+    def registerProducer(self, producer) -> None:
+        if not self.taken:
+            self.exchange.registerProducer(producer)
+
+    def unregisterProducer(self) -> None:
+        if not self.taken:
+            self.exchange.unregisterProducer()
+
+    def finish(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.commit(records.dumpResponse(self.record))
+            self.cache.stats.stored += 1
+        self._release()
+        if not self.taken:
+            self.exchange.finish()
+
+    def refuse(self, status: int, reason: str, headers=()) -> None:
+        self.clientGone()
+        if self.taken:
+            return
+        if self.stale is not None and self.decision.staleIfError and not self.exchange.responseStarted:
+            self.cache.stats.stale += 1
+            self._takeOver(self.stale, self.entry, "stale-if-error")
+            return
+        self.exchange.refuse(status, reason, headers)
+
+    def clientGone(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.abort()
+        self._release()
