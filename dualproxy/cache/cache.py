@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from typing import Callable, Dict, List, Optional, Tuple
+from urllib.parse import urljoin
 
 from twisted.logger import Logger
 
@@ -366,7 +367,7 @@ def _storeDetail(cache: HTTPCache, request: RequestHead, response: ResponseHead,
     ok, reason = storable(request, response, now)
     if not ok:
         return reason
-    if request.method != b"GET":
+    if request.method == b"HEAD":
         return "method not stored"
     if b"set-cookie" in response.headers:
         return "set-cookie"
@@ -389,38 +390,117 @@ class _Annotate(Passthrough):
         self.exchange.writeHead(head)
 
 
-class _Invalidate(Passthrough):
+class _Storing(Passthrough):
+    """
+    A response on its way to the client that may also go into the store,
+    chunk by chunk as it streams, and be committed when it ends whole.
+    """
+
+    def __init__(self, cache: HTTPCache, exchange):
+        super().__init__(exchange)
+        self.cache = cache
+        self.requestTime = cache.clock.seconds()
+        self.writer = None
+        self.record: Optional[StoredResponse] = None
+
+    def store(self, key: bytes, request: RequestHead, head: ResponseHead, now: float) -> Optional[str]:
+        """
+        Start storing C{head} and the body to come under C{key}, unless it
+        may not be: then why not.
+        """
+        detail = _storeDetail(self.cache, request, head, now)
+        if detail is not None:
+            return detail
+        variant = self.cache.storeKey(key, request, head)
+        if variant is None:
+            return "vary *"
+        copy = ResponseHead(head.status, head.reason, head.headers.copy(), head.version, head.framing, head.length)
+        varies = head.headers.getAll(b"vary")
+        self.record = StoredResponse(copy, self.requestTime, now, secondaryKey(varies, request) if varies else ())
+        self.writer = self.cache.store.open(variant)
+        return None
+
+    def forClient(self) -> bool:
+        """
+        Whether the body goes on to the client.
+        """
+        return True
+
+    def passesBodyThrough(self) -> bool:
+        return self.writer is None and self.forClient() and self.exchange.passesBodyThrough()
+
+    def write(self, data: bytes) -> None:
+        writer = self.writer
+        if writer is not None and not writer.write(data):
+            self.writer = None
+            self.abandoned()
+        if self.forClient():
+            self.exchange.write(data)
+
+    def finish(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.commit(records.dumpResponse(self.record))
+            self.cache.stats.stored += 1
+        self.abandoned()
+        self.exchange.finish()
+
+    def refuse(self, status: int, reason: str, headers=()) -> None:
+        self.clientGone()
+        self.exchange.refuse(status, reason, headers)
+
+    def clientGone(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.abort()
+        self.abandoned()
+
+    def abandoned(self) -> None:
+        """
+        Nothing more will be stored from this response.
+        """
+
+
+class _Invalidate(_Storing):
     """
     An unsafe request's response: on success, what it changed is no longer
-    served from the cache (RFC 9111 section 4.4).
+    served from the cache (RFC 9111 section 4.4).  An explicitly fresh POST
+    response that names its own URI in Content-Location is stored for GETs
+    of that URI (RFC 9110 section 9.3.3).
     """
 
     def __init__(self, cache: HTTPCache, exchange, request: RequestHead, key: bytes):
-        super().__init__(exchange)
-        self.cache = cache
+        super().__init__(cache, exchange)
         self.request = request
         self.key = key
 
     def writeHead(self, head: ResponseHead) -> None:
+        cache = self.cache
         if invalidates(self.request, head):
-            self.cache.invalidate(self.key)
+            cache.invalidate(self.key)
             for uri in invalidatedLocations(self.request, head, self.key):
-                self.cache.invalidate(primaryKey(uri))
+                cache.invalidate(primaryKey(uri))
+        location = head.headers.get(b"content-location")
+        if self.request.method == b"POST" and location is not None:
+            uri = urljoin(self.key.decode("latin-1"), location.strip().decode("latin-1")).encode("latin-1")
+            if _sameOrigin(uri, self.key):
+                self.store(primaryKey(uri), self.request, head, cache.clock.seconds())
         self.exchange.writeHead(head)
 
 
-class _Fill(Passthrough):
+class _Fill(_Storing):
     """
     A forwarded GET: its response goes to the client and, if storable, into
     the store as it streams; a 304 to our revalidation serves the stored
     body instead, and an error may be hidden behind a stale response.
+    Requests waiting for the same response are let go as soon as it is
+    stored or known not to be.
     """
 
     def __init__(self, cache: HTTPCache, exchange, request: RequestHead, outgoing: RequestHead, key: bytes,
                  decision: Decision, stale: Optional[StoredResponse], entry, lockKey: Optional[bytes],
                  background: bool):
-        super().__init__(exchange)
-        self.cache = cache
+        super().__init__(cache, exchange)
         self.request = request
         self.outgoing = outgoing
         self.key = key
@@ -429,13 +509,10 @@ class _Fill(Passthrough):
         self.entry = entry
         self.lockKey = lockKey
         self.background = background
-        self.requestTime = cache.clock.seconds()
-        self.writer = None
-        self.record: Optional[StoredResponse] = None
         self.taken = False
         self.bodyToClient = True
 
-    def _release(self) -> None:
+    def abandoned(self) -> None:
         lockKey, self.lockKey = self.lockKey, None
         self.cache.release(lockKey)
 
@@ -461,29 +538,18 @@ class _Fill(Passthrough):
             cache.stats.revalidated += 1
             updated = StoredResponse(updateHeaders(stale.response, head), self.requestTime, now, stale.varyKey)
             entry = cache.refresh(self.key, updated, self.entry, self.outgoing)
-            self._release()
+            self.abandoned()
             self._takeOver(updated, entry, "revalidated")
             return
         if stale is not None and head.status in ERROR_STATUSES and self.decision.staleIfError:
             cache.stats.stale += 1
-            self._release()
+            self.abandoned()
             self._takeOver(stale, self.entry, "stale-if-error")
             return
-        detail = _storeDetail(cache, self.outgoing, head, now)
-        variant = None
-        if detail is None:
-            variant = cache.storeKey(self.key, self.outgoing, head)
-            if variant is None:
-                detail = "vary *"
-        if variant is not None:
-            stored = ResponseHead(head.status, head.reason, head.headers.copy(), head.version, head.framing,
-                                  head.length)
-            self.record = StoredResponse(stored, self.requestTime, now, secondaryKey(
-                head.headers.getAll(b"vary"), self.outgoing) if b"vary" in head.headers else ())
-            self.writer = cache.store.open(variant)
-        else:
-            self._release()
-        head.headers.add(b"Cache-Status", cacheStatus(cache.name, self.decision, variant is not None, detail))
+        detail = self.store(self.key, self.outgoing, head, now)
+        if detail is not None:
+            self.abandoned()
+        head.headers.add(b"Cache-Status", cacheStatus(cache.name, self.decision, detail is None, detail))
         if stale is not None and conditional.preconditions(self.request, head) == 304:
             # The client's own condition holds for the new response.
             self.bodyToClient = False
@@ -491,16 +557,8 @@ class _Fill(Passthrough):
             return
         self.exchange.writeHead(head)
 
-    def passesBodyThrough(self) -> bool:
-        return self.writer is None and self.bodyToClient and not self.taken and self.exchange.passesBodyThrough()
-
-    def write(self, data: bytes) -> None:
-        writer = self.writer
-        if writer is not None and not writer.write(data):
-            self.writer = None
-            self._release()
-        if self.bodyToClient and not self.taken:
-            self.exchange.write(data)
+    def forClient(self) -> bool:
+        return self.bodyToClient and not self.taken
 
     def registerProducer(self, producer) -> None:
         if not self.taken:
@@ -511,26 +569,20 @@ class _Fill(Passthrough):
             self.exchange.unregisterProducer()
 
     def finish(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            writer.commit(records.dumpResponse(self.record))
-            self.cache.stats.stored += 1
-        self._release()
-        if not self.taken:
-            self.exchange.finish()
-
-    def refuse(self, status: int, reason: str, headers=()) -> None:
-        self.clientGone()
         if self.taken:
             return
+        super().finish()
+
+    def refuse(self, status: int, reason: str, headers=()) -> None:
+        if self.taken:
+            return
+        self.clientGone()
         if self.stale is not None and self.decision.staleIfError and not self.exchange.responseStarted:
             self.cache.stats.stale += 1
             self._takeOver(self.stale, self.entry, "stale-if-error")
             return
         self.exchange.refuse(status, reason, headers)
 
-    def clientGone(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            writer.abort()
-        self._release()
+
+def _sameOrigin(uri: bytes, other: bytes) -> bool:
+    return primaryKey(uri).split(b"/", 3)[:3] == primaryKey(other).split(b"/", 3)[:3]

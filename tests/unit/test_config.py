@@ -99,6 +99,13 @@ ERRORS = [
     ({"forward": {"auth_file": ""}}, "forward.auth_file", "must not be empty"),
     ({"forward": {"auth_realm": 'a"b'}}, "forward.auth_realm", "without quotes or backslashes"),
     ({"forward": {"auth_realm": "a\nb"}}, "forward.auth_realm", "printable ASCII"),
+    ({"cache": 1}, "cache", "expected a table, got an integer"),
+    ({"cache": {"lock_timeout": 0}}, "cache.lock_timeout", "must be a positive number of seconds"),
+    ({"cache": {"store": ""}}, "cache.store", "must not be empty"),
+    ({"cache": {"purge_from": ["everyone"]}}, "cache.purge_from[0]", "everyone"),
+    ({"forward": {"cache": "yes"}}, "forward.cache", "expected true or false, got a string"),
+    ({"reverse": {"routes": [{"redirect": "http://a/", "cache": True}]}}, "reverse.routes[0].cache",
+     "only a route to a pool is cached"),
 ]
 
 
