@@ -13,7 +13,7 @@ import math
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urljoin
 
-from twisted.logger import Logger
+from twisted.web.http import datetimeToString
 
 from ..http.message import LENGTH, NO_BODY, Headers, RequestHead, ResponseHead
 from . import conditional, records
@@ -33,8 +33,6 @@ from .policy import (
 )
 from .records import VaryIndex
 from .stream import Background, EntrySender, Passthrough
-
-_log = Logger()
 
 # Statuses a stale response may stand in for (RFC 5861 section 4).
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
@@ -67,7 +65,11 @@ def primaryKey(uri: bytes) -> bytes:
 
 class CacheStats:
     """
-    Counters for metrics: what was answered how, since start.
+    Counters for metrics, since start.  Each client GET/HEAD lookup counts
+    once in C{hits} (answered from the store), C{misses} (nothing usable
+    stored) or C{revalidations} (a conditional request went upstream; of
+    those, C{revalidated} got a 304).  C{stale} counts stale responses
+    served (stale-while-revalidate, stale-if-error).
     """
 
     def __init__(self):
@@ -127,6 +129,16 @@ class HTTPCache:
         return found
 
     @property
+    def hitRatio(self) -> float:
+        """
+        The share of GET/HEAD lookups answered without asking upstream
+        first (fresh, or stale while revalidating in the background).
+        """
+        stats = self.stats
+        lookups = stats.hits + stats.misses + stats.revalidations
+        return stats.hits / lookups if lookups else 0.0
+
+    @property
     def bytesStored(self) -> int:
         return self.store.bytesStored
 
@@ -169,6 +181,7 @@ class HTTPCache:
         stale = stored if decision.kind == Decision.STALE else None
         lockKey = _lockKey(key, index, head)
         if stale is not None and decision.staleWhileRevalidate:
+            self.stats.hits += 1
             self.stats.stale += 1
             self.answer(exchange, head, stored, entry, decision.age,
                         cacheStatus(self.name, decision, detail="stale-while-revalidate"))
@@ -190,7 +203,8 @@ class HTTPCache:
                stale: Optional[StoredResponse], entry, lockKey: Optional[bytes], background: bool) -> None:
         outgoing = head
         if stale is not None:
-            self.stats.revalidations += 1
+            if not background:
+                self.stats.revalidations += 1
             headers = head.headers.copy()
             headers.remove(*_CLIENT_CONDITIONS)
             for name, value in conditionalHeaders(stale.response):
@@ -534,6 +548,9 @@ class _Fill(_Storing):
         cache = self.cache
         now = cache.clock.seconds()
         stale = self.stale
+        if b"date" not in head.headers:
+            # RFC 9110 section 6.6.1: a cache records when it received one.
+            head.headers.add(b"Date", datetimeToString(now))
         if stale is not None and head.status == 304:
             cache.stats.revalidated += 1
             updated = StoredResponse(updateHeaders(stale.response, head), self.requestTime, now, stale.varyKey)

@@ -134,6 +134,20 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(b"".join(second.body), b"shared")
         self.assertIn(b"hit", second.head.headers.get(b"cache-status"))
         self.assertEqual(self.cache.stats.collapsed, 1)
+        self.assertEqual((self.cache.stats.misses, self.cache.stats.hits, self.cache.hitRatio), (1, 1, 0.5))
+
+    def test_dateAddedWhenMissing(self):
+        """
+        RFC 9110 section 6.6.1: a cache adds the Date it received a response
+        at, and the stored response keeps it.
+        """
+        first = self.request()
+        self.relay.answer(0, body=b"x", Cache_Control="max-age=60")
+        self.assertEqual(first.head.headers.get(b"date"), b"Tue, 14 Nov 2023 22:13:20 GMT")
+        self.clock.advance(30)
+        later = self.request()
+        self.assertEqual(later.head.headers.get(b"date"), b"Tue, 14 Nov 2023 22:13:20 GMT")
+        self.assertEqual(later.head.headers.get(b"age"), b"30")
 
     def test_waiterGoesItselfAfterLockTimeout(self):
         self.request()
