@@ -24,6 +24,7 @@ from .policy import (
     cacheStatus,
     conditionalHeaders,
     currentAge,
+    freshnessLifetime,
     invalidatedLocations,
     invalidates,
     lookup,
@@ -165,6 +166,8 @@ class HTTPCache:
         now = self.clock.seconds()
         stored, entry, index = self._find(key, head)
         decision = lookup(head, stored, now)
+        if stored is None and index is not None:
+            decision.reason = "vary-miss"
         if decision.kind == Decision.HIT:
             self.stats.hits += 1
             self.answer(exchange, head, stored, entry, decision.age, cacheStatus(self.name, decision))
@@ -201,17 +204,18 @@ class HTTPCache:
 
     def _fetch(self, exchange, head: RequestHead, key: bytes, forward: Forward, decision: Decision,
                stale: Optional[StoredResponse], entry, lockKey: Optional[bytes], background: bool) -> None:
-        outgoing = head
+        # The client's own conditions are answered here, from the response
+        # the cache gets for itself (RFC 9111 section 4.3.2).
+        headers = head.headers.copy()
+        headers.remove(*_CLIENT_CONDITIONS)
         if stale is not None:
             if not background:
                 self.stats.revalidations += 1
-            headers = head.headers.copy()
-            headers.remove(*_CLIENT_CONDITIONS)
             for name, value in conditionalHeaders(stale.response):
                 headers.add(name, value)
-            outgoing = RequestHead(head.method, head.target, head.version, headers, head.framing, head.length)
         else:
             self.stats.misses += 1
+        outgoing = RequestHead(head.method, head.target, head.version, headers, head.framing, head.length)
         fill = _Fill(self, exchange, head, outgoing, key, decision, stale, entry, lockKey, background)
         forward(exchange, outgoing, fill)
 
@@ -564,15 +568,27 @@ class _Fill(_Storing):
             self._takeOver(stale, self.entry, "stale-if-error")
             return
         detail = self.store(self.key, self.outgoing, head, now)
-        if detail is not None:
+        decision = self.decision
+        if detail is None:
+            record = self.record
+            ttl = freshnessLifetime(record.response, now) - currentAge(record.response.headers,
+                                                                       self.requestTime, now, now)
+            decision = Decision(decision.kind, decision.reason, ttl=ttl)
+        else:
             self.abandoned()
-        head.headers.add(b"Cache-Status", cacheStatus(cache.name, self.decision, detail is None, detail))
-        if stale is not None and conditional.preconditions(self.request, head) == 304:
-            # The client's own condition holds for the new response.
+        # "stored" only once the size is known to fit.
+        stored = detail is None and head.framing == LENGTH
+        head.headers.add(b"Cache-Status", cacheStatus(cache.name, decision, stored, detail))
+        outcome = conditional.preconditions(self.request, head) if 200 <= head.status < 300 else None
+        if outcome == 304:
             self.bodyToClient = False
             self.exchange.writeHead(conditional.notModified(head))
-            return
-        self.exchange.writeHead(head)
+        elif outcome == 412:
+            self.bodyToClient = False
+            self.exchange.writeHead(ResponseHead(412, b"Precondition Failed", Headers([(b"Content-Length", b"0")]),
+                                                 framing=LENGTH, length=0))
+        else:
+            self.exchange.writeHead(head)
 
     def forClient(self) -> bool:
         return self.bodyToClient and not self.taken

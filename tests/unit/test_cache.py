@@ -224,6 +224,31 @@ class CacheTests(SynchronousTestCase):
         self.relay.answer(1, status=304, ETag='"1"', Cache_Control="max-age=60")
         self.assertEqual(conditional.head.status, 304)
 
+    def test_missWithClientConditionFillsTheCache(self):
+        """
+        The cache fetches the whole response for itself and answers the
+        client's If-None-Match from it.
+        """
+        client = self.request(get(If_None_Match='"7"'))
+        self.assertIsNone(self.relay.calls[0][1].headers.get(b"if-none-match"))
+        self.relay.answer(0, body=b"full", Cache_Control="max-age=60", ETag='"7"')
+        self.assertEqual((client.head.status, client.body), (304, []))
+        self.assertEqual(b"".join(self.request().body), b"full")
+        self.assertEqual(len(self.relay.calls), 1)
+
+    def test_failedIfMatchOnMiss(self):
+        client = self.request(get(If_Match='"other"'))
+        self.relay.answer(0, body=b"full", Cache_Control="max-age=60", ETag='"7"')
+        self.assertEqual((client.head.status, client.body), (412, []))
+
+    def test_cacheStatusOfStoredAndVaryMiss(self):
+        first = self.request(get(Accept="a"))
+        self.relay.answer(0, body=b"a", Cache_Control="max-age=60", Age="10", Vary="Accept", Content_Length="1")
+        self.assertEqual(first.head.headers.get(b"cache-status"), b"dualproxy; fwd=uri-miss; stored; ttl=50")
+        second = self.request(get(Accept="b"))
+        self.relay.answer(1, body=b"b", Cache_Control="max-age=60")
+        self.assertIn(b"fwd=vary-miss", second.head.headers.get(b"cache-status"))
+
     def test_staleWhileRevalidateRevalidatesInBackground(self):
         self.request()
         self.relay.answer(0, body=b"old", Cache_Control="max-age=0, stale-while-revalidate=60")
