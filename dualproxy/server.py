@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -189,6 +190,24 @@ class Exchange:
             self._noBody = True
         self.channel.writeHead(self, head)
 
+    def respond(self, head: ResponseHead, body: bytes) -> None:
+        """
+        Answer with a whole response at once (a small body, all at hand).
+        """
+        self.responseStarted = True
+        self.status = head.status
+        if head.framing == NO_BODY or self.request.method == b"HEAD":
+            self._noBody = True
+        respond = getattr(self.channel, "respond", None)
+        if respond is None:
+            self.channel.writeHead(self, head)
+            self.write(body)
+        else:
+            if not self._noBody:
+                self.bytesSent += len(body)
+            respond(self, head, body)
+        self.finish()
+
     def passesBodyThrough(self) -> bool:
         """
         Whether body bytes reach the client's transport unchanged (no
@@ -239,9 +258,7 @@ class Exchange:
             self.abort()
             return
         head, body = errorResponse(status, reason, headers)
-        self.writeHead(head)
-        self.write(body)
-        self.finish()
+        self.respond(head, body)
 
     def abort(self) -> None:
         """
@@ -319,10 +336,14 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self._drained = 0
         self._lastActivity = 0.0
         self._idleCall = None
+        self._writeThrough = False
 
     def connectionMade(self) -> None:
         self.clientHost = getattr(self.transport.getPeer(), "host", None)
         self.secure = ISSLTransport.providedBy(self.transport)
+        # A plain socket transport (TCP, UNIX) may be written to directly
+        # while its own buffers are empty.
+        self._writeThrough = isinstance(self.transport, FileDescriptor) and hasattr(self.transport, "socket")
         self._lastActivity = self.clock.seconds()
         self._idleCall = self.clock.callLater(self.idleTimeout, self._checkIdle)
         self.handler.connectionMade(self)
@@ -382,6 +403,31 @@ class HTTPServerChannel(ReadingControl, Protocol):
             self.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, head.headers.serialize()))
 
     def writeHead(self, exchange: Exchange, head: ResponseHead) -> None:
+        self.transport.write(self.frameHead(exchange, head))
+
+    def respond(self, exchange: Exchange, head: ResponseHead, body: bytes) -> None:
+        """
+        A whole response in one write, sent at once if nothing is queued
+        before it: a small answer then costs the reactor no round of write
+        readiness.
+        """
+        data = self.frameHead(exchange, head)
+        if not exchange._noBody:
+            data += body
+        transport = self.transport
+        if self._writeThrough and not transport.dataBuffer and not transport._tempDataBuffer:
+            try:
+                sent = transport.socket.send(data)
+            except OSError:
+                # Would block, or the connection broke: the transport finds
+                # out which when it writes.
+                sent = 0
+            data = data[sent:]
+            if not data:
+                return
+        transport.write(data)
+
+    def frameHead(self, exchange: Exchange, head: ResponseHead) -> bytes:
         """
         Choose the framing the client can read: the upstream's length, else
         chunked for HTTP/1.1, else the end of the connection.
@@ -407,7 +453,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
             headers.add(b"Connection", b"keep-alive")
         if self.hsts is not None:
             headers.set(b"Strict-Transport-Security", self.hsts)
-        self.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, headers.serialize()))
+        return b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, headers.serialize())
 
     # Sink of the request reader.
 

@@ -10,6 +10,7 @@ track of requests in flight (collapsing, revalidation, invalidation).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urljoin
 
@@ -40,10 +41,17 @@ ERROR_STATUSES = frozenset({500, 502, 503, 504})
 
 # Request fields that make the client's request its own: they are answered
 # from the stored response, not forwarded when revalidating it.
-_CLIENT_CONDITIONS = (b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
-                      b"if-range", b"range")
+_CLIENT_CONDITIONS = frozenset({b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
+                                b"if-range", b"range"})
 
 _DEFAULT_PORTS = {b"http": b":80", b"https": b":443"}
+
+# Bodies up to this size are written at once, without waiting for the
+# client's transport to ask for more.
+DIRECT_LIMIT = 131072
+
+# How many decoded stored heads are kept beside the store's bytes.
+RECORDS_DECODED = 4096
 
 # A forward function starts a relay: (exchange, head, response sink).
 Forward = Callable[[object, RequestHead, object], None]
@@ -114,6 +122,9 @@ class HTTPCache:
         self.purgeFrom = purgeFrom
         self.stats = CacheStats()
         self._filling: Dict[bytes, List[_Waiter]] = {}
+        self._records: "OrderedDict[Tuple[bytes, int], object]" = OrderedDict()
+        # The Cache-Status of a fresh hit, as cacheStatus() words it.
+        self._hitStatus = cacheStatus(name, Decision(Decision.HIT, "fresh", ttl=0.0)).replace(b"%", b"%%")[:-1] + b"%d"
 
     # The programmatic interface
 
@@ -149,48 +160,70 @@ class HTTPCache:
 
     # Requests
 
+    def serveFresh(self, exchange, uri: bytes) -> bool:
+        """
+        Answer the client's GET or HEAD for the absolute C{uri} at once if a
+        stored response is fresh enough for it.  Modes ask this before
+        preparing the request for upstream, which a hit never needs; on
+        False, they go on to L{handle}.
+        """
+        request = exchange.request
+        if request.method not in (b"GET", b"HEAD"):
+            return False
+        stored, entry, _ = self._find(primaryKey(uri), request)
+        if stored is None:
+            return False
+        decision = lookup(request, stored, self.clock.seconds())
+        if decision.kind != Decision.HIT:
+            return False
+        self.stats.hits += 1
+        self.answer(exchange, request, stored, entry, decision.age, self._hitStatus % math.floor(decision.ttl))
+        return True
+
     def handle(self, exchange, head: RequestHead, uri: bytes, forward: Forward, waited: bool = False) -> None:
         """
-        Answer C{head} (the request as it would go upstream, for the
-        absolute C{uri}) from the store, or let C{forward} relay it with a
-        sink of ours in the way.
+        Answer the client's request for the absolute C{uri} from the store,
+        or let C{forward} relay C{head} (the request as it goes upstream)
+        with a sink of ours in the way.  The cache's decisions are made on
+        the client's request, as presented to it (RFC 9111 section 4).
         """
         method = head.method
         if method == b"PURGE" and self.purgeFrom is not None:
             self._purgeRequest(exchange, uri)
             return
         if method not in (b"GET", b"HEAD"):
-            forward(exchange, head, _Invalidate(self, exchange, head, primaryKey(uri)))
+            forward(exchange, head, _Invalidate(self, exchange, exchange.request, primaryKey(uri)))
             return
         key = primaryKey(uri)
         now = self.clock.seconds()
-        stored, entry, index = self._find(key, head)
-        decision = lookup(head, stored, now)
+        presented = exchange.request
+        stored, entry, index = self._find(key, presented)
+        decision = lookup(presented, stored, now)
         if stored is None and index is not None:
             decision.reason = "vary-miss"
         if decision.kind == Decision.HIT:
             self.stats.hits += 1
-            self.answer(exchange, head, stored, entry, decision.age, cacheStatus(self.name, decision))
+            self.answer(exchange, presented, stored, entry, decision.age, cacheStatus(self.name, decision))
             return
         if decision.kind == Decision.UNAVAILABLE:
             exchange.refuse(504, "only-if-cached: the response is not in the cache",
                             [(b"Cache-Status", cacheStatus(self.name, decision))])
             return
-        if method == b"HEAD" or (decision.kind == Decision.MISS and b"range" in head.headers):
+        if method == b"HEAD" or (decision.kind == Decision.MISS and b"range" in presented.headers):
             # Not worth storing: a HEAD has no body, a range is a part.
             self.stats.misses += 1
             forward(exchange, head, _Annotate(exchange, cacheStatus(self.name, decision)))
             return
         stale = stored if decision.kind == Decision.STALE else None
-        lockKey = _lockKey(key, index, head)
+        lockKey = _lockKey(key, index, presented)
         if stale is not None and decision.staleWhileRevalidate:
             self.stats.hits += 1
             self.stats.stale += 1
-            self.answer(exchange, head, stored, entry, decision.age,
+            self.answer(exchange, presented, stored, entry, decision.age,
                         cacheStatus(self.name, decision, detail="stale-while-revalidate"))
             if lockKey not in self._filling:
                 self._filling[lockKey] = []
-                background = Background(head, exchange.channel.handler, self.clock)
+                background = Background(presented, exchange.channel.handler, self.clock)
                 self._fetch(background, head, key, forward, decision, stale, entry, lockKey, True)
             return
         if not waited and lockKey in self._filling:
@@ -216,7 +249,7 @@ class HTTPCache:
         else:
             self.stats.misses += 1
         outgoing = RequestHead(head.method, head.target, head.version, headers, head.framing, head.length)
-        fill = _Fill(self, exchange, head, outgoing, key, decision, stale, entry, lockKey, background)
+        fill = _Fill(self, exchange, exchange.request, outgoing, key, decision, stale, entry, lockKey, background)
         forward(exchange, outgoing, fill)
 
     def _find(self, key: bytes, head: RequestHead) -> Tuple[Optional[StoredResponse], object, Optional[VaryIndex]]:
@@ -227,17 +260,30 @@ class HTTPCache:
         entry = self.store.get(key)
         if entry is None:
             return None, None, None
-        record = records.load(entry.head, entry.size)
+        record = self._load(entry)
         if isinstance(record, VaryIndex):
             variant = record.variantKey(key, secondaryKey(list(record.names), head) or ())
             entry = self.store.get(variant)
-            stored = None if entry is None else records.load(entry.head, entry.size)
+            stored = None if entry is None else self._load(entry)
             if not isinstance(stored, StoredResponse):
                 return None, None, record
             return stored, entry, record
         if record is None:
             return None, None, None
         return record, entry, None
+
+    def _load(self, entry):
+        """
+        The record in C{entry}'s head, decoded once while it stays in use.
+        """
+        memo = (entry.head, entry.size)
+        record = self._records.get(memo)
+        if record is None:
+            record = records.load(entry.head, entry.size)
+            self._records[memo] = record
+            if len(self._records) > RECORDS_DECODED:
+                self._records.popitem(last=False)
+        return record
 
     def answer(self, exchange, request: RequestHead, stored: StoredResponse, entry, age: float,
                status: bytes) -> None:
@@ -246,12 +292,25 @@ class HTTPCache:
         as the answer to the client's own conditions.
         """
         response = stored.response
-        headers = response.headers.copy()
-        headers.set(b"Age", b"%d" % min(max(0, math.floor(age)), MAX_DELTA))
-        headers.add(b"Cache-Status", status)
-        head = ResponseHead(response.status, response.reason, headers, b"HTTP/1.1", response.framing, entry.size)
+        size = entry.size
+        headers = stored.servedHeaders.copy()
         if response.framing == LENGTH:
-            headers.set(b"Content-Length", b"%d" % entry.size)
+            headers.add(b"Content-Length", b"%d" % size)
+        headers.add(b"Age", b"%d" % min(max(0, math.floor(age)), MAX_DELTA))
+        headers.add(b"Cache-Status", status)
+        head = ResponseHead(response.status, response.reason, headers, b"HTTP/1.1", response.framing, size)
+        if not request.headers.hasAny(_CLIENT_CONDITIONS):
+            if size > DIRECT_LIMIT:
+                exchange.writeHead(head)
+                EntrySender(exchange, entry.chunks()).start()
+                return
+            try:
+                body = b"".join(entry.chunks()) if size and request.method != b"HEAD" else b""
+            except OSError as e:
+                exchange.refuse(500, f"the cached response could not be read: {e.strerror or e}")
+                return
+            exchange.respond(head, body)
+            return
         outcome = conditional.preconditions(request, head)
         if outcome == 304:
             exchange.writeHead(conditional.notModified(head))
@@ -273,7 +332,7 @@ class HTTPCache:
         if head.framing == NO_BODY or request.method == b"HEAD" or start == end:
             exchange.finish()
             return
-        EntrySender(exchange, entry.chunks(start, end)).start()
+        EntrySender(exchange, entry.chunks(start, end)).start(end - start <= DIRECT_LIMIT)
 
     # Collapsing
 

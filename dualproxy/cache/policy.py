@@ -12,6 +12,7 @@ import calendar
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
 
@@ -283,8 +284,8 @@ def varyMatches(storedKey: Optional[Tuple], request: RequestHead) -> bool:
     """
     Whether C{request} selects a response stored with C{storedKey}.
     """
-    if storedKey is None:
-        return False
+    if not storedKey:
+        return storedKey is not None
     return secondaryKey([name for name, _ in storedKey], request) == storedKey
 
 
@@ -293,12 +294,43 @@ class StoredResponse:
     """
     A stored response head with what the cache learnt when storing it: the
     times for section 4.2.3 and the secondary key from the storing request.
+
+    What depends only on the stored head is worked out once, on first use:
+    a cache answers many requests from one stored response.
     """
 
     response: ResponseHead
     requestTime: float
     responseTime: float
     varyKey: Optional[Tuple] = ()
+
+    @cached_property
+    def directives(self) -> CacheControl:
+        return parseCacheControl(self.response.headers)
+
+    @cached_property
+    def lifetime(self) -> float:
+        return freshnessLifetime(self.response, self.responseTime)
+
+    @cached_property
+    def initialAge(self) -> float:
+        """
+        The corrected initial age: L{currentAge} at the response time.
+        """
+        return currentAge(self.response.headers, self.requestTime, self.responseTime, self.responseTime)
+
+    def age(self, now: float) -> float:
+        return self.initialAge + now - self.responseTime
+
+    @cached_property
+    def servedHeaders(self) -> Headers:
+        """
+        The stored fields as every answer from the store starts: without
+        the stored Age and length, which each answer gives anew.
+        """
+        headers = self.response.headers.copy()
+        headers.remove(b"age", b"content-length")
+        return headers
 
 
 class Decision:
@@ -376,10 +408,9 @@ def lookup(request: RequestHead, stored: Optional[StoredResponse], now: float) -
         return forward(Decision.MISS, "uri-miss")
     if not varyMatches(stored.varyKey, request):
         return forward(Decision.MISS, "vary-miss")
-    response = stored.response
-    responseDirectives = parseCacheControl(response.headers)
-    age = currentAge(response.headers, stored.requestTime, stored.responseTime, now)
-    ttl = freshnessLifetime(response, stored.responseTime) - age
+    responseDirectives = stored.directives
+    age = stored.age(now)
+    ttl = stored.lifetime - age
     timing = {"age": age, "ttl": ttl}
     noCache = "no-cache" in directives or (
         b"cache-control" not in request.headers and b"no-cache" in request.headers.tokens(b"pragma")

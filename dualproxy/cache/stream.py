@@ -30,8 +30,15 @@ class EntrySender:
         self._paused = False
         self._sending = False
 
-    def start(self) -> None:
-        self.exchange.registerProducer(self)
+    def start(self, direct: bool = False) -> None:
+        """
+        Send the body; C{direct}ly, for a small one, without registering
+        as the transport's producer.
+        """
+        if direct:
+            self._paused = None
+        else:
+            self.exchange.registerProducer(self)
         self._send()
 
     def _send(self) -> None:
@@ -39,6 +46,7 @@ class EntrySender:
             return
         self._sending = True
         exchange = self.exchange
+        registered = self._paused is not None
         try:
             while not self._paused and not exchange.finished:
                 try:
@@ -46,11 +54,13 @@ class EntrySender:
                 except OSError as e:
                     # The entry went away under us (disk store cleaned).
                     _log.warn("cache entry unreadable mid-response: {error}", error=e)
-                    exchange.unregisterProducer()
+                    if registered:
+                        exchange.unregisterProducer()
                     exchange.abort()
                     return
                 if chunk is None:
-                    exchange.unregisterProducer()
+                    if registered:
+                        exchange.unregisterProducer()
                     exchange.finish()
                     return
                 exchange.write(chunk)

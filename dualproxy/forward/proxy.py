@@ -104,6 +104,11 @@ class ForwardHandler:
         request = exchange.request
         scheme, host, port, authority, path = absoluteTarget(request)
         self._checkHost(host, port)
+        uri = scheme.encode("ascii") + b"://" + authority + path
+        cache = self.cache
+        # Request filters see every request, hits included.
+        if cache is not None and not self.filters.filters and cache.serveFresh(exchange, uri):
+            return
         headers = request.headers.copy()
         stripHopByHop(headers)
         headers.remove(b"host")
@@ -126,8 +131,8 @@ class ForwardHandler:
             Relay(exchange, head, self.pool, key, connect, self._filterResponse(head), what,
                   response=response).start()
 
-        if self.cache is not None:
-            self.cache.handle(exchange, outgoing, scheme.encode("ascii") + b"://" + authority + path, relay)
+        if cache is not None:
+            cache.handle(exchange, outgoing, uri, relay)
         else:
             relay(exchange, outgoing)
 

@@ -46,6 +46,12 @@ class Headers:
     def __contains__(self, name: bytes) -> bool:
         return name in self._lower
 
+    def hasAny(self, names: frozenset) -> bool:
+        """
+        Whether any field has one of the lower-case C{names}.
+        """
+        return not names.isdisjoint(self._lower)
+
     def copy(self) -> Headers:
         clone = Headers()
         clone._items = self._items[:]

@@ -37,16 +37,23 @@ class PoolTarget(Target):
     def serve(self, request: RoutingRequest) -> None:
         exchange = request.exchange
         incoming = exchange.request
+        host = incoming.headers.get(b"host")
+        cache = self.cache
+        handler = self.handler
+        if cache is not None:
+            uri = (b"https://" if exchange.channel.secure else b"http://") + (host or b"") + request.path + (
+                b"?" + request.query if request.query else b"")
+            # Request filters see every request, hits included.
+            if not handler.filters.filters and cache.serveFresh(exchange, uri):
+                return
         headers = incoming.headers.copy()
         upgrade = headers.get(b"upgrade") if b"upgrade" in headers.tokens(b"connection") else None
-        host = headers.get(b"host")
         stripHopByHop(headers)
         if upgrade is not None:
             headers.add(b"Connection", b"Upgrade")
             headers.add(b"Upgrade", upgrade)
         if self.pool.settings.host is not None:
             headers.set(b"Host", self.pool.settings.host.encode("ascii"))
-        handler = self.handler
         settings = handler.settings
         addForwarding(
             headers, exchange.clientHost, handler.trusted.allows(exchange.clientHost),
@@ -68,16 +75,14 @@ class PoolTarget(Target):
         target = path + (b"?" + request.query if request.query else b"")
         outgoing = RequestHead(incoming.method, target, b"HTTP/1.1", headers, incoming.framing, incoming.length)
         handler.filters.request(outgoing, exchange)
-        if self.cache is None or upgrade is not None:
+        if cache is None or upgrade is not None:
             PoolRelay(exchange, outgoing, handler, self.pool, upgrade is not None).start()
             return
 
         def relay(exchange, head: RequestHead, response) -> None:
             PoolRelay(exchange, head, handler, self.pool, False, response).start()
 
-        scheme = b"https://" if exchange.channel.secure else b"http://"
-        self.cache.handle(exchange, outgoing, scheme + (host or b"") + request.path + (
-            b"?" + request.query if request.query else b""), relay)
+        cache.handle(exchange, outgoing, uri, relay)
 
 
 class PoolRelay(Relay):

@@ -116,7 +116,7 @@ class CacheTestCase(TestCase):
         self.origin = ScriptedOrigin()
         self.addCleanup(self.origin.stop)
 
-    def startProxy(self, store=None, **switch):
+    def startProxy(self, store=None, filters=(), **switch):
         if self.mode == "reverse":
             config = {"mode": "reverse", "reverse": {
                 "pools": {"app": {"backends": [{"url": f"http://{self.origin.address}"}], "cache": True}},
@@ -126,7 +126,7 @@ class CacheTestCase(TestCase):
             config = {"mode": "forward", "forward": {"allow_destinations": ["127.0.0.0/8"], "cache": True}}
         if store is not None:
             config["cache"] = store
-        proxy = Proxy(config)
+        proxy = Proxy(config, filters)
         self.addCleanup(proxy.stop)
         self.proxy = proxy
         return proxy
@@ -366,6 +366,32 @@ class ReverseCacheTests(CacheTestCase):
         self.assertEqual(status, 403)
         _, head, _ = yield self.fetch("/x")
         self.assertIn("hit", header(head, "Cache-Status"))
+
+    @inlineCallbacks
+    def test_requestFiltersSeeHits(self):
+        """
+        A filter that refuses a request refuses it even when the answer is
+        stored.
+        """
+        from dualproxy.http.message import Refusal
+
+        class Block:
+            name = "block"
+
+            def request(self, head, client):
+                if head.headers.get(b"x-block"):
+                    return Refusal(403, "blocked by filter")
+
+            def response(self, request, head):
+                pass
+
+        self.origin.script("/b", b"b", Cache_Control="max-age=60")
+        self.startProxy(filters=[Block()])
+        yield self.fetch("/b")
+        _, head, _ = yield self.fetch("/b")
+        self.assertIn("hit", header(head, "Cache-Status"))
+        status, _, _ = yield self.fetch("/b", "-H", "X-Block: 1")
+        self.assertEqual(status, 403)
 
     def authority(self) -> str:
         return self.proxy.address if self.mode == "reverse" else self.origin.address

@@ -58,6 +58,12 @@ class FakeExchange:
     def passesBodyThrough(self):
         return True
 
+    def respond(self, head, body):
+        self.writeHead(head)
+        if self.request.method != b"HEAD":
+            self.write(body)
+        self.finish()
+
     def write(self, data):
         self.body.append(data)
 

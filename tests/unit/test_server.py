@@ -5,6 +5,8 @@ keep-alive, pipelining, flow control and errors.
 
 from __future__ import annotations
 
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -268,3 +270,89 @@ class TimeoutTests(SynchronousTestCase):
         channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
         clock.advance(100)
         self.assertFalse(transport.disconnecting)
+
+
+class _ShortSocket:
+    """
+    A socket that takes at most C{room} bytes per send, or fails.
+    """
+
+    def __init__(self, room, error=None):
+        self.room = room
+        self.error = error
+        self.sent = []
+
+    def send(self, data):
+        if self.error is not None:
+            raise self.error
+        self.sent.append(bytes(data[:self.room]))
+        return min(len(data), self.room)
+
+
+class _SocketTransport(FileDescriptor):
+    """
+    Just enough of a TCP transport to check the direct write path.
+    """
+
+    def __init__(self, sock):
+        super().__init__(reactor=Clock())
+        self.socket = sock
+        self.connected = 1
+        self.written = []
+
+    def getPeer(self):
+        return IPv4Address("TCP", "127.0.0.1", 1)
+
+    def getHost(self):
+        return IPv4Address("TCP", "127.0.0.1", 2)
+
+    def startWriting(self):
+        pass
+
+    def write(self, data):
+        self.written.append(data)
+        super().write(data)
+
+
+class WriteThroughTests(SynchronousTestCase):
+    """
+    A whole small response goes straight to the socket when nothing waits
+    in the transport's buffer, and whatever the socket does not take goes
+    through the transport, in order.
+    """
+
+    def answer(self, sock, queued=b""):
+        def respond(exchange):
+            head, body = ok(b"body")
+            exchange.respond(head, body)
+
+        channel = HTTPServerChannel(RecordingHandler(respond), Clock(), 60.0)
+        transport = _SocketTransport(sock)
+        channel.makeConnection(transport)
+        if queued:
+            transport.write(queued)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        return transport
+
+    def test_sentDirectly(self):
+        sock = _ShortSocket(1 << 16)
+        transport = self.answer(sock)
+        self.assertEqual(b"".join(sock.sent), b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
+        self.assertEqual(transport.written, [])
+
+    def test_restQueued(self):
+        sock = _ShortSocket(10)
+        transport = self.answer(sock)
+        self.assertEqual(sock.sent[0] + b"".join(transport.written),
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
+
+    def test_queuedDataKeepsItsPlace(self):
+        sock = _ShortSocket(1 << 16)
+        transport = self.answer(sock, queued=b"earlier")
+        self.assertEqual(sock.sent, [])
+        self.assertEqual(transport.written[0], b"earlier")
+        self.assertTrue(transport.written[1].endswith(b"body"))
+
+    def test_brokenSocketLeftToTheTransport(self):
+        transport = self.answer(_ShortSocket(0, ConnectionResetError()))
+        self.assertEqual(len(transport.written), 1)
