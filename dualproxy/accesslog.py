@@ -59,6 +59,9 @@ class AccessLog:
         referer = headers.get(b"referer")
         agent = headers.get(b"user-agent")
         status = exchange.status or 0
+        # A stand-in exchange (a cache's background revalidation) may have
+        # met no error it could name.
+        errorType = getattr(exchange, "errorType", None)
         if self.format == "json":
             line = json.dumps(
                 {
@@ -74,6 +77,7 @@ class AccessLog:
                     "user_agent": agent and agent.decode("latin-1"),
                     "duration": round(self.clock.seconds() - exchange.started, 6),
                     "error": exchange.reason,
+                    "error_type": errorType,
                 },
                 separators=(",", ":"),
             )
@@ -90,4 +94,4 @@ class AccessLog:
                 _text(referer),
                 _text(agent),
             )
-        self.log.info("{line}", line=line, status=status, client=client)
+        self.log.info("{line}", line=line, status=status, client=client, errorType=errorType)

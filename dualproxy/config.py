@@ -55,6 +55,7 @@ class Timeouts:
     client_idle: float = 60.0
     upstream_idle: float = 60.0
     upstream_read: float = 60.0
+    drain: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,22 @@ class ParentProxy:
     host: str
     port: int
     authorization: Optional[bytes] = None
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """
+    A token bucket per client: C{rate} requests per second on average, up
+    to C{burst} at once (C{None}: the limiter's default), keyed by
+    C{"address"}, C{"header:NAME"} or C{"user"}.  C{options} are the
+    table's other keys, for the C{limiter} plugin to check.
+    """
+
+    rate: float
+    burst: Optional[int] = None
+    key: str = "address"
+    limiter: str = "memory"
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,7 @@ class ForwardSettings:
     routes: Tuple["RouteSettings", ...] = ()
     tls_ca: Optional[str] = None
     cache: bool = False
+    rate_limit: Optional[RateLimitSettings] = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,7 @@ class PoolSettings:
     tls_name: Optional[str] = None
     tls_client_cert: Optional[CertificateFiles] = None
     cache: bool = False
+    rate_limit: Optional[RateLimitSettings] = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,7 @@ class RouteSettings:
     remove_headers: Tuple[str, ...] = ()
     client_subjects: Tuple[str, ...] = ()
     cache: Optional[bool] = None
+    rate_limit: Optional[RateLimitSettings] = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +273,18 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """
+    The admin listener (metrics, status, dashboard, reload): off unless
+    the config has an C{[admin]} table.
+    """
+
+    listen: str = "tcp:9901:interface=127.0.0.1"
+    auth_file: Optional[str] = None
+    realm: str = "dualproxy admin"
+
+
+@dataclass(frozen=True)
 class Config:
     """
     Everything dualproxy was told to do, validated.
@@ -271,6 +303,7 @@ class Config:
     reverse: ReverseSettings = field(default_factory=ReverseSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    admin: Optional[AdminSettings] = None
     extra: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -304,7 +337,7 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
     @raise ConfigError: naming the first key that is wrong.
     """
     builtin = ("mode", "listen", "access_log", "filters", "timeouts", "upstream", "forward", "reverse", "tls",
-               "cache")
+               "cache", "admin")
     extraNames = sorted(set(modes or ()) - set(builtin))
     _checkKeys(data, "", list(builtin) + extraNames)
     extra = {}
@@ -336,11 +369,13 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
         _checkCoverage(kwargs["tls"], kwargs.get("reverse"))
     if "cache" in data:
         kwargs["cache"] = _cache(_table("cache", data["cache"]), base)
+    if "admin" in data:
+        kwargs["admin"] = _admin(_table("admin", data["admin"]), base)
     return Config(extra=MappingProxyType(extra), **kwargs)
 
 
 def _timeouts(table: Mapping[str, Any]) -> Timeouts:
-    names = ("connect", "client_idle", "upstream_idle", "upstream_read")
+    names = ("connect", "client_idle", "upstream_idle", "upstream_read", "drain")
     _checkKeys(table, "timeouts.", names)
     return Timeouts(**{name: _seconds(f"timeouts.{name}", table[name]) for name in names if name in table})
 
@@ -374,11 +409,26 @@ def _forward(table: Mapping[str, Any], base: str) -> ForwardSettings:
         "routes": _arrayOf(lambda key, value: _route(key, _table(key, value), (), base)),
         "tls_ca": lambda key, value: _file(key, value, base),
         "cache": _boolean,
+        "rate_limit": lambda key, value: _rateLimit(key, value, "forward"),
     }
     _checkKeys(table, "forward.", parsers)
-    return ForwardSettings(
+    settings = ForwardSettings(
         **{name: parse(f"forward.{name}", table[name]) for name, parse in parsers.items() if name in table}
     )
+    if settings.rate_limit is not None and settings.rate_limit.key == "user" and settings.auth_file is None:
+        raise ConfigError("forward.rate_limit.key", '"user" needs forward.auth_file (proxy authentication)')
+    return settings
+
+
+def _admin(table: Mapping[str, Any], base: str) -> AdminSettings:
+    parsers: Dict[str, Callable[[str, Any], Any]] = {
+        "listen": _endpoint,
+        "auth_file": lambda key, value: _passwordFile(key, _file(key, value, base)),
+        "realm": _realm,
+    }
+    _checkKeys(table, "admin.", parsers)
+    return AdminSettings(**{name: parse(f"admin.{name}", table[name]) for name, parse in parsers.items()
+                            if name in table})
 
 
 def _cache(table: Mapping[str, Any], base: str) -> CacheSettings:
@@ -531,7 +581,7 @@ def _dnsServer(key: str, value: Any) -> str:
 
 def _pool(key: str, name: str, table: Mapping[str, Any], base: str) -> PoolSettings:
     _checkKeys(table, key + ".", ("backends", "balance", "balance_options", "host", "retries", "health",
-                                  "tls_verify", "tls_ca", "tls_name", "tls_client_cert", "cache"))
+                                  "tls_verify", "tls_ca", "tls_name", "tls_client_cert", "cache", "rate_limit"))
     if "backends" not in table:
         raise ConfigError(f"{key}.backends", "a pool needs at least one backend")
     backends = _arrayOf(_backend)(f"{key}.backends", table["backends"])
@@ -568,6 +618,8 @@ def _pool(key: str, name: str, table: Mapping[str, Any], base: str) -> PoolSetti
         kwargs["tls_client_cert"] = files
     if "cache" in table:
         kwargs["cache"] = _boolean(f"{key}.cache", table["cache"])
+    if "rate_limit" in table:
+        kwargs["rate_limit"] = _rateLimit(f"{key}.rate_limit", table["rate_limit"], "reverse")
     return PoolSettings(name, backends, **kwargs)
 
 
@@ -629,6 +681,7 @@ def _route(key: str, table: Mapping[str, Any], pools: Collection[str], base: str
         "remove_headers": _arrayOf(_fieldName),
         "client_subjects": _arrayOf(_nonEmptyString),
         "cache": _boolean,
+        "rate_limit": lambda key, value: _rateLimit(key, value, "reverse"),
     }
     _checkKeys(table, key + ".", parsers)
     settings = {name: parse(f"{key}.{name}", table[name]) for name, parse in parsers.items() if name in table}
@@ -637,9 +690,48 @@ def _route(key: str, table: Mapping[str, Any], pools: Collection[str], base: str
         raise ConfigError(key, "a route needs exactly one of pool, static or redirect")
     if "cache" in settings and "pool" not in settings:
         raise ConfigError(f"{key}.cache", "only a route to a pool is cached")
+    if "rate_limit" in settings and "pool" not in settings:
+        raise ConfigError(f"{key}.rate_limit", "only a route to a pool is rate limited")
     if "pool" in settings and settings["pool"] not in pools:
         raise ConfigError(f"{key}.pool", f"no pool named {settings['pool']!r} (known: {', '.join(sorted(pools)) or 'none'})")
     return RouteSettings(**settings)
+
+
+def _rateLimit(key: str, value: Any, mode: str) -> RateLimitSettings:
+    """
+    A C{rate_limit} table: C{rate}, C{burst}, C{key} and C{limiter} are
+    dualproxy's, any other key is an option of the limiter.
+
+    C{key = "user"} is the forward proxy's authenticated user; a reverse
+    proxy authenticates nobody, and a user name the client merely claims
+    would give it a fresh bucket per name.
+    """
+    table = _table(key, value)
+    if "rate" not in table:
+        raise ConfigError(f"{key}.rate", "missing (requests per second)")
+    rate = table["rate"]
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise ConfigError(f"{key}.rate", f"expected a number of requests per second, got {_kind(rate)}")
+    if not (rate > 0 and math.isfinite(rate)):
+        raise ConfigError(f"{key}.rate", f"must be a positive number of requests per second, got {rate}")
+    settings: Dict[str, Any] = {"rate": float(rate)}
+    if "burst" in table:
+        settings["burst"] = _positive(f"{key}.burst", table["burst"])
+    if "key" in table:
+        text = _string(f"{key}.key", table["key"])
+        kind, colon, name = text.partition(":")
+        if kind == "header" and colon:
+            _fieldName(f"{key}.key", name)
+        elif text == "user" and mode != "forward":
+            raise ConfigError(f"{key}.key", '"user" is the forward proxy\'s authenticated user; '
+                                            'use "address" or "header:NAME" here')
+        elif text not in ("address", "user"):
+            raise ConfigError(f"{key}.key", f'{text!r} is not "address", "header:NAME" or "user"')
+        settings["key"] = text
+    if "limiter" in table:
+        settings["limiter"] = _nonEmptyString(f"{key}.limiter", table["limiter"])
+    options = {name: option for name, option in table.items() if name not in ("rate", "burst", "key", "limiter")}
+    return RateLimitSettings(options=MappingProxyType(options), **settings)
 
 
 def _routeHost(key: str, value: Any) -> str:

@@ -135,7 +135,7 @@ class _StreamRequest:
         try:
             factory.handler.handle(exchange)
         except Refusal as refusal:
-            exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+            exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
         return exchange
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -166,6 +166,7 @@ class NegotiatedProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.impl is None:
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2" and available():
+                self.factory.connections.add(self)
                 impl = H2Connection(self.factory.clock)
                 impl.requestFactory = _StreamRequest
                 impl.site = self
@@ -178,5 +179,6 @@ class NegotiatedProtocol(Protocol):
         self.impl.dataReceived(data)
 
     def connectionLost(self, reason=None) -> None:
+        self.factory.connections.discard(self)
         if self.impl is not None:
             self.impl.connectionLost(reason)

@@ -187,3 +187,49 @@ class ICacheEntry(Interface):
         The body bytes from C{start} to C{end} (exclusive), as an iterator
         of byte strings, for streaming an answer (and Range requests).
         """
+
+
+class IRateLimiterFactory(Interface):
+    """
+    A kind of rate limiter, named by a C{rate_limit} table's C{limiter}
+    setting; builds one L{IRateLimiter} per limited route, pool or proxy.
+    """
+
+    name = Attribute("The limiter's name in the config (e.g. 'memory'), as str.")
+
+    def __call__(options):
+        """
+        Build a limiter.
+
+        @param options: the C{rate_limit} table's settings other than C{key}
+            and C{limiter} (a mapping, e.g. C{{"rate": 10, "burst": 20}}).
+        @raise ValueError: naming the option that is wrong.
+        @return: an L{IRateLimiter}.
+        """
+
+
+class IRateLimiter(Interface):
+    """
+    Token buckets, one per client key: each request takes a token, and a
+    client whose bucket is empty waits.  The caller passes the time, so a
+    limiter never reads a clock and a shared store sees one timeline.
+    """
+
+    def take(key, now):
+        """
+        Take a token for one request.
+
+        @param key: the client's bucket (an opaque str).
+        @param now: the time in seconds (the reactor's).
+        @return: C{0.0} if the request may go; otherwise the seconds until
+            it may (the C{Retry-After}), and nothing is taken.
+        """
+
+    def stats(now):
+        """
+        Numbers for metrics, as of C{now}.
+
+        @return: a mapping with at least C{allowed} and C{rejected}
+            (requests since start), C{keys} (buckets tracked) and
+            C{saturated} (buckets with less than one token).
+        """

@@ -10,8 +10,15 @@ from typing import Any, Dict, Iterable, List
 
 from twisted.plugin import getPlugins
 
-from .config import ConfigError
-from .interfaces import IBalancerFactory, ICacheStoreFactory, IProxyMode, IRequestFilter
+from .config import ConfigError, RateLimitSettings
+from .interfaces import (
+    IBalancerFactory,
+    ICacheStoreFactory,
+    IProxyMode,
+    IRateLimiter,
+    IRateLimiterFactory,
+    IRequestFilter,
+)
 
 def _byName(interface) -> Dict[str, Any]:
     found: Dict[str, Any] = {}
@@ -46,6 +53,37 @@ def findCacheStores() -> Dict[str, ICacheStoreFactory]:
     Every installed cache store, by the name used in the cache C{store}.
     """
     return _byName(ICacheStoreFactory)
+
+
+def findRateLimiters() -> Dict[str, IRateLimiterFactory]:
+    """
+    Every installed rate limiter, by the name used in a C{rate_limit}'s
+    C{limiter}.
+    """
+    return _byName(IRateLimiterFactory)
+
+
+def loadRateLimiter(settings: RateLimitSettings, key: str) -> IRateLimiter:
+    """
+    The limiter a C{rate_limit} table describes, built by its plugin with
+    the table's C{rate}, C{burst} and other options.
+
+    @param key: the table's dotted key, e.g. C{"forward.rate_limit"}.
+    @raise ConfigError: naming C{key.limiter} for a name no plugin provides,
+        or the option the plugin refuses.
+    """
+    limiters = findRateLimiters()
+    factory = limiters.get(settings.limiter)
+    if factory is None:
+        raise ConfigError(f"{key}.limiter", f"unknown limiter {settings.limiter!r} (known: {_names(limiters)})")
+    options = dict(settings.options, rate=settings.rate)
+    if settings.burst is not None:
+        options["burst"] = settings.burst
+    try:
+        return factory(options)
+    except ValueError as e:
+        option, _, problem = str(e).partition(": ")
+        raise ConfigError(f"{key}.{option}", problem or option)
 
 
 def loadFilters(names: Iterable[str]) -> List[IRequestFilter]:

@@ -47,6 +47,9 @@ class Target(Resource):
 
     isLeaf = True
 
+    # How metrics name the route ("host/prefix"); empty for none.
+    label = ""
+
     def __init__(self, addHeaders=(), removeHeaders=(), allowSubjects=()):
         super().__init__()
         self.allowSubjects = frozenset(allowSubjects)
@@ -183,6 +186,7 @@ def route(root: VirtualHosts, request: RoutingRequest) -> Target:
         resource = resource.target or NotFound()
     elif isinstance(resource, VirtualHosts):
         resource = resource.select(request.host).target or NotFound()
+    request.exchange.route = resource.label
     if resource.allowSubjects and request.exchange.channel.clientSubject() not in resource.allowSubjects:
         raise Refusal(403, "this route needs a client certificate it accepts")
     return resource

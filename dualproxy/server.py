@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from .http.message import LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
 from .http.parser import DEFAULT_LIMITS, Limits, MessageReader
+from .http.proxystatus import NAME, defaultErrorType, proxyStatus
 from .http.rules import wantsKeepAlive
 
 _log = Logger()
@@ -68,6 +69,7 @@ REASONS = {
     408: b"Request Timeout",
     413: b"Content Too Large",
     414: b"URI Too Long",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     501: b"Not Implemented",
@@ -116,7 +118,14 @@ class Exchange:
         self.bytesSent = 0
         self.user: Optional[str] = None
         self.reason: Optional[str] = None
+        self.errorType: Optional[str] = None
         self.backend = None
+        # For metrics: where it went, how the cache and upstream answered.
+        self.route = ""
+        self.pool = ""
+        self.cacheResult: Optional[str] = None
+        self.upstreamLatency: Optional[float] = None
+        self.bytesReceived = 0
         self.responseStarted = False
         self.finished = False
         self.aborted = False
@@ -158,6 +167,7 @@ class Exchange:
         return _RequestBodyThrottle(self.channel)
 
     def _bodyReceived(self, data: bytes) -> None:
+        self.bytesReceived += len(data)
         if self._sink is not None:
             self._sink.bodyReceived(data)
         elif not self.finished:
@@ -241,14 +251,19 @@ class Exchange:
         self.finished = True
         self.channel.exchangeDone(self)
 
-    def refuse(self, status: int, reason: str, headers=()) -> None:
+    def refuse(self, status: int, reason: str, headers=(), errorType: Optional[str] = None) -> None:
         """
-        Answer with an error of our own; if a response is already under way
-        the only honest signal left is to cut the connection.
+        Answer with an error of our own, its RFC 9209 type in Proxy-Status
+        and the access log; if a response is already under way the only
+        honest signal left is to cut the connection.
+
+        A type noted on the exchange beforehand stands when none is given:
+        a cache between relay and exchange passes only status and reason.
         """
         if self.finished:
             return
         self.reason = reason
+        self.errorType = errorType or self.errorType or defaultErrorType(status)
         (_log.warn if status >= 500 else _log.info)(
             "{status} for {client} {method} {target}: {reason}",
             status=status, client=self.clientHost or "-", method=self.request.method.decode("latin-1"),
@@ -257,6 +272,8 @@ class Exchange:
         if self.responseStarted:
             self.abort()
             return
+        if self.errorType is not None:
+            headers = [*headers, (b"Proxy-Status", proxyStatus(NAME, self.errorType, reason))]
         head, body = errorResponse(status, reason, headers)
         self.respond(head, body)
 
@@ -337,8 +354,11 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self._lastActivity = 0.0
         self._idleCall = None
         self._writeThrough = False
+        self.factory: Optional[HTTPServerFactory] = None
 
     def connectionMade(self) -> None:
+        if self.factory is not None:
+            self.factory.connections.add(self)
         self.clientHost = getattr(self.transport.getPeer(), "host", None)
         self.secure = ISSLTransport.providedBy(self.transport)
         # A plain socket transport (TCP, UNIX) may be written to directly
@@ -382,10 +402,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
         if exchange is None or exchange.finished:
             exchange = self.current = Exchange(self, RequestHead(b"-", b"-", b"HTTP/1.1"))
             exchange.requestEnded = True
-        if exchange.responseStarted:
-            exchange.abort()
-        else:
-            exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+        exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
 
     def clientSubject(self) -> Optional[str]:
         """
@@ -463,7 +480,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
         try:
             self.handler.handle(exchange)
         except Refusal as refusal:
-            exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+            exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
 
     def bodyReceived(self, data: bytes) -> None:
         exchange = self.current
@@ -521,6 +538,8 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self.transport.resumeProducing()
 
     def connectionLost(self, reason=None) -> None:
+        if self.factory is not None:
+            self.factory.connections.discard(self)
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
         self._idleCall = None
@@ -546,11 +565,25 @@ class HTTPServerFactory(Factory):
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.limits = limits
+        self.connections: set = set()
+
+    def switchHandler(self, handler) -> None:
+        """
+        Serve every later request, on open connections too, with
+        C{handler}: a reload keeps the connections and changes the logic.
+        """
+        self.handler = handler
+        for connection in self.connections:
+            if isinstance(connection, HTTPServerChannel):
+                connection.handler = handler
 
     def buildProtocol(self, addr) -> HTTPServerChannel:
-        return HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits, self.hsts)
+        return self.buildHTTP1()
 
-    buildHTTP1 = buildProtocol
+    def buildHTTP1(self) -> HTTPServerChannel:
+        channel = HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits, self.hsts)
+        channel.factory = self
+        return channel
 
 
 class NegotiatingFactory(HTTPServerFactory):
@@ -562,6 +595,3 @@ class NegotiatingFactory(HTTPServerFactory):
         from .http2 import NegotiatedProtocol
 
         return NegotiatedProtocol(self)
-
-    def buildHTTP1(self) -> HTTPServerChannel:
-        return HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits, self.hsts)

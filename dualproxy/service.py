@@ -1,22 +1,32 @@
 """
 The service tree every mode runs: the upstream connection pool, whatever
 the mode adds (health checks, resolvers), then the listeners, plain and
-TLS.
+TLS, and the admin listener.
+
+A reload builds the new configuration's tree beside the running one and
+moves its parts in: listening sockets, open client connections, pooled
+upstream connections and counters stay; routes, pools, checks, limits and
+certificates are the new ones.  Stopping drains: no new connections, the
+requests in flight get C{timeouts.drain} seconds to finish.
 """
 
 from __future__ import annotations
 
 import signal
-from typing import Iterable
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from .accesslog import AccessLog
+from .interfaces import IRateLimiter
 from .listeners import ListenerService
+from .metrics import Metrics
 from .relay.pool import ConnectionPool
-from .server import HTTPServerFactory, NegotiatingFactory
+from .server import HTTPServerChannel, HTTPServerFactory, NegotiatingFactory
 
 log = Logger()
 
@@ -28,15 +38,42 @@ class ProxyService(MultiService):
     checkers they use go away.
     """
 
+    # The running service a reload is building a successor for.
+    _predecessor: Optional[ProxyService] = None
+
     def __init__(self, config, reactor):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.connections = ConnectionPool(reactor, config.upstream.max_idle_per_host, config.timeouts.upstream_idle)
-        self.connections.setServiceParent(self)
-        self.accessLog = AccessLog(config.access_log, reactor)
         self.serverTLS = None
+        self.handler = None
+        self.pools: Dict[str, object] = {}
         self._cache = None
+        self.configure: Optional[Callable[[], tuple]] = None
+        previous = ProxyService._predecessor
+        if previous is None:
+            self.connections = ConnectionPool(
+                reactor, config.upstream.max_idle_per_host, config.timeouts.upstream_idle)
+            self.connections.setServiceParent(self)
+            self.metrics = Metrics(config.mode, reactor)
+            self.startedAt = reactor.seconds()
+            self._watch(self.metrics)
+        else:
+            self.connections = previous.connections
+            self.metrics = previous.metrics
+            self.startedAt = previous.startedAt
+            if previous.config.cache == config.cache:
+                self._cache = previous._cache
+        log = AccessLog(config.access_log, reactor)
+        metrics = self.metrics
+
+        def finished(exchange) -> None:
+            metrics.exchangeDone(exchange)
+            log(exchange)
+
+        self.accessLog = finished
+        # Each built rate limiter with its label ("route:HOST/PREFIX", "pool:NAME", "forward"), for metrics.
+        self.rateLimiters: List[Tuple[str, IRateLimiter]] = []
 
     def httpCache(self):
         """
@@ -70,6 +107,7 @@ class ProxyService(MultiService):
         Serve C{handler}'s requests on each endpoint, and on the TLS
         endpoints of the config's C{[tls]} table.
         """
+        self.handler = handler
         timeouts = self.config.timeouts
         tls = self.config.tls
         secureListeners = []
@@ -95,8 +133,218 @@ class ProxyService(MultiService):
             ListenerService(description, factory, self.reactor).setServiceParent(self)
         for listener in secureListeners:
             listener.setServiceParent(self)
-        if secureListeners:
-            CertificateReloader(self.serverTLS, self.reactor).setServiceParent(self)
+        admin = self.config.admin
+        if admin is not None:
+            from .admin.site import adminSite
+            from .forward.auth import PasswordFile
+
+            passwords = PasswordFile.load(admin.auth_file) if admin.auth_file else None
+            ListenerService(admin.listen, adminSite(self, self.registry(), passwords, admin.realm),
+                            self.reactor).setServiceParent(self)
+        ReloadOnHangup(self).setServiceParent(self)
+
+    # What the admin listener shows
+
+    def registry(self):
+        """
+        A Prometheus registry with this service's metrics.
+        """
+        from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.metrics)
+        return registry
+
+    def _watch(self, metrics: Metrics) -> None:
+        """
+        The states sampled at each scrape; they read this service's current
+        parts, which a reload replaces.
+        """
+        mode = {"mode": self.config.mode}
+        metrics.addGauge("dualproxy_client_connections", "Open client connections.", "gauge",
+                         lambda: [(mode, self.openConnections())])
+        metrics.addGauge("dualproxy_in_flight_requests", "Requests being answered now.", "gauge",
+                         lambda: [(mode, self.inFlight())])
+        metrics.addGauge("dualproxy_upstream_idle_connections", "Pooled idle upstream connections.", "gauge",
+                         lambda: [(mode, self.connections.idleCount())])
+        metrics.addGauge("dualproxy_backend_up", "Whether a backend takes requests (1) or not (0).", "gauge",
+                         lambda: [({"pool": pool.name, "backend": backend.name},
+                                   1.0 if backend.health.isUp(self.reactor.seconds()) else 0.0)
+                                  for pool in self.pools.values() for backend in pool.backends])
+        metrics.addGauge("dualproxy_backend_in_flight", "Requests a backend is answering now.", "gauge",
+                         lambda: [({"pool": pool.name, "backend": backend.name}, backend.inFlight)
+                                  for pool in self.pools.values() for backend in pool.backends])
+        for name, help, field in (
+            ("dualproxy_cache_hits", "Cache lookups answered from the store.", "hits"),
+            ("dualproxy_cache_misses", "Cache lookups with nothing usable stored.", "misses"),
+            ("dualproxy_cache_revalidations", "Cache lookups that revalidated upstream.", "revalidations"),
+            ("dualproxy_cache_stale", "Stale responses served.", "stale"),
+            ("dualproxy_cache_stored", "Responses stored.", "stored"),
+        ):
+            metrics.addGauge(name, help, "counter", self._cacheCounter(field))
+        metrics.addGauge("dualproxy_cache_bytes", "Bytes held by the cache store.", "gauge",
+                         lambda: [({}, self._cache.bytesStored)] if self._cache is not None else [])
+        metrics.addGauge("dualproxy_cache_evictions", "Entries evicted to make room.", "counter",
+                         lambda: [({}, self._cache.evictions)] if self._cache is not None else [])
+        for name, help, field in (
+            ("dualproxy_ratelimit_rejected", "Requests refused by a rate limit.", "rejected"),
+            ("dualproxy_ratelimit_allowed", "Requests a rate limit let through.", "allowed"),
+            ("dualproxy_ratelimit_saturated_keys", "Clients out of tokens now, per limiter.", "saturated"),
+            ("dualproxy_ratelimit_keys", "Clients tracked now, per limiter.", "keys"),
+        ):
+            kind = "counter" if field in ("rejected", "allowed") else "gauge"
+            metrics.addGauge(name, help, kind, self._limiterStat(field))
+
+    def _cacheCounter(self, field: str):
+        return lambda: [({}, getattr(self._cache.stats, field))] if self._cache is not None else []
+
+    def _limiterStat(self, field: str):
+        return lambda: [({"limiter": label}, limiter.stats()[field]) for label, limiter in self.rateLimiters]
+
+    def listeners(self) -> List[ListenerService]:
+        return [child for child in self if isinstance(child, ListenerService)]
+
+    def _httpFactories(self) -> List[HTTPServerFactory]:
+        found = []
+        for listener in self.listeners():
+            factory = getattr(listener.factory, "wrappedFactory", listener.factory)
+            if isinstance(factory, HTTPServerFactory):
+                found.append(factory)
+        return found
+
+    def openConnections(self) -> int:
+        return sum(len(factory.connections) for factory in self._httpFactories())
+
+    def inFlight(self) -> int:
+        busy = 0
+        for factory in self._httpFactories():
+            for connection in factory.connections:
+                current = getattr(connection, "current", None)
+                if current is not None and not current.finished:
+                    busy += 1
+                streams = getattr(getattr(connection, "impl", None), "streams", None)
+                if streams:
+                    busy += len(streams)
+        return busy
+
+    def cacheIfBuilt(self):
+        return self._cache
+
+    # Reloading
+
+    def reload(self) -> Optional[str]:
+        """
+        Re-read the configuration and apply it; None when done, else why
+        not (logged too), in which case the running configuration stays.
+        Without a configuration to re-read, the TLS certificates are.
+        """
+        from .config import ConfigError
+        from .tls import TLSConfigError
+
+        if self.configure is None:
+            if self.serverTLS is None:
+                return "nothing to reload: this service was not built from a configuration file"
+            try:
+                self.serverTLS.reload()
+            except TLSConfigError as e:
+                return self._reloaded(str(e))
+            return self._reloaded(None)
+        try:
+            mode, config, filters = self.configure()
+            if config.mode != self.config.mode:
+                raise ConfigError("mode", f"cannot change from {self.config.mode} to {config.mode} on reload")
+            ProxyService._predecessor = self
+            try:
+                successor = mode.makeService(config, filters)
+            finally:
+                ProxyService._predecessor = None
+        except (ConfigError, TLSConfigError, SystemExit, OSError, ValueError) as e:
+            return self._reloaded(str(e) or type(e).__name__)
+        self._takeOver(successor)
+        return self._reloaded(None)
+
+    def _reloaded(self, error: Optional[str]) -> Optional[str]:
+        if error is None:
+            self.metrics.reloads["success"] += 1
+            log.info("configuration reloaded")
+        else:
+            self.metrics.reloads["failure"] += 1
+            log.error("configuration not reloaded, keeping the running one: {error}", error=error)
+        return error
+
+    def _takeOver(self, successor: ProxyService) -> None:
+        """
+        Become C{successor}: its listeners' logic on our sockets and open
+        connections, its checkers and resolvers instead of ours.
+        """
+        ours = {listener.description: listener for listener in self.listeners()}
+        theirs = {listener.description: listener for listener in successor.listeners()}
+        for description, listener in ours.items():
+            replacement = theirs.get(description)
+            if replacement is None:
+                listener.disownServiceParent()
+                continue
+            old = getattr(listener.factory, "wrappedFactory", listener.factory)
+            new = getattr(replacement.factory, "wrappedFactory", replacement.factory)
+            if isinstance(old, HTTPServerFactory) and isinstance(new, HTTPServerFactory):
+                old.hsts = new.hsts
+                old.switchHandler(new.handler)
+            # Anything else (the admin site) reads this service already.
+        if self.serverTLS is not None and successor.serverTLS is not None:
+            self.serverTLS.adopt(successor.serverTLS)
+        for child in list(self):
+            if child is not self.connections and not isinstance(child, ListenerService):
+                child.disownServiceParent()
+        for child in list(successor):
+            if isinstance(child, ListenerService) and child.description in ours:
+                continue
+            child.disownServiceParent()
+            child.setServiceParent(self)
+        self.config = successor.config
+        self.handler = successor.handler
+        self.pools = successor.pools
+        self.rateLimiters = successor.rateLimiters
+        self.accessLog = successor.accessLog
+        self._cache = successor._cache
+        self.connections.maxIdlePerKey = successor.config.upstream.max_idle_per_host
+        self.connections.idleTimeout = successor.config.timeouts.upstream_idle
+
+    # Stopping
+
+    def stopService(self):
+        """
+        Drain: stop listening, let the requests in flight finish within
+        C{timeouts.drain} seconds, then close what is left.
+        """
+        stopping = [listener.stopService() for listener in self.listeners() if listener.running]
+        for factory in self._httpFactories():
+            for connection in list(factory.connections):
+                current = getattr(connection, "current", None)
+                if isinstance(connection, HTTPServerChannel) and (current is None or current.finished):
+                    connection.transport.loseConnection()
+                elif isinstance(connection, HTTPServerChannel):
+                    connection.closing = True
+        drained: Deferred = Deferred()
+        deadline = self.reactor.seconds() + self.config.timeouts.drain
+
+        def check() -> None:
+            if self.inFlight() == 0 or self.reactor.seconds() >= deadline:
+                poll.stop()
+
+        poll = LoopingCall(check)
+        poll.clock = self.reactor
+        poll.start(0.05, now=True).addCallback(lambda _: drained.callback(None))
+
+        def closeRest(_):
+            for factory in self._httpFactories():
+                for connection in list(factory.connections):
+                    transport = getattr(connection, "transport", None)
+                    if transport is not None:
+                        transport.abortConnection()
+            stopping.append(super(ProxyService, self).stopService())
+            return gatherResults([d for d in stopping if d is not None])
+
+        return drained.addCallback(closeRest)
 
 
 class RedirectToHTTPS:
@@ -131,15 +379,13 @@ class RedirectToHTTPS:
         raise Refusal(308, "use HTTPS: " + location.decode("ascii"), [(b"Location", location)])
 
 
-class CertificateReloader(Service):
+class ReloadOnHangup(Service):
     """
-    Re-reads the TLS certificates on SIGHUP for new connections; open
-    connections keep theirs, and a failed reload keeps the old ones.
+    Reloads the service on SIGHUP (see L{ProxyService.reload}).
     """
 
-    def __init__(self, serverTLS, reactor):
-        self.serverTLS = serverTLS
-        self.reactor = reactor
+    def __init__(self, service: ProxyService):
+        self.service = service
         self._previous = None
 
     def startService(self) -> None:
@@ -154,14 +400,4 @@ class CertificateReloader(Service):
             self._previous = None
 
     def _signalled(self, number, frame) -> None:
-        self.reactor.callFromThread(self.reload)
-
-    def reload(self) -> None:
-        from .tls import TLSConfigError
-
-        try:
-            self.serverTLS.reload()
-        except TLSConfigError as e:
-            log.error("TLS certificates not reloaded, keeping the old ones: {error}", error=str(e))
-        else:
-            log.info("TLS certificates reloaded")
+        self.service.reactor.callFromThread(self.service.reload)

@@ -177,7 +177,11 @@ def makeService(options: Options) -> IService:
     The running proxy for the validated options.
     """
     try:
-        return options.mode.makeService(options.config, options.filters)
+        service = options.mode.makeService(options.config, options.filters)
     except ConfigError as e:
         # Some settings (a balancer's options) are checked by the mode.
         options.fail(str(e))
+    if hasattr(service, "configure"):
+        # SIGHUP and the admin listener reload from the same sources.
+        service.configure = options.load
+    return service

@@ -32,6 +32,8 @@ from twisted.internet.ssl import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .http.proxystatus import TLS_ALERT_RECEIVED, TLS_CERTIFICATE_ERROR, TLS_PROTOCOL_ERROR
+
 __all__ = [
     "TLSConfigError",
     "CertificatePair",
@@ -40,6 +42,7 @@ __all__ = [
     "peerSubject",
     "clientCreator",
     "verificationError",
+    "upstreamTLSError",
 ]
 
 _VERSIONS = {"TLSv1.2": SSL.TLS1_2_VERSION, "TLSv1.3": SSL.TLS1_3_VERSION}
@@ -322,6 +325,13 @@ class ServerTLS:
         context = self._build(pairs, default)
         self._pairs, self._default, self._context = pairs, default, context
 
+    def adopt(self, other: ServerTLS) -> None:
+        """
+        Take every setting of C{other} (a reloaded configuration's) for new
+        connections; the listeners keep this object.
+        """
+        self.__dict__.update(other.__dict__)
+
 
 def peerSubject(transport) -> Optional[str]:
     """
@@ -412,10 +422,34 @@ def verificationError(failure: Failure) -> Optional[str]:
     """
     if failure.check(VerificationError):
         return "certificate verify failed: hostname mismatch"
-    if failure.check(SSL.Error):
-        errors = failure.value.args[0] if failure.value.args else []
-        for error in errors if isinstance(errors, list) else []:
-            reason = error[-1] if isinstance(error, tuple) else ""
-            if "certificate verify failed" in reason:
-                return "certificate verify failed: untrusted or invalid certificate"
+    if failure.check(SSL.Error) and any("certificate verify failed" in reason for reason in _reasons(failure)):
+        return "certificate verify failed: untrusted or invalid certificate"
     return None
+
+
+def upstreamTLSError(failure: Failure) -> Optional[Tuple[str, str]]:
+    """
+    The RFC 9209 error type and a short reason, for a 502, when an
+    upstream connection failed in TLS; L{None} for any other failure.
+    """
+    reason = verificationError(failure)
+    if reason is not None:
+        return TLS_CERTIFICATE_ERROR, reason
+    if not failure.check(SSL.Error):
+        return None
+    reasons = _reasons(failure)
+    for reason in reasons:
+        if " alert " in reason:
+            return TLS_ALERT_RECEIVED, "alert received: " + reason
+    return TLS_PROTOCOL_ERROR, "failed: " + (reasons[0] if reasons else "protocol error")
+
+
+def _reasons(failure: Failure) -> List[str]:
+    """
+    The OpenSSL reason strings of an L{SSL.Error}, e.g. "tlsv1 alert
+    unknown ca".
+    """
+    errors = failure.value.args[0] if failure.value.args else []
+    if not isinstance(errors, list):
+        return []
+    return [error[-1] for error in errors if isinstance(error, tuple) and isinstance(error[-1], str)]

@@ -166,6 +166,14 @@ def _normalizeName(name: str) -> str:
     return name
 
 
+def isAddressLiteral(host: str) -> bool:
+    """
+    Whether a request target's C{host} spells an IP address (in any form a
+    resolver accepts) rather than a name: refusing it refuses an address.
+    """
+    return _literal(_normalizeName(host)) is not None
+
+
 class DestinationPolicy:
     """
     Where clients may be taken: a deny list of names, domains and networks,

@@ -26,6 +26,8 @@ class ForwardMode:
         # Imported here so that listing plugins (twistd --help) stays light.
         from twisted.internet import reactor
 
+        from ..plugins import loadRateLimiter
+        from ..ratelimit import RateLimit
         from ..routing import pageTarget
         from ..service import ProxyService
         from .auth import PasswordFile, ProxyAuthenticator
@@ -41,6 +43,10 @@ class ForwardMode:
         )
         if settings.cache:
             handler.cache = root.httpCache()
+        if settings.rate_limit is not None:
+            limiter = loadRateLimiter(settings.rate_limit, "forward.rate_limit")
+            root.rateLimiters.append(("forward", limiter))
+            handler.rateLimit = RateLimit(limiter, settings.rate_limit.key, "the proxy")
         for route in settings.routes:
             handler.pages.tree(route.host).add(route.prefix, pageTarget(route))
         root.listen(handler, config.listen or self.defaultListen)

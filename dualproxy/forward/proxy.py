@@ -11,13 +11,20 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..http.message import NO_BODY, Headers, Refusal, RequestHead, ResponseHead
+from ..http.proxystatus import (
+    CONNECTION_REFUSED,
+    DESTINATION_IP_PROHIBITED,
+    HTTP_REQUEST_DENIED,
+    PROXY_LOOP_DETECTED,
+)
 from ..http.rules import absoluteTarget, addVia, connectTarget, frameBody, stripHopByHop
 from ..relay.connect import asRefusal, connectTCP, resolve
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
 from ..filters import FilterChain
+from ..ratelimit import RateLimit
 from ..routing import RoutingRequest, Target, VirtualHosts, hostName, route, splitTarget
-from .acl import ClientACL, DestinationPolicy
+from .acl import ClientACL, DestinationPolicy, isAddressLiteral
 from .auth import ProxyAuthenticator
 
 _log = Logger()
@@ -58,6 +65,7 @@ class ForwardHandler:
         self.pages = VirtualHosts()
         self.pages.default.target = NotAProxyRequest()
         self.cache = None
+        self.rateLimit: Optional[RateLimit] = None
 
     # Channel callbacks
 
@@ -73,7 +81,7 @@ class ForwardHandler:
 
     def handle(self, exchange) -> None:
         if not exchange.channel.allowed:
-            raise Refusal(403, "this client may not use the proxy")
+            raise Refusal(403, "this client may not use the proxy", errorType=HTTP_REQUEST_DENIED)
         head = exchange.request
         if head.target.startswith(b"/"):
             # Origin form: a request for the proxy's own pages.
@@ -83,8 +91,11 @@ class ForwardHandler:
             return
         if self.authenticator is not None:
             exchange.user = self.authenticator.authenticate(head.headers)
+        if self.rateLimit is not None:
+            self.rateLimit.check(exchange.clientHost, head.headers, exchange.user, self.reactor.seconds())
         if self._seenBefore(head.headers):
-            raise Refusal(508, "proxy loop detected: this request already passed through this proxy")
+            raise Refusal(508, "proxy loop detected: this request already passed through this proxy",
+                          errorType=PROXY_LOOP_DETECTED)
         if head.method == b"CONNECT":
             self._connect(exchange)
         else:
@@ -163,7 +174,9 @@ class ForwardHandler:
     def _checkHost(self, host: str, port: int) -> None:
         reason = self.destinations.checkHost(host)
         if reason is not None:
-            raise Refusal(403, reason)
+            # An address is refused as one; a name by the deny list.
+            errorType = DESTINATION_IP_PROHIBITED if isAddressLiteral(host) else HTTP_REQUEST_DENIED
+            raise Refusal(403, reason, errorType=errorType)
 
     def _route(self, host: str, port: int, scheme: str = "http"):
         parent = self.parent
@@ -204,7 +217,7 @@ class ForwardHandler:
                 if reason is None:
                     return connectTCP(self.reactor, address, port,
                                       self.timeouts.connect, self.timeouts.upstream_read, tls)
-                refusal = refusal or Refusal(403, reason)
+                refusal = refusal or Refusal(403, reason, errorType=DESTINATION_IP_PROHIBITED)
             raise refusal
 
         # A lookup that never answers counts against the connect timeout.
@@ -216,7 +229,7 @@ class ForwardHandler:
     def _connect(self, exchange) -> None:
         host, port = connectTarget(exchange.request)
         if not self.destinations.connectAllowed(port):
-            raise Refusal(403, f"CONNECT to port {port} is not allowed")
+            raise Refusal(403, f"CONNECT to port {port} is not allowed", errorType=HTTP_REQUEST_DENIED)
         self._checkHost(host, port)
         key, connect, what = self._route(host, port)
         opened = connect()
@@ -247,7 +260,7 @@ class ForwardHandler:
 
     def _tunnelFailed(self, failure, exchange, what: str) -> None:
         refusal = asRefusal(failure, what)
-        exchange.refuse(refusal.status, refusal.reason, refusal.headers)
+        exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
 
 
 class NotAProxyRequest(Target):
@@ -276,7 +289,10 @@ class _ParentAnswer:
             self.deferred.callback(self.upstream)
         else:
             self.upstream.transport.loseConnection()
-            self.deferred.errback(Refusal(502, f"parent proxy refused the tunnel with {head.status}"))
+            # The tunnel was refused one hop further; the reason names
+            # the parent's status.
+            self.deferred.errback(Refusal(502, f"parent proxy refused the tunnel with {head.status}",
+                                          errorType=CONNECTION_REFUSED))
 
     def responseBody(self, data: bytes) -> None:
         pass
@@ -284,6 +300,6 @@ class _ParentAnswer:
     def responseEnded(self) -> None:
         pass
 
-    def responseFailed(self, status: int, reason: str) -> None:
+    def responseFailed(self, refusal: Refusal) -> None:
         if not self.deferred.called:
-            self.deferred.errback(Refusal(status, reason))
+            self.deferred.errback(refusal)

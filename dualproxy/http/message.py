@@ -195,12 +195,21 @@ class Refusal(Exception):
     """
     An answer the proxy gives itself instead of relaying: a status and a short
     plain-text reason, plus any extra header fields (e.g. Proxy-Authenticate).
+    C{errorType} is the RFC 9209 proxy error type, where the status alone
+    does not say it (see L{dualproxy.http.proxystatus}).
 
     Raised or returned by policy code; the server turns it into a response.
     """
 
-    def __init__(self, status: int, reason: str, headers: Iterable[Tuple[bytes, bytes]] = ()):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: Iterable[Tuple[bytes, bytes]] = (),
+        errorType: Optional[str] = None,
+    ):
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
         self.headers = tuple(headers)
+        self.errorType = errorType

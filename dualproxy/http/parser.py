@@ -23,6 +23,13 @@ from .message import (
     RequestHead,
     ResponseHead,
 )
+from .proxystatus import (
+    HTTP_PROTOCOL_ERROR,
+    HTTP_RESPONSE_HEADER_SECTION_SIZE,
+    HTTP_RESPONSE_HEADER_SIZE,
+    HTTP_RESPONSE_INCOMPLETE,
+    HTTP_RESPONSE_TRANSFER_CODING,
+)
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) (HTTP/[0-9]\.[0-9])\Z")
@@ -133,7 +140,7 @@ class MessageReader:
             self._state = self._readHead
             self.sink.messageEnded()
         elif self._state != self._readHead or self._buffer.strip():
-            raise Refusal(400 if self.isRequest else 502, "message truncated")
+            raise self._refusal(400, "message truncated", HTTP_RESPONSE_INCOMPLETE)
 
     # States: each takes the unconsumed bytes and returns what it left, or
     # None when it needs more bytes before it can consume any.
@@ -149,7 +156,7 @@ class MessageReader:
             if len(data) > self.limits.maxHead:
                 self._tooLarge(data)
             if b"\n" not in data and len(data) > self.limits.maxLine:
-                raise Refusal(414 if self.isRequest else 502, "request line too long")
+                raise self._startLineTooLong()
             return None
         if end.start() > self.limits.maxHead:
             self._tooLarge(data)
@@ -164,8 +171,25 @@ class MessageReader:
     def _tooLarge(self, data: bytes) -> None:
         first = data.split(b"\n", 1)[0]
         if len(first) > self.limits.maxLine:
-            raise Refusal(414 if self.isRequest else 502, "request line too long")
-        raise Refusal(431 if self.isRequest else 502, "header section too large")
+            raise self._startLineTooLong()
+        raise self._refusal(431, "header section too large", HTTP_RESPONSE_HEADER_SECTION_SIZE)
+
+    def _startLineTooLong(self) -> Refusal:
+        """
+        Named for what it is: a request line, or an upstream's status line.
+        """
+        if self.isRequest:
+            return Refusal(414, "request line too long")
+        return Refusal(502, "status line too long", errorType=HTTP_RESPONSE_HEADER_SECTION_SIZE)
+
+    def _refusal(self, requestStatus: int, reason: str, responseType: str = HTTP_PROTOCOL_ERROR) -> Refusal:
+        """
+        The same defect is a client's bad request, or an upstream's bad
+        response: a 502 with the RFC 9209 type that names the defect.
+        """
+        if self.isRequest:
+            return Refusal(requestStatus, reason)
+        return Refusal(502, reason, errorType=responseType)
 
     def _parseFields(self, block: bytes) -> Headers:
         """
@@ -180,25 +204,24 @@ class MessageReader:
         if len(block) > limits.maxLine and any(
             len(line) > limits.maxLine for line in block.split(b"\n")
         ):
-            raise Refusal(431 if self.isRequest else 502, "header field too large")
+            raise self._refusal(431, "header field too large", HTTP_RESPONSE_HEADER_SIZE)
         items = _FIELD_LINE.findall(block)
         if len(items) > limits.maxFields:
-            raise Refusal(431 if self.isRequest else 502, "too many header fields")
+            raise self._refusal(431, "too many header fields", HTTP_RESPONSE_HEADER_SECTION_SIZE)
         return Headers(items)
 
     def _fieldError(self, block: bytes) -> None:
-        status = 400 if self.isRequest else 502
         for line in block.split(b"\n")[:-1]:
             if line[-1:] == b"\r":
                 line = line[:-1]
             if line[:1] in (b" ", b"\t"):
-                raise Refusal(status, "obsolete line folding in header field")
+                raise self._refusal(400, "obsolete line folding in header field")
             match = _FIELD.match(line)
             if match is None:
-                raise Refusal(status, "malformed header field")
+                raise self._refusal(400, "malformed header field")
             if _BAD_VALUE.search(match.group(2)):
-                raise Refusal(status, "control character in header field")
-        raise Refusal(status, "malformed header section")
+                raise self._refusal(400, "control character in header field")
+        raise self._refusal(400, "malformed header section")
 
     def _splitHead(self, head: bytes):
         newline = head.find(b"\n")
@@ -209,7 +232,7 @@ class MessageReader:
         if first[-1:] == b"\r":
             first = first[:-1]
         if len(first) > self.limits.maxLine:
-            raise Refusal(414 if self.isRequest else 502, "request line too long")
+            raise self._startLineTooLong()
         return first, self._parseFields(block)
 
     def _dispatchRequest(self, head: bytes) -> None:
@@ -234,7 +257,7 @@ class MessageReader:
         first, headers = self._splitHead(head)
         match = _STATUS_LINE.match(first)
         if match is None:
-            raise Refusal(502, "malformed status line from upstream")
+            raise Refusal(502, "malformed status line from upstream", errorType=HTTP_PROTOCOL_ERROR)
         version, status, reason = match.groups()
         response = ResponseHead(int(status), reason or b"", headers, version)
         status = response.status
@@ -264,10 +287,9 @@ class MessageReader:
         """
         codings = headers.tokens(b"transfer-encoding")
         lengths = headers.getAll(b"content-length")
-        status = 400 if self.isRequest else 502
         if codings:
             if lengths:
-                raise Refusal(status, "both Transfer-Encoding and Content-Length")
+                raise self._refusal(400, "both Transfer-Encoding and Content-Length")
             if codings != [b"chunked"]:
                 # The relay decodes chunked and nothing else: another coding
                 # would reach the client undeclared once Transfer-Encoding
@@ -276,7 +298,8 @@ class MessageReader:
                     misused = b"chunked" in codings and (
                         codings[-1] != b"chunked" or codings.count(b"chunked") > 1)
                     raise Refusal(400 if misused else 501, "unsupported Transfer-Encoding")
-                raise Refusal(502, "unsupported Transfer-Encoding from upstream")
+                raise Refusal(502, "unsupported Transfer-Encoding from upstream",
+                              errorType=HTTP_RESPONSE_TRANSFER_CODING)
             if self.isRequest and message.version == b"HTTP/1.0":
                 raise Refusal(400, "Transfer-Encoding in an HTTP/1.0 request")
             message.framing = CHUNKED
@@ -284,10 +307,10 @@ class MessageReader:
         if lengths:
             values = {v.strip() for value in lengths for v in value.split(b",")}
             if len(values) != 1:
-                raise Refusal(status, "conflicting Content-Length values")
+                raise self._refusal(400, "conflicting Content-Length values")
             value = values.pop()
             if not value.isdigit() or len(value) > 18:
-                raise Refusal(status, "invalid Content-Length")
+                raise self._refusal(400, "invalid Content-Length")
             message.length = int(value)
             message.framing = LENGTH if message.length else NO_BODY
             return
@@ -329,7 +352,7 @@ class MessageReader:
         end = data.find(b"\n")
         if end < 0:
             if len(data) > self.limits.maxLine:
-                raise Refusal(400 if self.isRequest else 502, "chunk line too long")
+                raise self._refusal(400, "chunk line too long")
             return None, None
         line = data[:end]
         if line[-1:] == b"\r":
@@ -342,7 +365,7 @@ class MessageReader:
             return None
         match = _CHUNK_SIZE.match(line)
         if match is None or b"\r" in line or b"\n" in line:
-            raise Refusal(400 if self.isRequest else 502, "malformed chunk size")
+            raise self._refusal(400, "malformed chunk size")
         size = int(match.group(1), 16)
         if size == 0:
             self._state = self._readTrailer
@@ -371,7 +394,7 @@ class MessageReader:
         elif data[:1] == b"\n":
             rest = data[1:]
         else:
-            raise Refusal(400 if self.isRequest else 502, "malformed chunk end")
+            raise self._refusal(400, "malformed chunk end")
         self._state = self._readChunkSize
         return rest
 

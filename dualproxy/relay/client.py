@@ -13,7 +13,8 @@ from zope.interface import implementer
 
 from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
 from ..http.parser import MessageReader
-from ..tls import verificationError
+from ..http.proxystatus import CONNECTION_READ_TIMEOUT, CONNECTION_TERMINATED, HTTP_RESPONSE_INCOMPLETE
+from ..tls import upstreamTLSError
 from . import splice
 from ..http.rules import wantsKeepAlive
 
@@ -23,7 +24,8 @@ class UpstreamProtocol(Protocol):
     """
     An HTTP/1.1 client connection that streams a request out and hands the
     response to a listener (C{responseInterim}, C{responseHead},
-    C{responseBody}, C{responseEnded}, C{responseFailed(status, reason)}).
+    C{responseBody}, C{responseEnded}, C{responseFailed(refusal)} with the
+    L{Refusal} the client should get).
 
     It is also the producer the client's transport throttles: when the
     client reads slowly, this connection stops reading from the upstream.
@@ -98,7 +100,7 @@ class UpstreamProtocol(Protocol):
         try:
             self.reader.feed(data)
         except Refusal as refusal:
-            self._fail(refusal.status, refusal.reason)
+            self._fail(refusal)
             return
         if self._spliceSink is not None:
             self._maybeSplice()
@@ -129,7 +131,7 @@ class UpstreamProtocol(Protocol):
         if error is None:
             self.reader.bodyConsumed()
         else:
-            self._fail(502, error)
+            self._fail(Refusal(502, error, errorType=HTTP_RESPONSE_INCOMPLETE))
 
     def headReceived(self, head) -> None:
         self.responseBegun = True
@@ -165,11 +167,11 @@ class UpstreamProtocol(Protocol):
             else:
                 self.transport.loseConnection()
 
-    def _fail(self, status: int, reason: str) -> None:
+    def _fail(self, refusal: Refusal) -> None:
         listener, self.listener = self.listener, None
         self.transport.abortConnection()
         if listener is not None:
-            listener.responseFailed(status, reason)
+            listener.responseFailed(refusal)
 
     def _checkTimeout(self) -> None:
         self._timer = None
@@ -180,7 +182,7 @@ class UpstreamProtocol(Protocol):
             # The client is slow, not the upstream.
             elapsed = 0.0
         if elapsed >= self.readTimeout:
-            self._fail(504, "upstream timed out")
+            self._fail(Refusal(504, "upstream timed out", errorType=CONNECTION_READ_TIMEOUT))
         else:
             self._timer = self.clock.callLater(self.readTimeout - elapsed, self._checkTimeout)
 
@@ -203,17 +205,20 @@ class UpstreamProtocol(Protocol):
             self.reader.connectionLost()
         except Refusal as refusal:
             self.listener = None
-            listener.responseFailed(refusal.status, "upstream closed the connection early")
+            listener.responseFailed(Refusal(refusal.status, "upstream closed the connection early",
+                                            errorType=refusal.errorType))
             return
         if self._responseDone:
             self._maybeDone()
         elif self.listener is not None:
             self.listener = None
-            tls = verificationError(reason) if reason is not None else None
+            tls = upstreamTLSError(reason) if reason is not None else None
             if tls is not None:
-                listener.responseFailed(502, f"upstream TLS {tls}")
+                errorType, why = tls
+                listener.responseFailed(Refusal(502, f"upstream TLS {why}", errorType=errorType))
             else:
-                listener.responseFailed(502, "upstream closed the connection before responding")
+                listener.responseFailed(Refusal(502, "upstream closed the connection before responding",
+                                                errorType=CONNECTION_TERMINATED))
 
     # Tunnel
 

@@ -5,6 +5,7 @@ their failures into the status a client should see.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from typing import List
 
@@ -17,6 +18,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..http.message import Refusal
+from ..http.proxystatus import (
+    CONNECTION_REFUSED,
+    CONNECTION_TIMEOUT,
+    DESTINATION_IP_UNROUTABLE,
+    DNS_ERROR,
+    DNS_TIMEOUT,
+    PROXY_INTERNAL_ERROR,
+)
 from .client import UpstreamProtocol
 
 
@@ -92,15 +101,21 @@ def asRefusal(failure: Failure, what: str) -> Refusal:
     """
     The answer for a failed upstream connection (RFC 9110 sections 15.6.3
     and 15.6.5): C{what} names the upstream, e.g. "origin example.com:80".
+
+    Only a name lookup is bounded by a L{Deferred} timeout, so that
+    timeout is the DNS's.  Any other failure to connect is on this host's
+    side (no local address, a local firewall), hence an internal error.
     """
     if failure.check(Refusal):
         return failure.value
     if failure.check(error.DNSLookupError):
-        return Refusal(502, f"DNS lookup failed for {what}")
+        return Refusal(502, f"DNS lookup failed for {what}", errorType=DNS_ERROR)
+    if failure.check(defer.TimeoutError):
+        return Refusal(504, f"DNS lookup for {what} timed out", errorType=DNS_TIMEOUT)
     if failure.check(error.ConnectionRefusedError):
-        return Refusal(502, f"{what} refused the connection")
-    if failure.check(error.TimeoutError, error.TCPTimedOutError, defer.TimeoutError):
-        return Refusal(504, f"connecting to {what} timed out")
-    if failure.check(error.NoRouteError):
-        return Refusal(502, f"no route to {what}")
-    return Refusal(502, f"cannot connect to {what}: {failure.getErrorMessage()}")
+        return Refusal(502, f"{what} refused the connection", errorType=CONNECTION_REFUSED)
+    if failure.check(error.TimeoutError, error.TCPTimedOutError):
+        return Refusal(504, f"connecting to {what} timed out", errorType=CONNECTION_TIMEOUT)
+    if failure.check(error.NoRouteError) or getattr(failure.value, "osError", None) == errno.EHOSTUNREACH:
+        return Refusal(502, f"no route to {what}", errorType=DESTINATION_IP_UNROUTABLE)
+    return Refusal(502, f"cannot connect to {what}: {failure.getErrorMessage()}", errorType=PROXY_INTERNAL_ERROR)

@@ -4,7 +4,7 @@ Persistent upstream connections, kept idle per destination for reuse.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Hashable, List
+from typing import Callable, Dict, Hashable, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -83,7 +83,12 @@ class ConnectionPool(Service):
         for upstream in self._idle.pop(key, []):
             upstream.transport.loseConnection()
 
-    def idleCount(self, key: Hashable) -> int:
+    def idleCount(self, key: Optional[Hashable] = None) -> int:
+        """
+        Idle connections for C{key}, or for every key.
+        """
+        if key is None:
+            return sum(len(idle) for idle in self._idle.values())
         return len(self._idle.get(key, ()))
 
     def sweep(self) -> None:

@@ -9,7 +9,8 @@ from typing import Callable, Hashable
 
 from twisted.internet.defer import Deferred
 
-from ..http.message import LENGTH, NO_BODY, RequestHead, ResponseHead
+from ..http.message import LENGTH, NO_BODY, Refusal, RequestHead, ResponseHead
+from ..http.proxystatus import HTTP_PROTOCOL_ERROR
 from .client import UpstreamProtocol, isIdempotent, reusedConnectionDied
 from .connect import asRefusal
 from .pool import ConnectionPool
@@ -51,10 +52,12 @@ class Relay:
         self.upgrade = upgrade
         self.upstream: UpstreamProtocol = None
         self._retried = False
+        self._started = 0.0
         self._bodyStarted = False
         self._producing = False
 
     def start(self) -> None:
+        self._started = self.pool.clock.seconds()
         self.exchange.onAbort = self._clientGone
         self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
 
@@ -72,7 +75,15 @@ class Relay:
             exchange.setBodySink(self)
 
     def _connectFailed(self, failure) -> None:
-        refusal = asRefusal(failure, self.what)
+        self.refuse(asRefusal(failure, self.what))
+
+    def refuse(self, refusal: Refusal) -> None:
+        """
+        Answer the client with C{refusal}.  Whoever stands for the exchange
+        (a cache) takes only status, reason and fields, so the exchange is
+        told the error type first.
+        """
+        self.exchange.errorType = refusal.errorType
         self.response.refuse(refusal.status, refusal.reason, refusal.headers)
 
     def _clientGone(self) -> None:
@@ -104,6 +115,7 @@ class Relay:
         self.response.writeInterim(head)
 
     def responseHead(self, head: ResponseHead) -> None:
+        self.exchange.upstreamLatency = self.pool.clock.seconds() - self._started
         if head.status == 101:
             self._switchProtocols(head)
             return
@@ -120,7 +132,7 @@ class Relay:
         if not self.upgrade:
             # Only a request that asked for an upgrade may get one.
             self._dropUpstream()
-            self.response.refuse(502, "upstream switched protocols unasked")
+            self.refuse(Refusal(502, "upstream switched protocols unasked", errorType=HTTP_PROTOCOL_ERROR))
             return
         upstream, self.upstream = self.upstream, None
         self.onResponse(head)
@@ -148,7 +160,7 @@ class Relay:
             self._producing = False
             self.response.unregisterProducer()
 
-    def responseFailed(self, status: int, reason: str) -> None:
+    def responseFailed(self, refusal: Refusal) -> None:
         upstream, self.upstream = self.upstream, None
         exchange = self.exchange
         if exchange.finished:
@@ -166,4 +178,4 @@ class Relay:
             )
             return
         self._stopProducing()
-        self.response.refuse(status, reason)
+        self.refuse(refusal)

@@ -13,7 +13,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..http.message import Headers, RequestHead
+from ..http.message import Headers, Refusal, RequestHead
 from ..relay.client import UpstreamProtocol
 from ..relay.connect import asRefusal, connectTCP
 
@@ -131,8 +131,8 @@ class _Probe:
     def responseEnded(self) -> None:
         pass
 
-    def responseFailed(self, status: int, reason: str) -> None:
-        self._finish(False, reason)
+    def responseFailed(self, refusal: Refusal) -> None:
+        self._finish(False, refusal.reason)
 
 
 def _hostField(host: str, port: int) -> bytes:

@@ -30,7 +30,8 @@ class ReverseMode:
         from twisted.internet import reactor
 
         from ..config import ConfigError
-        from ..plugins import findBalancers
+        from ..plugins import findBalancers, loadRateLimiter
+        from ..ratelimit import RateLimit
         from ..routing import pageTarget
         from ..service import ProxyService
         from .dns import BackendResolver, makeResolver
@@ -45,6 +46,7 @@ class ReverseMode:
             handler.clientSubjectHeader = config.tls.client_subject_header.encode("ascii")
         balancers = findBalancers()
         pools = {}
+        poolLimits = {}
         for index, pool in enumerate(settings.pools):
             key = f"reverse.pools.{pool.name}"
             factory = balancers.get(pool.balance)
@@ -56,6 +58,10 @@ class ReverseMode:
             except ValueError as e:
                 raise ConfigError(f"{key}.balance_options", str(e))
             pools[pool.name] = BackendPool(pool, balancer)
+            if pool.rate_limit is not None:
+                limiter = loadRateLimiter(pool.rate_limit, f"{key}.rate_limit")
+                root.rateLimiters.append((f"pool:{pool.name}", limiter))
+                poolLimits[pool.name] = RateLimit(limiter, pool.rate_limit.key, f"pool {pool.name}")
             if not pool.tls_verify and any(backend.scheme == "https" for backend in pool.backends):
                 log.warn("TLS verification is off for the backends of pool {pool}: "
                          "anyone on the path can impersonate them", pool=pool.name)
@@ -66,17 +72,24 @@ class ReverseMode:
                     interval=health.interval, timeout=health.timeout, expectStatus=health.expect_status,
                     host=pool.host.encode("ascii") if pool.host else None,
                 ).setServiceParent(root)
+        root.pools = pools
         dns = settings.dns
         BackendResolver(
             reactor, [backend for pool in pools.values() for backend in pool.backends],
             makeResolver(reactor, dns.servers), dns.min_ttl, dns.max_ttl,
             onChange=lambda backend: root.connections.dropKey(backend.key),
         ).setServiceParent(root)
-        for route in settings.routes:
+        for index, route in enumerate(settings.routes):
             if route.pool is not None:
                 cached = route.cache if route.cache is not None else pools[route.pool].settings.cache
+                rateLimit = poolLimits.get(route.pool)
+                if route.rate_limit is not None:
+                    where = f"{route.host}{route.prefix}"
+                    limiter = loadRateLimiter(route.rate_limit, f"reverse.routes[{index}].rate_limit")
+                    root.rateLimiters.append((f"route:{where}", limiter))
+                    rateLimit = RateLimit(limiter, route.rate_limit.key, f"route {where}")
                 target = PoolTarget(handler, pools[route.pool], route.strip_prefix,
-                                    cache=root.httpCache() if cached else None,
+                                    cache=root.httpCache() if cached else None, rateLimit=rateLimit,
                                     addHeaders=route.add_headers, removeHeaders=route.remove_headers,
                                     allowSubjects=route.client_subjects)
             else:

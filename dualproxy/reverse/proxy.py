@@ -11,12 +11,14 @@ from twisted.internet.defer import Deferred
 
 from ..forward.acl import ClientACL
 from ..http.message import Refusal, RequestHead, ResponseHead
+from ..http.proxystatus import DESTINATION_UNAVAILABLE
 from ..http.rules import frameBody, stripHopByHop
 from ..relay.client import isIdempotent
 from ..relay.connect import connectTCP, resolve
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
 from ..filters import FilterChain
+from ..ratelimit import RateLimit
 from ..routing import RoutingRequest, Target, VirtualHosts, hostName, route, splitTarget
 from .headers import addForwarding
 from .pool import BackendPool, BackendState
@@ -24,22 +26,29 @@ from .pool import BackendPool, BackendState
 
 class PoolTarget(Target):
     """
-    A route to a pool of backends.
+    A route to a pool of backends, rate limited by the route's own limit or
+    its pool's.
     """
 
-    def __init__(self, handler: ReverseHandler, pool: BackendPool, stripPrefix: bool = False, cache=None, **kw):
+    def __init__(self, handler: ReverseHandler, pool: BackendPool, stripPrefix: bool = False, cache=None,
+                 rateLimit: Optional[RateLimit] = None, **kw):
         super().__init__(**kw)
         self.handler = handler
         self.pool = pool
         self.stripPrefix = stripPrefix
         self.cache = cache
+        self.rateLimit = rateLimit
 
     def serve(self, request: RoutingRequest) -> None:
         exchange = request.exchange
+        exchange.pool = self.pool.name
         incoming = exchange.request
+        handler = self.handler
+        if self.rateLimit is not None:
+            # Before the cache: a limited client gets no hits either.
+            self.rateLimit.check(handler.clientAddress(exchange), incoming.headers, None, handler.reactor.seconds())
         host = incoming.headers.get(b"host")
         cache = self.cache
-        handler = self.handler
         if cache is not None:
             uri = (b"https://" if exchange.channel.secure else b"http://") + (host or b"") + request.path + (
                 b"?" + request.query if request.query else b"")
@@ -118,8 +127,8 @@ class PoolRelay(Relay):
             exchange.backend = None
         if backend is None:
             if not self.tried:
-                self.response.refuse(503, f"no healthy backend in pool {pool.name}",
-                                [(b"Retry-After", b"%d" % pool.retryAfter())])
+                self.refuse(Refusal(503, f"no healthy backend in pool {pool.name}",
+                                    [(b"Retry-After", b"%d" % pool.retryAfter())], DESTINATION_UNAVAILABLE))
             return False
         backend.inFlight += 1
         exchange.backend = backend
@@ -141,7 +150,7 @@ class PoolRelay(Relay):
             return
         super()._connectFailed(failure)
 
-    def responseFailed(self, status: int, reason: str) -> None:
+    def responseFailed(self, refusal: Refusal) -> None:
         upstream = self.upstream
         exchange = self.exchange
         if upstream is not None and not upstream.responseBegun and not upstream.reused and exchange.backend:
@@ -162,7 +171,7 @@ class PoolRelay(Relay):
             if self._choose():
                 self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
                 return
-        super().responseFailed(status, reason)
+        super().responseFailed(refusal)
 
     def _onResponse(self, head: ResponseHead) -> None:
         backend = self.exchange.backend
@@ -198,7 +207,23 @@ class ReverseHandler:
         self.routes = VirtualHosts()
 
     def addRoute(self, host: str, prefix: str, target: Target) -> None:
+        target.label = host + prefix
         self.routes.tree(host).add(prefix, target)
+
+    def clientAddress(self, exchange) -> Optional[str]:
+        """
+        The client a rate limit counts a request against: behind a trusted
+        proxy (as for the forwarding fields), the address it added last to
+        X-Forwarded-For, or else every client behind it would share one
+        bucket.
+        """
+        client = exchange.clientHost
+        if self.trusted.allows(client):
+            chain = exchange.request.headers.getAll(b"x-forwarded-for")
+            last = chain[-1].rsplit(b",", 1)[-1].strip() if chain else b""
+            if last:
+                return last.decode("latin-1")
+        return client
 
     # Channel callbacks
 

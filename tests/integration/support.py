@@ -349,3 +349,21 @@ def selfSignedCertificate(name: str = "localhost"):
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
     )
+
+
+# GETs TARGET (a path, or an absolute URL for a forward proxy) N times on
+# one keep-alive connection to ADDRESS, with any "Name: value" arguments as
+# headers; prints [status, Retry-After, body] per request as JSON.
+REPEAT_CLIENT = """
+import http.client, json, sys
+address, target, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+headers = dict(h.split(": ", 1) for h in sys.argv[4:])
+host, port = address.split(":")
+conn = http.client.HTTPConnection(host, int(port), timeout=20)
+out = []
+for _ in range(count):
+    conn.request("GET", target, headers=headers)
+    response = conn.getresponse()
+    out.append([response.status, response.getheader("Retry-After"), response.read().decode()])
+print(json.dumps(out))
+"""

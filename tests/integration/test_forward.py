@@ -5,6 +5,7 @@ curl and a Python HTTP client as the users.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from dualproxy.forward.auth import hashPassword
 from dualproxy.relay import splice
 
 from .support import (
+    REPEAT_CLIENT,
     Origin,
     Proxy,
     RawOrigin,
@@ -327,6 +329,7 @@ class ErrorTests(ForwardTestCase):
         out, err, code = yield curl("-x", proxy.url, "-D", "-", f"http://{address}/")
         self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
         self.assertIn(b"refused the connection", out)
+        self.assertIn(b"Proxy-Status: dualproxy; error=connection_refused; details=", out)
         self.assertNotIn(b"Traceback", out)
 
     @inlineCallbacks
@@ -335,13 +338,15 @@ class ErrorTests(ForwardTestCase):
         out, err, code = yield curl("-x", proxy.url, "-D", "-", "http://missing.test/")
         self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
         self.assertIn(b"DNS lookup failed for origin missing.test:80", out)
+        self.assertIn(b"Proxy-Status: dualproxy; error=dns_error;", out)
 
     @inlineCallbacks
     def test_dnsLookupThatNeverAnswersTimesOut(self):
         proxy = self.startProxy({"timeouts": {"connect": 0.2}}, names={})
         out, err, code = yield curl("-x", proxy.url, "-D", "-", "http://silent.test/")
         self.assertIn(b"HTTP/1.1 504 Gateway Timeout", out)
-        self.assertIn(b"connecting to origin silent.test:80 timed out", out)
+        self.assertIn(b"DNS lookup for origin silent.test:80 timed out", out)
+        self.assertIn(b"Proxy-Status: dualproxy; error=dns_timeout;", out)
 
     @inlineCallbacks
     def test_originTimeout(self):
@@ -350,6 +355,7 @@ class ErrorTests(ForwardTestCase):
         out, err, code = yield curl("-x", proxy.url, "-D", "-", raw.url("/"))
         self.assertIn(b"HTTP/1.1 504 Gateway Timeout", out)
         self.assertIn(b"upstream timed out", out)
+        self.assertIn(b"Proxy-Status: dualproxy; error=connection_read_timeout;", out)
 
     @inlineCallbacks
     def test_malformedResponseIs502(self):
@@ -357,6 +363,18 @@ class ErrorTests(ForwardTestCase):
         proxy = self.startProxy()
         out, err, code = yield curl("-x", proxy.url, "-D", "-", raw.url("/"))
         self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        self.assertIn(b"Proxy-Status: dualproxy; error=http_protocol_error;", out)
+
+    @inlineCallbacks
+    def test_upstreamClosingMidHeadIs502(self):
+        raw = self.startRaw(b"HTTP/1.1 200 OK\r\nContent-Le")
+        proxy = self.startProxy()
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", raw.url("/"))
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        self.assertIn(
+            b'Proxy-Status: dualproxy; error=http_response_incomplete; details="upstream closed the connection early"',
+            out,
+        )
 
     @inlineCallbacks
     def test_malformedRequestIs400(self):
@@ -411,6 +429,7 @@ class AccessControlTests(ForwardTestCase):
             out, err, code = yield curl("-x", proxy.url, "-D", "-", url)
             self.assertIn(b"HTTP/1.1 403 Forbidden", out, url)
             self.assertIn(b"private address", out)
+            self.assertIn(b"Proxy-Status: dualproxy; error=destination_ip_prohibited;", out)
         self.assertEqual(origin.connections, 0)
 
     @inlineCallbacks
@@ -428,9 +447,11 @@ class AccessControlTests(ForwardTestCase):
             settings(deny_destinations=[".blocked.test", "127.0.0.2/32"]),
             names={"www.blocked.test": ["127.0.0.1"]},
         )
-        for url in ("http://www.blocked.test/", "http://127.0.0.2/"):
+        for url, errorType in (("http://www.blocked.test/", b"http_request_denied"),
+                               ("http://127.0.0.2/", b"destination_ip_prohibited")):
             out, err, code = yield curl("-x", proxy.url, "-D", "-", url)
             self.assertIn(b"HTTP/1.1 403 Forbidden", out)
+            self.assertIn(b"Proxy-Status: dualproxy; error=" + errorType + b";", out)
         self.assertEqual(origin.connections, 0)
 
     @inlineCallbacks
@@ -597,6 +618,24 @@ class AccessLogTests(ForwardTestCase):
         lines = [json.loads(e["line"]) for e in events if e.get("log_namespace") == "dualproxy.access"]
         self.assertEqual(len(lines), 1)
         self.assertEqual((lines[0]["status"], lines[0]["bytes"], lines[0]["user"]), (200, 7, "bob"))
+        self.assertIsNone(lines[0]["error_type"])
+
+    @inlineCallbacks
+    def test_jsonLineNamesErrorType(self):
+        """
+        The access log names the same RFC 9209 error type the client got
+        in Proxy-Status.
+        """
+        raw = self.startRaw(b"")
+        address = raw.address
+        yield raw.stop()
+        proxy = self.startProxy({"access_log": "json", **settings()})
+        events = self.capture()
+        yield curl("-x", proxy.url, f"http://{address}/")
+        lines = [json.loads(e["line"]) for e in events if e.get("log_namespace") == "dualproxy.access"]
+        self.assertEqual(len(lines), 1)
+        self.assertEqual((lines[0]["status"], lines[0]["error_type"]), (502, "connection_refused"))
+        self.assertIn("refused the connection", lines[0]["error"])
 
 
 class FilterTests(ForwardTestCase):
@@ -625,3 +664,52 @@ class FilterTests(ForwardTestCase):
         self.assertIn(b"403 Forbidden", out)
 
 
+# Sends one CONNECT for AUTHORITY to the proxy at ADDRESS, with any
+# "Name: value" arguments as headers; prints the status and Retry-After.
+CONNECT_CLIENT = """
+import http.client, sys
+host, port = sys.argv[1].split(":")
+conn = http.client.HTTPConnection(host, int(port), timeout=20)
+conn.request("CONNECT", sys.argv[2], headers=dict(h.split(": ", 1) for h in sys.argv[3:]))
+response = conn.getresponse()
+print(response.status, response.getheader("Retry-After"))
+"""
+
+
+class RateLimitTests(ForwardTestCase):
+    """
+    A token per 100 s, so none comes back while a test runs.
+    """
+
+    def login(self, user):
+        return "Proxy-Authorization: Basic " + base64.b64encode(f"{user}:secret".encode()).decode()
+
+    @inlineCallbacks
+    def test_limitPerUser(self):
+        """
+        Each authenticated user has a bucket: requests and CONNECTs both
+        take from it, and one user's 429 leaves the others alone.
+        """
+        origin = self.startOrigin()
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"alice:{hashPassword('secret')}\nbob:{hashPassword('secret')}\n")
+        proxy = self.startProxy(settings(auth_file=path, rate_limit={"rate": 0.01, "burst": 2, "key": "user"}))
+        out, err, code = yield pythonClient(REPEAT_CLIENT, proxy.address, origin.url("/name"), "3", self.login("alice"))
+        self.assertEqual(code, 0, err)
+        answers = json.loads(out)
+        self.assertEqual([status for status, _, _ in answers], [200, 200, 429])
+        status, retryAfter, body = answers[-1]
+        self.assertTrue(1 <= int(retryAfter) <= 100, retryAfter)
+        self.assertEqual(body, "rate limit exceeded for the proxy\n")
+        out, err, code = yield pythonClient(CONNECT_CLIENT, proxy.address, "127.0.0.1:443", self.login("alice"))
+        self.assertEqual(out.split()[0], b"429", err)
+        out, err, code = yield pythonClient(CONNECT_CLIENT, proxy.address, "127.0.0.1:25", self.login("bob"))
+        self.assertEqual(out.split()[0], b"403", "bob's CONNECT took a token, then was refused")
+        out, err, code = yield pythonClient(REPEAT_CLIENT, proxy.address, origin.url("/name"), "2", self.login("bob"))
+        self.assertEqual([status for status, _, _ in json.loads(out)], [200, 429])
+        out, err, code = yield pythonClient(REPEAT_CLIENT, proxy.address, origin.url("/name"), "1")
+        self.assertEqual(json.loads(out)[0][0], 407, "no login: authentication comes first")
+        self.assertEqual(origin.requests, 3)
+        (label, limiter), = proxy.service.rateLimiters
+        self.assertEqual((label, limiter.stats(reactor.seconds())["keys"]), ("forward", 2))

@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from dualproxy.reverse.health import HealthCheck
 
-from .support import Origin, Proxy, RawOrigin, curl, pattern, pythonClient
+from .support import REPEAT_CLIENT, Origin, Proxy, RawOrigin, curl, pattern, pythonClient
 
 # GETs PATH N times on one keep-alive connection, printing the bodies as a
 # JSON list; extra "Name: value" arguments are sent as headers.
@@ -179,10 +179,14 @@ class HealthTests(ReverseTestCase):
         proxy = self.proxy({"app": pool(a, retries=0, health={"passive_failures": 1, "cool_off": 30})})
         out, err, code = yield curl("-D", "-", proxy.url + "/name")
         self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        self.assertIn(b"Proxy-Status: dualproxy; error=connection_refused;", out)
         out, err, code = yield curl("-D", "-", proxy.url + "/name")
         self.assertIn(b"HTTP/1.1 503 Service Unavailable", out)
         self.assertIn(b"Retry-After: 30", out)
         self.assertIn(b"no healthy backend in pool app", out)
+        self.assertIn(
+            b'Proxy-Status: dualproxy; error=destination_unavailable; details="no healthy backend in pool app"', out
+        )
 
     @inlineCallbacks
     def test_activeChecksTakeBackendOutAndBack(self):
@@ -235,6 +239,7 @@ class HealthTests(ReverseTestCase):
         out, err, code = yield curl("-D", "-", proxy.url + "/")
         self.assertIn(b"HTTP/1.1 504 Gateway Timeout", out)
         self.assertIn(b"upstream timed out", out)
+        self.assertIn(b"Proxy-Status: dualproxy; error=connection_read_timeout;", out)
 
 
 class PluginBalancerTests(ReverseTestCase):
@@ -420,6 +425,93 @@ class StaticTests(ReverseTestCase):
         proxy = self.proxy({}, [{"prefix": "/", "static": os.path.join(self.root, "www"), "listing": True}])
         out, err, code = yield curl(proxy.url + "/")
         self.assertIn(b"page.html", out)
+
+
+class RateLimitTests(ReverseTestCase):
+    """
+    Slow rates (a token per 100 s) so that no token comes back while a
+    test runs: refills are the unit tests' business.
+    """
+
+    @inlineCallbacks
+    def answers(self, proxy, count, path, *headers):
+        out, err, code = yield pythonClient(REPEAT_CLIENT, proxy.address, path, str(count), *headers)
+        self.assertEqual(code, 0, err)
+        return json.loads(out)
+
+    @inlineCallbacks
+    def test_limitPerClient(self):
+        """
+        The request past the burst gets 429 with Retry-After; another
+        client (told apart by a header here, all tests being 127.0.0.1)
+        still gets through, and the backend never sees the refused one.
+        """
+        a, = self.backends("a")
+        proxy = self.proxy({"app": pool(a)}, [
+            {"prefix": "/", "pool": "app", "rate_limit": {"rate": 0.01, "burst": 3, "key": "header:X-Client"}}])
+        answers = yield self.answers(proxy, 4, "/name", "X-Client: one")
+        self.assertEqual([status for status, _, _ in answers], [200, 200, 200, 429])
+        status, retryAfter, body = answers[-1]
+        self.assertTrue(1 <= int(retryAfter) <= 100, retryAfter)
+        self.assertEqual(body, "rate limit exceeded for route */\n")
+        answers = yield self.answers(proxy, 1, "/name", "X-Client: two")
+        self.assertEqual(answers, [[200, None, "a"]])
+        self.assertEqual(a.requests, 4)
+        (label, limiter), = proxy.service.rateLimiters
+        stats = limiter.stats(reactor.seconds())
+        self.assertEqual((label, stats["allowed"], stats["rejected"], stats["keys"], stats["saturated"]),
+                         ("route:*/", 4, 1, 2, 1))
+
+    @inlineCallbacks
+    def test_routeLimitOverridesPoolLimit(self):
+        """
+        Routes without a limit of their own share their pool's; a route's
+        own limit replaces it, with a bucket of its own.
+        """
+        a, = self.backends("a")
+        proxy = self.proxy({"app": pool(a, rate_limit={"rate": 0.01, "burst": 1})}, [
+            {"prefix": "/", "pool": "app"},
+            {"prefix": "/other", "pool": "app"},
+            {"prefix": "/api", "pool": "app", "strip_prefix": True, "rate_limit": {"rate": 0.01, "burst": 2}},
+        ])
+        answers = yield self.answers(proxy, 1, "/name")
+        self.assertEqual(answers[0][0], 200)
+        answers = yield self.answers(proxy, 1, "/other/name")
+        self.assertEqual(answers[0][::2], [429, "rate limit exceeded for pool app\n"])
+        answers = yield self.answers(proxy, 3, "/api/name")
+        self.assertEqual([status for status, _, _ in answers], [200, 200, 429])
+        self.assertEqual(answers[-1][2], "rate limit exceeded for route */api\n")
+
+    @inlineCallbacks
+    def test_clientsBehindATrustedProxy(self):
+        """
+        By address, the client behind a trusted proxy is the address it
+        added last to X-Forwarded-For; from anyone else the field is a
+        claim, and the peer's address counts.
+        """
+        a, = self.backends("a")
+        routes = [{"prefix": "/", "pool": "app", "rate_limit": {"rate": 0.01, "burst": 1}}]
+        proxy = self.proxy({"app": pool(a)}, routes, trusted_proxies=["127.0.0.0/8"])
+        answers = yield self.answers(proxy, 2, "/name", "X-Forwarded-For: 10.0.0.1")
+        self.assertEqual([status for status, _, _ in answers], [200, 429])
+        answers = yield self.answers(proxy, 1, "/name", "X-Forwarded-For: 10.0.0.1, 10.0.0.2")
+        self.assertEqual(answers[0][0], 200)
+        proxy = self.proxy({"app": pool(a)}, routes)
+        answers = yield self.answers(proxy, 1, "/name", "X-Forwarded-For: 10.0.0.1")
+        answers += yield self.answers(proxy, 1, "/name", "X-Forwarded-For: 10.0.0.2")
+        self.assertEqual([status for status, _, _ in answers], [200, 429])
+
+    @inlineCallbacks
+    def test_limitedClientGetsNoCacheHits(self):
+        origin = RawOrigin(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 2\r\n\r\nhi", False)
+        self.addCleanup(origin.stop)
+        proxy = self.proxy({"app": pool(origin, cache=True)}, [
+            {"prefix": "/", "pool": "app", "rate_limit": {"rate": 0.01, "burst": 2, "key": "header:X-Client"}}])
+        answers = yield self.answers(proxy, 3, "/cached", "X-Client: one")
+        self.assertEqual([status for status, _, _ in answers], [200, 200, 429])
+        answers = yield self.answers(proxy, 1, "/cached", "X-Client: two")
+        self.assertEqual(answers, [[200, None, "hi"]])
+        self.assertEqual(len(origin.requests), 1, "the rest were cache hits")
 
 
 class WebSocketTests(ReverseTestCase):

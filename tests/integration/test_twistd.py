@@ -201,7 +201,7 @@ class CertificateReloadTests(TwistdTestCase):
         newer, _ = ca.issue("next", names=["www.test"], organization="second")
         os.replace(newer, cert)
         os.replace(os.path.join(directory.path, "next.key"), key)
-        reloaded = child.waitFor(b"TLS certificates reloaded")
+        reloaded = child.waitFor(b"configuration reloaded")
         os.kill(pid, signal.SIGHUP)
         yield reloaded
         client.transport.write(b"go\n")

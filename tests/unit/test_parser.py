@@ -89,6 +89,14 @@ def refusal(pieces, isRequest, method=None, limits=DEFAULT_LIMITS, lost=False):
     return None
 
 
+def responseRefusal(pieces, method, lost, limits=DEFAULT_LIMITS):
+    try:
+        read(pieces, False, method, limits, lost)
+    except Refusal as e:
+        return e.status, e.errorType
+    return None
+
+
 # (rule, wire, expected events)
 REQUESTS = [
     (
@@ -582,7 +590,7 @@ RESPONSES = [
 ]
 
 
-# (rule, request method, wire, connection lost at the end, status)
+# (rule, request method, wire, connection lost at the end, status, RFC 9209 error type)
 BAD_RESPONSES = [
     (
         "RFC 9112 \u00a76.1: a transfer coding the relay cannot decode (final gzip) is 502",
@@ -590,6 +598,7 @@ BAD_RESPONSES = [
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nzipped",
         False,
         502,
+        HTTP_RESPONSE_TRANSFER_CODING,
     ),
     (
         "RFC 9112 \u00a76.1: gzip before chunked would reach the client undeclared, so 502",
@@ -597,6 +606,7 @@ BAD_RESPONSES = [
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         False,
         502,
+        HTTP_RESPONSE_TRANSFER_CODING,
     ),
     (
         "RFC 9112 \u00a76.3 rule 3: Transfer-Encoding and Content-Length in a response is 502",
@@ -604,6 +614,7 @@ BAD_RESPONSES = [
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
         False,
         502,
+        HTTP_PROTOCOL_ERROR,
     ),
     (
         "RFC 9112 \u00a76.3 rule 5: differing Content-Lengths in a response is 502",
@@ -611,6 +622,7 @@ BAD_RESPONSES = [
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         False,
         502,
+        HTTP_PROTOCOL_ERROR,
     ),
     (
         "RFC 9112 \u00a76.3 rule 5: non-numeric Content-Length in a response is 502",
@@ -618,16 +630,18 @@ BAD_RESPONSES = [
         b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n",
         False,
         502,
+        HTTP_PROTOCOL_ERROR,
     ),
-    ("RFC 9112 \u00a74: status line without status code is 502", b"GET", b"HTTP/1.1 OK\r\n\r\n", False, 502),
-    ("RFC 9112 \u00a74: four-digit status code is 502", b"GET", b"HTTP/1.1 2000 OK\r\n\r\n", False, 502),
-    ("RFC 9112 \u00a74: status line with a foreign protocol is 502", b"GET", b"ICY 200 OK\r\n\r\n", False, 502),
+    ("RFC 9112 \u00a74: status line without status code is 502", b"GET", b"HTTP/1.1 OK\r\n\r\n", False, 502, HTTP_PROTOCOL_ERROR),
+    ("RFC 9112 \u00a74: four-digit status code is 502", b"GET", b"HTTP/1.1 2000 OK\r\n\r\n", False, 502, HTTP_PROTOCOL_ERROR),
+    ("RFC 9112 \u00a74: status line with a foreign protocol is 502", b"GET", b"ICY 200 OK\r\n\r\n", False, 502, HTTP_PROTOCOL_ERROR),
     (
         "RFC 9112 \u00a75.2: obs-fold in a response is 502",
         b"GET",
         b"HTTP/1.1 200 OK\r\nX: one\r\n two\r\nContent-Length: 0\r\n\r\n",
         False,
         502,
+        HTTP_PROTOCOL_ERROR,
     ),
     (
         "RFC 9110 \u00a75.5: NUL in a response field value is 502",
@@ -635,6 +649,7 @@ BAD_RESPONSES = [
         b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 0\r\n\r\n",
         False,
         502,
+        HTTP_PROTOCOL_ERROR,
     ),
     (
         "RFC 9112 \u00a77.1: bad chunk size in a response is 502",
@@ -642,6 +657,7 @@ BAD_RESPONSES = [
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nnope\r\n",
         False,
         502,
+        HTTP_PROTOCOL_ERROR,
     ),
     (
         "RFC 9112 \u00a78: Content-Length response body cut short is 502",
@@ -649,6 +665,7 @@ BAD_RESPONSES = [
         b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
         True,
         502,
+        HTTP_RESPONSE_INCOMPLETE,
     ),
     (
         "RFC 9112 \u00a78: chunked response body without its last chunk is 502",
@@ -656,6 +673,7 @@ BAD_RESPONSES = [
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
         True,
         502,
+        HTTP_RESPONSE_INCOMPLETE,
     ),
     (
         "RFC 9112 \u00a78: response head cut short is 502",
@@ -663,6 +681,7 @@ BAD_RESPONSES = [
         b"HTTP/1.1 200 OK\r\nContent-Len",
         True,
         502,
+        HTTP_RESPONSE_INCOMPLETE,
     ),
 ]
 
@@ -714,9 +733,9 @@ class ResponseTests(SynchronousTestCase):
         for pieces in segmentations(wire):
             self.assertEqual(read(pieces, False, method, lost=lost), (expected, buffered), pieces)
 
-    def checkBadResponse(self, method, wire, lost, status):
+    def checkBadResponse(self, method, wire, lost, status, errorType):
         for pieces in ([wire], [wire[i:i + 1] for i in range(len(wire))]):
-            self.assertEqual(refusal(pieces, False, method, lost=lost), status, pieces)
+            self.assertEqual(responseRefusal(pieces, method, lost), (status, errorType), pieces)
 
     def test_upgradedBytesKeepAccumulating(self):
         """

@@ -6,19 +6,24 @@ backpressure, with no sockets.
 
 from __future__ import annotations
 
+import errno
+
+from twisted.internet import defer, error
 from twisted.internet.defer import fail, succeed
-from twisted.internet.error import ConnectionRefusedError, TimeoutError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError, TimeoutError
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from dualproxy.http.message import CHUNKED, LENGTH, NO_BODY, Headers, RequestHead
+from dualproxy.http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead
 from dualproxy.relay.client import UpstreamProtocol
+from dualproxy.relay.connect import asRefusal
 from dualproxy.relay.pool import ConnectionPool
 from dualproxy.relay.relay import Relay
 from dualproxy.server import HTTPServerChannel
 
+from ..tables import fromTable
 from .test_server import RecordingHandler
 
 
@@ -147,6 +152,7 @@ class RelayTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertIn(b"HTTP/1.1 504 Gateway Timeout", self.client.value())
         self.assertIn(b"upstream timed out", self.client.value())
+        self.assertIn(b"Proxy-Status: dualproxy; error=connection_read_timeout;", self.client.value())
 
     def test_truncatedResponseAbortsClient(self):
         """
@@ -157,6 +163,34 @@ class RelayTests(SynchronousTestCase):
         upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
         upstream.connectionLost(Failure(ConnectionRefusedError()))
         self.assertTrue(self.client.disconnecting)
+        self.assertEqual(self.handler.done[0].errorType, "http_response_incomplete")
+
+    def test_closedBeforeResponding(self):
+        upstream = self.request()
+        upstream.connectionLost(Failure(ConnectionDone()))
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", self.client.value())
+        self.assertIn(b"Proxy-Status: dualproxy; error=connection_terminated;", self.client.value())
+
+    def test_closedMidHead(self):
+        upstream = self.request()
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Le")
+        upstream.connectionLost(Failure(ConnectionDone()))
+        self.assertIn(
+            b'Proxy-Status: dualproxy; error=http_response_incomplete; details="upstream closed the connection early"',
+            self.client.value(),
+        )
+
+    def test_unsupportedTransferCoding(self):
+        upstream = self.request()
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", self.client.value())
+        self.assertIn(b"Proxy-Status: dualproxy; error=http_response_transfer_coding;", self.client.value())
+
+    def test_unaskedSwitchIsProtocolError(self):
+        upstream = self.request()
+        upstream.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", self.client.value())
+        self.assertIn(b"Proxy-Status: dualproxy; error=http_protocol_error;", self.client.value())
 
     def test_clientGoneAbortsUpstream(self):
         upstream = self.request()
@@ -196,11 +230,37 @@ class ConnectFailureTests(SynchronousTestCase):
         value = self.answer(ConnectionRefusedError())
         self.assertIn(b"HTTP/1.1 502 Bad Gateway", value)
         self.assertIn(b"origin o:80 refused the connection", value)
+        self.assertIn(b"Proxy-Status: dualproxy; error=connection_refused;", value)
 
     def test_connectTimeout(self):
         value = self.answer(TimeoutError())
         self.assertIn(b"HTTP/1.1 504 Gateway Timeout", value)
         self.assertIn(b"connecting to origin o:80 timed out", value)
+        self.assertIn(b"Proxy-Status: dualproxy; error=connection_timeout;", value)
+
+
+# (rule, failure to connect, status, RFC 9209 error type)
+CONNECT_FAILURES = [
+    ("no name", error.DNSLookupError("o"), 502, "dns_error"),
+    ("only a lookup is bounded by a Deferred timeout", defer.TimeoutError(), 504, "dns_timeout"),
+    ("refused", ConnectionRefusedError(), 502, "connection_refused"),
+    ("connect timed out", TimeoutError(), 504, "connection_timeout"),
+    ("TCP timed out", error.TCPTimedOutError(), 504, "connection_timeout"),
+    ("network unreachable", error.NoRouteError(), 502, "destination_ip_unroutable"),
+    ("host unreachable", error.getConnectError((errno.EHOSTUNREACH, "No route to host")), 502,
+     "destination_ip_unroutable"),
+    ("no local address", error.getConnectError((errno.EADDRNOTAVAIL, "Cannot assign")), 502,
+     "proxy_internal_error"),
+    ("a refusal stands", Refusal(403, "denied", errorType="destination_ip_prohibited"), 403,
+     "destination_ip_prohibited"),
+]
+
+
+@fromTable(CONNECT_FAILURES, "check")
+class AsRefusalTests(SynchronousTestCase):
+    def check(self, exception, status, errorType):
+        refusal = asRefusal(Failure(exception), "origin o:80")
+        self.assertEqual((refusal.status, refusal.errorType), (status, errorType))
 
 
 class ConnectionPoolTests(SynchronousTestCase):

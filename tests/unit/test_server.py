@@ -214,6 +214,7 @@ class ErrorTests(SynchronousTestCase):
         value = transport.value()
         self.assertTrue(value.startswith(b"HTTP/1.1 400 Bad Request\r\n"), value)
         self.assertIn(b"malformed header field\n", value)
+        self.assertIn(b'Proxy-Status: dualproxy; error=http_request_error; details="malformed header field"', value)
         self.assertNotIn(b"Traceback", value)
         self.assertTrue(transport.disconnecting)
 
@@ -226,8 +227,55 @@ class ErrorTests(SynchronousTestCase):
         self.assertEqual(
             transport.value(),
             b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: 34\r\n\r\ndestination example.com is denied\n",
+            b"Content-Length: 34\r\n"
+            b'Proxy-Status: dualproxy; error=http_request_denied; details="destination example.com is denied"\r\n'
+            b"\r\ndestination example.com is denied\n",
         )
+
+    def test_refusalNamesItsErrorType(self):
+        """
+        RFC 9209: a refusal that knows its cause names it in Proxy-Status,
+        and the exchange keeps it for the access log.
+        """
+
+        def answer(exchange):
+            raise Refusal(403, "destination 10.0.0.1 is a private address", errorType="destination_ip_prohibited")
+
+        handler = RecordingHandler(answer)
+        channel, transport, _ = connect(handler)
+        channel.dataReceived(b"GET http://10.0.0.1/ HTTP/1.1\r\nHost: 10.0.0.1\r\n\r\n")
+        self.assertIn(
+            b'\r\nProxy-Status: dualproxy; error=destination_ip_prohibited; '
+            b'details="destination 10.0.0.1 is a private address"\r\n',
+            transport.value(),
+        )
+        self.assertEqual(handler.done[0].errorType, "destination_ip_prohibited")
+
+    def test_errorTypeNotedBeforeRefusing(self):
+        """
+        Whoever passes a refusal on with status and reason only (a cache)
+        leaves the type noted on the exchange in place.
+        """
+        handler = RecordingHandler()
+        channel, transport, _ = connect(handler)
+        channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+        exchange = handler.exchanges[0]
+        exchange.errorType = "connection_refused"
+        exchange.refuse(502, "origin a:80 refused the connection")
+        self.assertIn(b"\r\nProxy-Status: dualproxy; error=connection_refused; details=", transport.value())
+
+    def test_noErrorTypeNoField(self):
+        """
+        An answer that is no error (a redirect), or an error no type fits
+        (a 504 for only-if-cached), carries no Proxy-Status.
+        """
+        for status in (308, 504):
+            handler = RecordingHandler(lambda exchange: exchange.refuse(status, "no error type fits"))
+            channel, transport, _ = connect(handler)
+            channel.dataReceived(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 %d " % status))
+            self.assertNotIn(b"Proxy-Status", transport.value())
+            self.assertIsNone(handler.done[0].errorType)
 
     def test_refuseAfterResponseStartedAborts(self):
         """
@@ -241,9 +289,11 @@ class ErrorTests(SynchronousTestCase):
         head, _ = ok(b"0123456789")
         exchange.writeHead(head)
         exchange.write(b"01234")
-        exchange.refuse(502, "upstream closed the connection early")
+        exchange.refuse(502, "upstream closed the connection early", errorType="http_response_incomplete")
         self.assertNotIn(b"502", transport.value())
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(handler.done, [exchange])
+        self.assertEqual(exchange.errorType, "http_response_incomplete")
 
 
 class TimeoutTests(SynchronousTestCase):

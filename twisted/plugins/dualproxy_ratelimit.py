@@ -1,0 +1,7 @@
+"""
+The built-in rate limiter, found like third-party ones.
+"""
+
+from dualproxy.ratelimit import memory
+
+__all__ = ["memory"]
