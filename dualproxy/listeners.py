@@ -30,6 +30,12 @@ class ListenerService(Service):
         self.reactor = reactor
         self.port: Optional[IListeningPort] = None
 
+    def portNumber(self) -> Optional[int]:
+        """
+        The port listened on (the one the OS chose for port 0), if any.
+        """
+        return getattr(self.port.getHost(), "port", None) if self.port is not None else None
+
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         outcome: list = []

@@ -277,8 +277,8 @@ class ProxyService(MultiService):
         Become C{successor}: its listeners' logic on our sockets and open
         connections, its checkers and resolvers instead of ours.
         """
-        ours = {listener.description: listener for listener in self.listeners()}
-        theirs = {listener.description: listener for listener in successor.listeners()}
+        ours = {_listenerKey(listener): listener for listener in self.listeners()}
+        theirs = {_listenerKey(listener): listener for listener in successor.listeners()}
         for description, listener in ours.items():
             replacement = theirs.get(description)
             if replacement is None:
@@ -296,7 +296,7 @@ class ProxyService(MultiService):
             if child is not self.connections and not isinstance(child, ListenerService):
                 child.disownServiceParent()
         for child in list(successor):
-            if isinstance(child, ListenerService) and child.description in ours:
+            if isinstance(child, ListenerService) and _listenerKey(child) in ours:
                 continue
             child.disownServiceParent()
             child.setServiceParent(self)
@@ -345,6 +345,14 @@ class ProxyService(MultiService):
             return gatherResults([d for d in stopping if d is not None])
 
         return drained.addCallback(closeRest)
+
+
+def _listenerKey(listener: ListenerService) -> tuple:
+    """
+    What makes two listeners the same across a reload: the endpoint and
+    what is served there (plain, TLS, admin).
+    """
+    return listener.description, type(listener.factory)
 
 
 class RedirectToHTTPS:

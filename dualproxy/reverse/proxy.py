@@ -234,11 +234,12 @@ class ReverseHandler:
         pass
 
     def exchangeDone(self, exchange) -> None:
+        if self.accessLog is not None:
+            # Logged and counted while it still names its backend.
+            self.accessLog(exchange)
         if exchange.backend is not None:
             exchange.backend.inFlight -= 1
             exchange.backend = None
-        if self.accessLog is not None:
-            self.accessLog(exchange)
 
     def handle(self, exchange) -> None:
         head = exchange.request

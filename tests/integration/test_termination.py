@@ -137,6 +137,17 @@ class HTTP2Tests(TerminationTestCase):
         self.assertEqual(json.loads(out)["body"], "x" * 50000)
 
     @inlineCallbacks
+    def test_h2ErrorNamesItsType(self):
+        """
+        An error over HTTP/2 carries the same Proxy-Status as over HTTP/1.1.
+        """
+        yield self.origin.stop()
+        proxy, port = self.proxy()
+        out, err, code = yield curl("-D", "-", "--http2", *self.resolve("www.test", port), f"https://www.test:{port}/")
+        self.assertIn(b"HTTP/2 502", out)
+        self.assertIn(b"proxy-status: dualproxy; error=connection_refused;", out)
+
+    @inlineCallbacks
     def test_http11ClientsUnaffected(self):
         proxy, port = self.proxy()
         out, err, code = yield curl("-v", "--http1.1", *self.resolve("www.test", port), f"https://www.test:{port}/name")
@@ -236,6 +247,7 @@ class UpstreamTLSTests(TestCase):
         out, err, code = yield curl("-D", "-", proxy.url + "/name")
         self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
         self.assertIn(b"certificate verify failed: hostname mismatch", out)
+        self.assertIn(b"Proxy-Status: dualproxy; error=tls_certificate_error;", out)
         out, err, code = yield curl("-D", "-", proxy.url + "/name")
         self.assertIn(b"HTTP/1.1 503 Service Unavailable", out)
 
@@ -245,6 +257,7 @@ class UpstreamTLSTests(TestCase):
         out, err, code = yield curl("-D", "-", proxy.url + "/name")
         self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
         self.assertIn(b"certificate verify failed", out)
+        self.assertIn(b"Proxy-Status: dualproxy; error=tls_certificate_error;", out)
 
     @inlineCallbacks
     def test_clientCertificateToBackend(self):

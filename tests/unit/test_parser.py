@@ -12,6 +12,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dualproxy.http.message import CHUNKED, CLOSE, LENGTH, NO_BODY, Refusal
 from dualproxy.http.parser import DEFAULT_LIMITS, Limits, MessageReader
+from dualproxy.http.proxystatus import (
+    HTTP_PROTOCOL_ERROR,
+    HTTP_RESPONSE_HEADER_SECTION_SIZE,
+    HTTP_RESPONSE_HEADER_SIZE,
+    HTTP_RESPONSE_INCOMPLETE,
+    HTTP_RESPONSE_TRANSFER_CODING,
+)
 
 from ..tables import fromTable
 
@@ -632,9 +639,12 @@ BAD_RESPONSES = [
         502,
         HTTP_PROTOCOL_ERROR,
     ),
-    ("RFC 9112 \u00a74: status line without status code is 502", b"GET", b"HTTP/1.1 OK\r\n\r\n", False, 502, HTTP_PROTOCOL_ERROR),
-    ("RFC 9112 \u00a74: four-digit status code is 502", b"GET", b"HTTP/1.1 2000 OK\r\n\r\n", False, 502, HTTP_PROTOCOL_ERROR),
-    ("RFC 9112 \u00a74: status line with a foreign protocol is 502", b"GET", b"ICY 200 OK\r\n\r\n", False, 502, HTTP_PROTOCOL_ERROR),
+    ("RFC 9112 \u00a74: status line without status code is 502", b"GET", b"HTTP/1.1 OK\r\n\r\n", False, 502,
+     HTTP_PROTOCOL_ERROR),
+    ("RFC 9112 \u00a74: four-digit status code is 502", b"GET", b"HTTP/1.1 2000 OK\r\n\r\n", False, 502,
+     HTTP_PROTOCOL_ERROR),
+    ("RFC 9112 \u00a74: status line with a foreign protocol is 502", b"GET", b"ICY 200 OK\r\n\r\n", False, 502,
+     HTTP_PROTOCOL_ERROR),
     (
         "RFC 9112 \u00a75.2: obs-fold in a response is 502",
         b"GET",
@@ -682,6 +692,42 @@ BAD_RESPONSES = [
         True,
         502,
         HTTP_RESPONSE_INCOMPLETE,
+    ),
+    (
+        "RFC 9209 \u00a72.3.19: a response head over the limit is 502",
+        b"GET",
+        b"HTTP/1.1 200 OK\r\n" + (b"X-Padding: " + b"a" * 40 + b"\r\n") * 8 + b"\r\n",
+        False,
+        502,
+        HTTP_RESPONSE_HEADER_SECTION_SIZE,
+        ROOMY,
+    ),
+    (
+        "RFC 9209 \u00a72.3.19: too many response fields is 502",
+        b"GET",
+        b"HTTP/1.1 200 OK\r\n" + b"X: 1\r\n" * 5 + b"\r\n",
+        False,
+        502,
+        HTTP_RESPONSE_HEADER_SECTION_SIZE,
+        SMALL,
+    ),
+    (
+        "RFC 9209 \u00a72.3.19: a status line over the limit is 502",
+        b"GET",
+        b"HTTP/1.1 200 " + b"O" * 80 + b"\r\n\r\n",
+        False,
+        502,
+        HTTP_RESPONSE_HEADER_SECTION_SIZE,
+        ROOMY,
+    ),
+    (
+        "RFC 9209 \u00a72.3.20: a response field line over the limit is 502",
+        b"GET",
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * 80 + b"\r\n\r\n",
+        False,
+        502,
+        HTTP_RESPONSE_HEADER_SIZE,
+        ROOMY,
     ),
 ]
 
@@ -733,9 +779,9 @@ class ResponseTests(SynchronousTestCase):
         for pieces in segmentations(wire):
             self.assertEqual(read(pieces, False, method, lost=lost), (expected, buffered), pieces)
 
-    def checkBadResponse(self, method, wire, lost, status, errorType):
+    def checkBadResponse(self, method, wire, lost, status, errorType, limits=DEFAULT_LIMITS):
         for pieces in ([wire], [wire[i:i + 1] for i in range(len(wire))]):
-            self.assertEqual(responseRefusal(pieces, method, lost), (status, errorType), pieces)
+            self.assertEqual(responseRefusal(pieces, method, lost, limits), (status, errorType), pieces)
 
     def test_upgradedBytesKeepAccumulating(self):
         """

@@ -21,7 +21,15 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from dualproxy.tls import ServerTLS, TLSConfigError, clientCreator, loadPair, peerSubject, verificationError
+from dualproxy.tls import (
+    ServerTLS,
+    TLSConfigError,
+    clientCreator,
+    loadPair,
+    peerSubject,
+    upstreamTLSError,
+    verificationError,
+)
 
 from ..certs import CertificateAuthority
 
@@ -370,6 +378,9 @@ class TwistedTests(_Directory):
         client, _ = self.connect(creator, clientCreator("wrong.test", self.ca.certPath))
         self.assertFalse(client.handshook)
         self.assertEqual(verificationError(client.lost), "certificate verify failed: hostname mismatch")
+        self.assertEqual(
+            upstreamTLSError(client.lost), ("tls_certificate_error", "certificate verify failed: hostname mismatch")
+        )
         client, server = self.connect(creator, clientCreator("wrong.test", verify=False))
         self.assertTrue(client.handshook)
         self.assertEqual(server.transport.getHandle().get_servername(), b"wrong.test")
@@ -377,3 +388,27 @@ class TwistedTests(_Directory):
     def test_otherFailures(self) -> None:
         self.assertIsNone(verificationError(Failure(ConnectionRefusedError())))
         self.assertIsNone(verificationError(Failure(SSL.Error([("SSL routines", "", "wrong version number")]))))
+
+    def test_alertFromUpstream(self) -> None:
+        """
+        RFC 9209 section 2.3.15: an upstream that wants a client
+        certificate we do not have says so with an alert.
+        """
+        a = loadPair(*self.ca.issue("a", ["a.test"]))
+        creator = ServerTLS([a], a, clientCA=self.ca.certPath)
+        client, _ = self.connect(creator, clientCreator("a.test", self.ca.certPath))
+        self.assertEqual(
+            upstreamTLSError(client.lost), ("tls_alert_received", "alert received: tlsv13 alert certificate required")
+        )
+
+    def test_upstreamTLSErrorTypes(self) -> None:
+        self.assertIsNone(upstreamTLSError(Failure(ConnectionRefusedError())))
+        self.assertEqual(
+            upstreamTLSError(Failure(SSL.Error([("SSL routines", "", "wrong version number")]))),
+            ("tls_protocol_error", "failed: wrong version number"),
+        )
+        self.assertEqual(
+            upstreamTLSError(Failure(SSL.Error([("SSL routines", "", "certificate verify failed")]))),
+            ("tls_certificate_error", "certificate verify failed: untrusted or invalid certificate"),
+        )
+        self.assertEqual(upstreamTLSError(Failure(SSL.Error())), ("tls_protocol_error", "failed: protocol error"))

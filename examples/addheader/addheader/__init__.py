@@ -55,13 +55,18 @@ class AddHeaders:
         self.name = name
         self.responseFields = tuple((key, key.lower(), value) for key, value in encodeFields(response))
         self.requestFields = encodeFields(request)
+        self.requestNames = tuple(name.lower() for name, _ in self.requestFields)
 
     def request(self, head: RequestHead, client) -> None:
+        headers = head.headers
+        headers.remove(*self.requestNames)
         for name, value in self.requestFields:
-            head.headers.set(name, value)
+            headers.add(name, value)
 
     def response(self, request: RequestHead, head: ResponseHead) -> None:
         headers = head.headers
-        for name, lower, value in self.responseFields:
-            if lower not in headers:
-                headers.add(name, value)
+        # Judged on the upstream's fields alone, so a name given twice is
+        # added twice.
+        missing = [(name, value) for name, lower, value in self.responseFields if lower not in headers]
+        for name, value in missing:
+            headers.add(name, value)

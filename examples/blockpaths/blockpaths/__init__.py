@@ -58,7 +58,6 @@ def normalizedPath(path: bytes) -> Optional[str]:
     else:
         return None
     segments: List[str] = []
-    segment = ""
     for segment in path.decode("utf-8", "surrogateescape").split("/"):
         segment = segment.split(";", 1)[0]
         if segment == "..":
@@ -66,6 +65,7 @@ def normalizedPath(path: bytes) -> Optional[str]:
                 segments.pop()
         elif segment not in ("", "."):
             segments.append(segment)
+    # "/a/" and "/a/b/.." name a directory: the trailing slash stays.
     trailingSlash = segments and segment in ("", ".", "..")
     return "/" + "/".join(segments) + ("/" if trailingSlash else "")
 
