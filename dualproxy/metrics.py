@@ -89,8 +89,7 @@ def percentile(ordered: List[float], fraction: float) -> Optional[float]:
     return ordered[min(len(ordered) - 1, max(0, int(fraction * len(ordered) + 0.5) - 1))]
 
 
-def statusClass(status: int) -> str:
-    return "%dxx" % (status // 100) if 100 <= status < 600 else "other"
+_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
 class Metrics:
@@ -132,21 +131,22 @@ class Metrics:
         """
         now = self.clock.seconds()
         latency = now - exchange.started
-        status = statusClass(exchange.status)
-        route = getattr(exchange, "route", None) or ""
+        status = _CLASSES.get(exchange.status // 100, "other")
+        route = exchange.route
         backend = exchange.backend
-        pool = getattr(exchange, "pool", None) or ""
+        pool = exchange.pool
         backendName = backend.name if backend is not None else ""
         method = exchange.request.method
         if method not in _METHODS:
             method = b"other"
         key = (route, pool, backendName, method, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
         timing = self.durations.get(route)
         if timing is None:
             timing = self.durations[route] = Histogram()
         timing.observe(latency)
-        upstream = getattr(exchange, "upstreamLatency", None)
+        upstream = exchange.upstreamLatency
         if upstream is not None:
             upstreamKey = (pool, backendName)
             timing = self.upstreamDurations.get(upstreamKey)
@@ -156,14 +156,16 @@ class Metrics:
             if backendName:
                 previous = self.backendLatency.get(backendName)
                 self.backendLatency[backendName] = upstream if previous is None else previous * 0.8 + upstream * 0.2
-        errorType = getattr(exchange, "errorType", None)
+        errorType = exchange.errorType
         if errorType:
             self.errors[errorType] = self.errors.get(errorType, 0) + 1
-        self.bytesIn += getattr(exchange, "bytesReceived", 0)
+        self.bytesIn += exchange.bytesReceived
         self.bytesOut += exchange.bytesSent
-        second = self._tick(now)
+        second = self._second
+        if int(now) != second.time:
+            second = self._tick(now)
         second.observe(status, latency)
-        cacheStatus = getattr(exchange, "cacheResult", None)
+        cacheStatus = exchange.cacheResult
         if cacheStatus is not None:
             second.lookups += 1
             if cacheStatus == "hit":

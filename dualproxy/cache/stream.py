@@ -131,6 +131,12 @@ class Background:
     onAbort = None
     responseStarted = False
     aborted = False
+    route = ""
+    pool = ""
+    cacheResult = None
+    upstreamLatency = None
+    bytesReceived = 0
+    errorType = None
 
     def __init__(self, request, handler, clock):
         self.request = request
