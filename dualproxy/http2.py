@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.web.http_headers import Headers as TwistedHeaders
 
 from .http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
-from .server import Exchange, ReadingControl
+from .server import Exchange, ReadingControl, handle
 
 try:
     from twisted.web._http2 import H2Connection
@@ -132,10 +132,7 @@ class _StreamRequest:
         exchange = self.exchange = Exchange(channel, head)
         if framing == NO_BODY:
             exchange.requestEnded = True
-        try:
-            factory.handler.handle(exchange)
-        except Refusal as refusal:
-            exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
+        handle(factory.handler, exchange)
         return exchange
 
     def handleContentChunk(self, data: bytes) -> None:

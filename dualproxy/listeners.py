@@ -4,13 +4,20 @@ Listening on Twisted endpoint strings, as a service that knows its port.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
-from typing import Optional
+from typing import Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
+
+
+# Endpoint descriptions whose socket this process was handed already open
+# (by a supervisor), with the descriptor to accept on instead of binding.
+ADOPTED: Dict[str, int] = {}
 
 
 class ListenerService(Service):
@@ -38,6 +45,12 @@ class ListenerService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
+        fd = ADOPTED.get(self.description)
+        if fd is not None:
+            with socket.socket(fileno=os.dup(fd)) as probe:
+                family = probe.family
+            self.port = self.reactor.adoptStreamPort(fd, family, self.factory)
+            return
         outcome: list = []
         serverFromString(self.reactor, self.description).listen(self.factory).addBoth(outcome.append)
         if outcome and isinstance(outcome[0], Failure):

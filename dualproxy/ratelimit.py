@@ -60,7 +60,7 @@ class TokenBucket:
 class MemoryRateLimiter:
     """
     Buckets in a dict ordered by last use.  A full bucket is the same as no
-    bucket, so full ones are dropped from the cold end as requests come;
+    bucket, so full ones are dropped from the cold end as new clients come;
     when C{maxKeys} buckets are still tracked, the least recently used goes
     (and its client starts again with a full bucket).
     """
@@ -82,11 +82,11 @@ class MemoryRateLimiter:
         if wait:
             # A refused request costs nothing: the state stays as it was,
             # so refills add up exactly to what Retry-After promised.
-            buckets[key] = state
             self.rejected += 1
         else:
-            buckets[key] = (tokens, now)
+            state = (tokens, now)
             self.allowed += 1
+        buckets[key] = state
         buckets.move_to_end(key)
         return wait
 
@@ -102,6 +102,7 @@ class MemoryRateLimiter:
             buckets.popitem(last=False)
 
     def stats(self, now: float) -> Dict[str, int]:
+        # Looks at every bucket: for metrics scrapes, not for each request.
         bucket = self.bucket
         return {
             "allowed": self.allowed,

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from .http.message import LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
 from .http.parser import DEFAULT_LIMITS, Limits, MessageReader
-from .http.proxystatus import NAME, defaultErrorType, proxyStatus
+from .http.proxystatus import NAME, PROXY_INTERNAL_ERROR, defaultErrorType, proxyStatus
 from .http.rules import wantsKeepAlive
 
 _log = Logger()
@@ -313,6 +313,21 @@ class Exchange:
         self.channel.splice(upstream)
 
 
+def handle(handler, exchange: Exchange) -> None:
+    """
+    Give C{exchange} to the mode's C{handler}: a L{Refusal} answers the
+    client; a bug answers 500 and is logged, never shown to the client.
+    """
+    try:
+        handler.handle(exchange)
+    except Refusal as refusal:
+        exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
+    except Exception:
+        _log.failure("handling {method} {target} failed", method=exchange.request.method,
+                     target=exchange.request.target)
+        exchange.refuse(500, "the proxy failed to handle this request", errorType=PROXY_INTERNAL_ERROR)
+
+
 class ReadingControl:
     """
     Pauses reading from the client while any reason to holds, and resumes
@@ -477,10 +492,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
     def headReceived(self, head) -> None:
         exchange = self.current = Exchange(self, head)
         self._drained = 0
-        try:
-            self.handler.handle(exchange)
-        except Refusal as refusal:
-            exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
+        handle(self.handler, exchange)
 
     def bodyReceived(self, data: bytes) -> None:
         exchange = self.current

@@ -139,21 +139,11 @@ class ProxyService(MultiService):
             from .forward.auth import PasswordFile
 
             passwords = PasswordFile.load(admin.auth_file) if admin.auth_file else None
-            ListenerService(admin.listen, adminSite(self, self.registry(), passwords, admin.realm),
+            ListenerService(admin.listen, adminSite(self, passwords, admin.realm),
                             self.reactor).setServiceParent(self)
         ReloadOnHangup(self).setServiceParent(self)
 
     # What the admin listener shows
-
-    def registry(self):
-        """
-        A Prometheus registry with this service's metrics.
-        """
-        from prometheus_client import CollectorRegistry
-
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(self.metrics)
-        return registry
 
     def _watch(self, metrics: Metrics) -> None:
         """
@@ -199,7 +189,8 @@ class ProxyService(MultiService):
         return lambda: [({}, getattr(self._cache.stats, field))] if self._cache is not None else []
 
     def _limiterStat(self, field: str):
-        return lambda: [({"limiter": label}, limiter.stats()[field]) for label, limiter in self.rateLimiters]
+        return lambda: [({"limiter": label}, limiter.stats(self.reactor.seconds())[field])
+                        for label, limiter in self.rateLimiters]
 
     def listeners(self) -> List[ListenerService]:
         return [child for child in self if isinstance(child, ListenerService)]

@@ -42,6 +42,13 @@ class Options(usage.Options):
             "[default: connect to origins directly].",
         ],
         [
+            "workers",
+            "w",
+            "1",
+            "Worker processes sharing the listeners, a number or auto (one per core); a supervisor process starts "
+            "them, restarts any that dies and serves the admin listener for all [default: 1, no supervisor].",
+        ],
+        [
             "access-log",
             None,
             None,
@@ -89,7 +96,18 @@ class Options(usage.Options):
     )
     del _append
 
+    def parseOptions(self, options=None) -> None:
+        # Kept for worker processes, which are started with the same ones.
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
+
     def postOptions(self) -> None:
+        from .workers import workerCount
+
+        try:
+            self.workerCount = workerCount(self["workers"])
+        except ValueError as e:
+            self.fail(f"--workers: {e}")
         try:
             self.mode, self.config, self.filters = self.load()
         except ConfigError as e:
@@ -172,10 +190,32 @@ def _port(value: str) -> Any:
     return int(value)
 
 
+def _withoutWorkers(arguments: List[str]) -> List[str]:
+    """
+    The options again, minus C{--workers}: what each worker is started with.
+    """
+    kept = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument in ("--workers", "-w"):
+            skip = True
+        elif not argument.startswith(("--workers=", "-w")):
+            kept.append(argument)
+    return kept
+
+
 def makeService(options: Options) -> IService:
     """
     The running proxy for the validated options.
     """
+    if options.workerCount > 1:
+        from twisted.internet import reactor
+
+        from .workers import Supervisor
+
+        return Supervisor(_withoutWorkers(options.arguments), options.config, options.workerCount, reactor)
     try:
         service = options.mode.makeService(options.config, options.filters)
     except ConfigError as e:

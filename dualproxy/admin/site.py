@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+from typing import Callable, Optional
 
+from twisted.internet.defer import maybeDeferred
 from twisted.web import resource, server
 
 from ..forward.auth import PasswordFile, ProxyAuthenticator
@@ -24,52 +25,50 @@ def _json(request, data, status: int = 200) -> bytes:
     return json.dumps(data, indent=1).encode("utf-8") + b"\n"
 
 
-class Metrics(resource.Resource):
+class Answer(resource.Resource):
     """
-    C{/metrics} in the Prometheus text exposition format.
-    """
-
-    isLeaf = True
-
-    def __init__(self, registry):
-        super().__init__()
-        self.registry = registry
-
-    def render_GET(self, request) -> bytes:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self.registry)
-
-
-class Status(resource.Resource):
-    """
-    C{/status}: the JSON status document.
+    A GET answered with what C{produce()} returns (or a Deferred fires
+    with), encoded by C{encode(request, value)}.
     """
 
     isLeaf = True
 
-    def __init__(self, service):
+    def __init__(self, produce: Callable[[], object], encode: Callable[[object, object], bytes] = _json):
         super().__init__()
-        self.service = service
+        self.produce = produce
+        self.encode = encode
 
-    def render_GET(self, request) -> bytes:
-        return _json(request, document(self.service))
+    def render_GET(self, request):
+        def write(value) -> None:
+            request.write(self.encode(request, value))
+            request.finish()
+
+        def failed(failure) -> None:
+            request.write(_json(request, {"error": failure.getErrorMessage()}, 503))
+            request.finish()
+
+        maybeDeferred(self.produce).addCallbacks(write, failed)
+        return server.NOT_DONE_YET
 
 
-class Series(resource.Resource):
+def _exposition(request, families) -> bytes:
     """
-    C{/series}: the last minutes, one entry per second, for the dashboard.
+    Prometheus text for C{families} (an iterable of metric families).
     """
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-    isLeaf = True
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Static(list(families)))
+    request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+    return generate_latest(registry)
 
-    def __init__(self, service):
-        super().__init__()
-        self.service = service
 
-    def render_GET(self, request) -> bytes:
-        return _json(request, self.service.metrics.series())
+class _Static:
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)
 
 
 class Reload(resource.Resource):
@@ -88,6 +87,24 @@ class Reload(resource.Resource):
         if error is not None:
             return _json(request, {"reloaded": False, "error": error}, 422)
         return _json(request, {"reloaded": True})
+
+
+class _Local:
+    """
+    What the admin listener shows for a single process.
+    """
+
+    def __init__(self, service):
+        self.service = service
+
+    def metrics(self):
+        return self.service.metrics.collect()
+
+    def status(self) -> dict:
+        return document(self.service)
+
+    def series(self) -> list:
+        return self.service.metrics.series()
 
 
 class Dashboard(resource.Resource):
@@ -129,16 +146,19 @@ class _Unauthorized(resource.Resource):
         return b"authentication required\n"
 
 
-def adminSite(service, registry, passwords: Optional[PasswordFile] = None, realm: str = "dualproxy admin"):
+def adminSite(service, passwords: Optional[PasswordFile] = None, realm: str = "dualproxy admin", view=None):
     """
-    The admin web site for a running L{dualproxy.service.ProxyService}.
+    The admin web site for a running L{dualproxy.service.ProxyService}, or
+    for a L{dualproxy.workers.Supervisor} with the C{view} that merges its
+    workers' answers.
     """
+    if view is None:
+        view = _Local(service)
     root = resource.Resource()
-    dashboard = Dashboard()
-    root.putChild(b"", dashboard)
-    root.putChild(b"metrics", Metrics(registry))
-    root.putChild(b"status", Status(service))
-    root.putChild(b"series", Series(service))
+    root.putChild(b"", Dashboard())
+    root.putChild(b"metrics", Answer(view.metrics, _exposition))
+    root.putChild(b"status", Answer(view.status))
+    root.putChild(b"series", Answer(view.series))
     root.putChild(b"reload", Reload(service))
     top = root if passwords is None else _Gate(root, passwords, realm)
     site = server.Site(top)

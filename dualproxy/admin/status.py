@@ -6,6 +6,7 @@ configuration with its secrets taken out.
 from __future__ import annotations
 
 import dataclasses
+import os
 from ipaddress import IPv4Network, IPv6Network
 from types import MappingProxyType
 from typing import Any
@@ -62,6 +63,7 @@ def document(service) -> dict:
     cache = service.cacheIfBuilt()
     return {
         "version": __version__,
+        "pid": os.getpid(),
         "mode": config.mode,
         "uptime": round(now - service.startedAt, 3),
         "listeners": [{"endpoint": listener.description, "port": listener.portNumber()}

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
 from ..http.parser import MessageReader
-from ..http.proxystatus import CONNECTION_READ_TIMEOUT, CONNECTION_TERMINATED, HTTP_RESPONSE_INCOMPLETE
+from ..http.proxystatus import CONNECTION_READ_TIMEOUT, CONNECTION_TERMINATED
 from ..tls import upstreamTLSError
 from . import splice
 from ..http.rules import wantsKeepAlive
@@ -126,12 +126,12 @@ class UpstreamProtocol(Protocol):
     def _touch(self) -> None:
         self.lastActivity = self.clock.seconds()
 
-    def _spliced(self, error) -> None:
+    def _spliced(self, error: Optional[str], errorType: Optional[str]) -> None:
         self._splicer = None
         if error is None:
             self.reader.bodyConsumed()
         else:
-            self._fail(Refusal(502, error, errorType=HTTP_RESPONSE_INCOMPLETE))
+            self._fail(Refusal(502, error, errorType=errorType))
 
     def headReceived(self, head) -> None:
         self.responseBegun = True

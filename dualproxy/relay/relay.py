@@ -119,7 +119,12 @@ class Relay:
         if head.status == 101:
             self._switchProtocols(head)
             return
-        self.onResponse(head)
+        try:
+            self.onResponse(head)
+        except Refusal as refusal:
+            self._dropUpstream()
+            self.refuse(refusal)
+            return
         response = self.response
         response.writeHead(head)
         if head.framing != NO_BODY:

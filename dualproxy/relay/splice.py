@@ -23,6 +23,8 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IPullProducer, IReadDescriptor, IWriteDescriptor
 from zope.interface import implementer
 
+from ..http.proxystatus import HTTP_RESPONSE_INCOMPLETE, PROXY_INTERNAL_ERROR
+
 SPLICE_F_MOVE = 1
 SPLICE_F_NONBLOCK = 2
 F_SETPIPE_SZ = 1031
@@ -112,12 +114,13 @@ class _Descriptor:
 class Splicer:
     """
     Moves C{length} bytes from C{source}'s socket to C{sink}'s, then calls
-    C{done(None)}, or C{done(reason)} if either side failed; C{progress()}
-    is called whenever bytes moved (for idle timeouts).
+    C{done(None, None)}, or C{done(reason, errorType)} if either side
+    failed (no RFC 9209 type when the client did); C{progress()} is called
+    whenever bytes moved (for idle timeouts).
     """
 
-    def __init__(self, reactor, source, sink, length: int, done: Callable[[Optional[str]], None],
-                 progress: Callable[[], None]):
+    def __init__(self, reactor, source, sink, length: int,
+                 done: Callable[[Optional[str], Optional[str]], None], progress: Callable[[], None]):
         self.reactor = reactor
         self.source = source
         self.sink = sink
@@ -152,7 +155,7 @@ class Splicer:
             self.reader = _Descriptor(os.dup(self.source.fileno()), self._readable)
             self.writer = _Descriptor(os.dup(self.sink.fileno()), self._writable)
         except OSError as e:
-            self._finish(f"cannot relay the body: {e.strerror}")
+            self._finish(f"cannot relay the body: {e.strerror}", PROXY_INTERNAL_ERROR)
             return
         self._read(True)
 
@@ -174,10 +177,10 @@ class Splicer:
             moved = _splice(self.reader.fd, self.pipeWrite, min(self.remaining, PIPE_SIZE - self.inPipe))
         except OSError as e:
             if e.errno != errno.EAGAIN:
-                self._finish("upstream failed mid-body")
+                self._finish("upstream failed mid-body", HTTP_RESPONSE_INCOMPLETE)
             return
         if moved == 0:
-            self._finish("upstream closed the connection early")
+            self._finish("upstream closed the connection early", HTTP_RESPONSE_INCOMPLETE)
             return
         self.remaining -= moved
         self.inPipe += moved
@@ -223,10 +226,10 @@ class Splicer:
         elif self.sink.producer is self:
             self.sink.unregisterProducer()
 
-    def _finish(self, error: Optional[str]) -> None:
+    def _finish(self, error: Optional[str], errorType: Optional[str] = None) -> None:
         if self.finished:
             return
         self.stop()
         if error is None:
             self.source.startReading()
-        self.done(error)
+        self.done(error, errorType)

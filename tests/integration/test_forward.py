@@ -713,3 +713,29 @@ class RateLimitTests(ForwardTestCase):
         self.assertEqual(origin.requests, 3)
         (label, limiter), = proxy.service.rateLimiters
         self.assertEqual((label, limiter.stats(reactor.seconds())["keys"]), ("forward", 2))
+
+
+class FailingFilterTests(ForwardTestCase):
+    @inlineCallbacks
+    def test_failingResponseFilterAnswers500(self):
+        """
+        A response filter that raises gets the client a 500 naming it, not
+        a dropped connection or an unfiltered response.
+        """
+
+        class Broken:
+            name = "broken"
+
+            def request(self, head, client):
+                pass
+
+            def response(self, request, head):
+                raise ValueError("bug")
+
+        origin = self.startOrigin()
+        proxy = self.startProxy(filters=[Broken()])
+        out, err, code = yield curl("-x", proxy.url, "-D", "-", origin.url("/name"))
+        self.assertIn(b"HTTP/1.1 500 Internal Server Error", out)
+        self.assertIn(b"the response filter broken failed", out)
+        self.assertIn(b"error=proxy_internal_error", out)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)

@@ -371,3 +371,58 @@ def _readAll(client: socket.socket, size: int) -> defer.Deferred:
     return deferToThread(read)
 
 
+
+
+class WorkerTests(TwistdTestCase):
+    @inlineCallbacks
+    def test_workersSharePortAndReplaceTheDead(self):
+        """
+        With --workers 2 both workers accept on the supervisor's socket, the
+        supervisor's admin listener shows them both, and a killed worker is
+        replaced while the port keeps answering.
+        """
+        origin = Origin("a")
+        self.addCleanup(origin.stop)
+        config = FilePath(self.mktemp())
+        config.setContent(b'mode = "reverse"\n[admin]\nlisten = "tcp:0:interface=127.0.0.1"\n')
+        pid, port, child = yield self.startTwistd(
+            "--config", config.path, "--listen", "tcp:0:interface=127.0.0.1", "--backend", f"http://{origin.address}",
+            "--workers", "2",
+        )
+        yield child.waitFor(b"Site starting on", since=0)
+        admin = int(re.findall(rb"Site starting on (\d+)", child.output)[0])
+        while len(re.findall(rb"worker \d: .*HTTPServerFactory starting on", child.output)) < 2:
+            yield child.waitFor(b"HTTPServerFactory starting on")
+        status = yield self.status(admin)
+        workers = status["workers"]
+        self.assertEqual(len({worker["pid"] for worker in workers}), 2)
+        for worker in workers:
+            self.assertIn(port, [listener["port"] for listener in worker["listeners"]])
+        victim = workers[0]
+        before = len(child.output)
+        os.kill(victim["pid"], signal.SIGKILL)
+        started = re.compile(b"worker %d: .*HTTPServerFactory starting on" % victim["worker"])
+        while not started.search(child.output, before):
+            yield child.waitFor(b"HTTPServerFactory starting on")
+        for _ in range(6):
+            out, err, code = yield curl(f"http://127.0.0.1:{port}/name")
+            self.assertEqual(out, b"a")
+        status = yield self.status(admin)
+        self.assertEqual(len(status["workers"]), 2)
+        self.assertNotIn(victim["pid"], [worker["pid"] for worker in status["workers"]])
+        out, err, code = yield curl(f"http://127.0.0.1:{admin}/metrics")
+        self.assertIn(b"dualproxy_worker_restarts_total 1.0", out)
+        self.assertIn(b'worker="0"', out)
+        self.assertIn(b'worker="1"', out)
+        # SIGTERM drains the workers before the supervisor exits.
+        os.kill(pid, signal.SIGTERM)
+        yield child.ended
+        self.assertIn(b"Server Shut Down", child.output)
+        for worker in status["workers"]:
+            self.assertFalse(os.path.exists(f"/proc/{worker['pid']}"), "no worker outlives the supervisor")
+
+    @inlineCallbacks
+    def status(self, admin: int):
+        out, err, code = yield curl(f"http://127.0.0.1:{admin}/status")
+        self.assertEqual(code, 0, err)
+        return json.loads(out)

@@ -406,3 +406,27 @@ class WriteThroughTests(SynchronousTestCase):
     def test_brokenSocketLeftToTheTransport(self):
         transport = self.answer(_ShortSocket(0, ConnectionResetError()))
         self.assertEqual(len(transport.written), 1)
+
+
+class HandlerFailureTests(SynchronousTestCase):
+    def test_bugAnswers500AndKeepsTheConnection(self):
+        """
+        An exception in a handler is logged and answered with 500 and a
+        Proxy-Status; the connection goes on serving.
+        """
+        calls = []
+
+        def answer(exchange):
+            calls.append(exchange)
+            if len(calls) == 1:
+                raise ZeroDivisionError()
+            answerOK(exchange)
+
+        channel, transport, clock = connect(RecordingHandler(answer))
+        channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+        output = transport.value()
+        self.assertTrue(output.startswith(b"HTTP/1.1 500 Internal Server Error\r\n"))
+        self.assertIn(b"Proxy-Status: dualproxy; error=proxy_internal_error", output)
+        self.assertNotIn(b"ZeroDivisionError", output)
+        self.assertIn(b"HTTP/1.1 200 OK", output)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
