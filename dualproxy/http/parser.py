@@ -96,6 +96,13 @@ class MessageReader:
     def buffered(self) -> bytes:
         return self._buffer
 
+    def drain(self) -> bytes:
+        """
+        Take the unparsed bytes: they are no longer HTTP (a tunnel's).
+        """
+        data, self._buffer = self._buffer, b""
+        return data
+
     @property
     def bodyRemaining(self) -> int:
         """
@@ -119,7 +126,9 @@ class MessageReader:
         one is answered.
         """
         if self._buffer:
-            data = self._buffer + data
+            # Consumed from here on: a sink looking at buffered() during a
+            # callback must not see bytes already parsed.
+            data, self._buffer = self._buffer + data, b""
         while data and not self.paused:
             rest = self._state(data)
             if rest is None:

@@ -101,6 +101,11 @@ class UpstreamProtocol(Protocol):
             self.reader.feed(data)
         except Refusal as refusal:
             self._fail(refusal)
+        if self._tunnelPeer is not None:
+            # A 101 turned the connection into a tunnel mid-read.
+            leftover = self.reader.drain()
+            if leftover:
+                self._tunnelPeer.write(leftover)
             return
         if self._spliceSink is not None:
             self._maybeSplice()
@@ -142,6 +147,9 @@ class UpstreamProtocol(Protocol):
             head.framing != CLOSE and head.status != 101 and wantsKeepAlive(head.version, head.headers)
         )
         self.listener.responseHead(head)
+        if self.listener is None:
+            # Dropped while looking at the head: nothing more is read.
+            self.reader.paused = True
 
     def bodyReceived(self, data: bytes) -> None:
         self.listener.responseBody(data)
@@ -229,9 +237,6 @@ class UpstreamProtocol(Protocol):
         self.listener = None
         self._tunnelPeer = peer
         self.transport.registerProducer(peer, True)
-        leftover = self.reader.buffered
-        if leftover:
-            peer.write(leftover)
 
     # IPushProducer, driven by the client's transport.
 

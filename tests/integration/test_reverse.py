@@ -531,6 +531,24 @@ class WebSocketTests(ReverseTestCase):
         self.assertEqual(out.strip(), b"hello through the proxy")
         backend.stop()
 
+    @inlineCallbacks
+    def test_frameInTheSamePacketAsThe101(self):
+        """
+        A frame the backend sends in the very packet of its 101 reaches the
+        client, after the head and nothing else.
+        """
+        greeting = _WebSocketEcho()
+        greeting.greeting = b"hi"
+        echo = reactor.listenTCP(0, greeting, interface="127.0.0.1")
+        self.addCleanup(echo.stopListening)
+        backend = Origin("unused")
+        backend.address = f"127.0.0.1:{echo.getHost().port}"
+        proxy = self.proxy({"ws": pool(backend)})
+        out, err, code = yield pythonClient(WEBSOCKET_CLIENT, proxy.address, "hi")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.strip(), b"hello through the proxy")
+        backend.stop()
+
 
 WEBSOCKET_CLIENT = r"""
 import base64, hashlib, os, socket, struct, sys
@@ -545,6 +563,11 @@ while b"\r\n\r\n" not in head:
 assert head.startswith(b"HTTP/1.1 101"), head
 accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
 assert b"Sec-WebSocket-Accept: " + accept in head, head
+if len(sys.argv) > 2:
+    greeting = b""
+    while len(greeting) < 2 + len(sys.argv[2]):
+        greeting += sock.recv(1)
+    assert greeting == bytes([0x81, len(sys.argv[2])]) + sys.argv[2].encode(), greeting
 payload = b"hello through the proxy"
 mask = os.urandom(4)
 sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
@@ -574,8 +597,10 @@ class _WebSocketEchoProtocol(protocol.Protocol):
             key = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                    if line.lower().startswith(b"sec-websocket-key:")][0]
             accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            greeting = self.factory.greeting
             self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                                 + (bytes([0x81, len(greeting)]) + greeting if greeting else b""))
             self.open = True
         if len(self.buffer) >= 6:
             length = self.buffer[1] & 0x7F
@@ -589,6 +614,8 @@ class _WebSocketEchoProtocol(protocol.Protocol):
 class _WebSocketEcho(protocol.Factory):
     protocol = _WebSocketEchoProtocol
     noisy = False
+    # A text frame sent in the same write as the 101, if any.
+    greeting = b""
 
 
 def _roundsUntil(checker, condition) -> defer.Deferred:
