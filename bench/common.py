@@ -363,9 +363,15 @@ def baseParser(doc: str, defaultConfig: Path) -> argparse.ArgumentParser:
     parser.add_argument(
         "--python", default=sys.executable, help="interpreter running both proxies [default: this one]"
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds of each measured wrk run [default: 10]")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each measured run [default: 2]")
-    parser.add_argument("--connections", type=int, default=32, help="wrk's keep-alive connections [default: 32]")
+    parser.add_argument(
+        "--duration", type=int, default=10, help="seconds of each measured wrk run [default: %(default)s]"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of wrk before each measured run [default: %(default)s]"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=32, help="wrk's keep-alive connections [default: %(default)s]"
+    )
     parser.add_argument(
         "--config", type=Path, default=defaultConfig, help="dualproxy's TOML file [default: %(default)s]"
     )

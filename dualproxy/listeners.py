@@ -20,6 +20,12 @@ from twisted.python.failure import Failure
 ADOPTED: Dict[str, int] = {}
 
 
+class ListenError(Exception):
+    """
+    An endpoint could not be listened on; the message says which and why.
+    """
+
+
 class ListenerService(Service):
     """
     Listens on one endpoint (e.g. C{tcp:3128:interface=127.0.0.1}) while
@@ -45,19 +51,33 @@ class ListenerService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
+        if self.port is not None:
+            return
+        try:
+            self.bind()
+        except ListenError as e:
+            sys.stderr.write(f"dualproxy: {e}\n")
+            raise SystemExit(1)
+
+    def bind(self) -> None:
+        """
+        Listen now (or adopt the socket a supervisor handed down).
+
+        @raise ListenError: naming the endpoint and why not.
+        """
         fd = ADOPTED.get(self.description)
         if fd is not None:
             with socket.socket(fileno=os.dup(fd)) as probe:
                 family = probe.family
+            # Shared with the other workers, and some socket objects (PyPy's)
+            # make it blocking: one blocked accept would stall this worker.
+            os.set_blocking(fd, False)
             self.port = self.reactor.adoptStreamPort(fd, family, self.factory)
             return
         outcome: list = []
         serverFromString(self.reactor, self.description).listen(self.factory).addBoth(outcome.append)
         if outcome and isinstance(outcome[0], Failure):
-            sys.stderr.write(
-                f"dualproxy: cannot listen on {self.description}: {outcome[0].getErrorMessage()}\n"
-            )
-            raise SystemExit(1)
+            raise ListenError(f"cannot listen on {self.description}: {outcome[0].getErrorMessage()}")
         if outcome:
             self.port = outcome[0]
 

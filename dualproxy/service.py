@@ -20,11 +20,13 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web.server import Site
 
 from .accesslog import AccessLog
 from .interfaces import IRateLimiter
-from .listeners import ListenerService
+from .listeners import ListenError, ListenerService
 from .metrics import Metrics
+from .relay.client import UpstreamProtocol
 from .relay.pool import ConnectionPool
 from .server import HTTPServerChannel, HTTPServerFactory, NegotiatingFactory
 
@@ -157,6 +159,8 @@ class ProxyService(MultiService):
                          lambda: [(mode, self.inFlight())])
         metrics.addGauge("dualproxy_upstream_idle_connections", "Pooled idle upstream connections.", "gauge",
                          lambda: [(mode, self.connections.idleCount())])
+        metrics.addGauge("dualproxy_upstream_connections", "Open upstream connections (tunnels included).",
+                         "gauge", lambda: [(mode, UpstreamProtocol.openCount)])
         metrics.addGauge("dualproxy_backend_up", "Whether a backend takes requests (1) or not (0).", "gauge",
                          lambda: [({"pool": pool.name, "backend": backend.name},
                                    1.0 if backend.health.isUp(self.reactor.seconds()) else 0.0)
@@ -211,7 +215,7 @@ class ProxyService(MultiService):
         for factory in self._httpFactories():
             for connection in factory.connections:
                 current = getattr(connection, "current", None)
-                if current is not None and not current.finished:
+                if (current is not None and not current.finished) or getattr(connection, "_tunnel", None):
                     busy += 1
                 streams = getattr(getattr(connection, "impl", None), "streams", None)
                 if streams:
@@ -251,6 +255,18 @@ class ProxyService(MultiService):
                 ProxyService._predecessor = None
         except (ConfigError, TLSConfigError, SystemExit, OSError, ValueError) as e:
             return self._reloaded(str(e) or type(e).__name__)
+        # New listeners bind first: a busy port rejects the whole reload.
+        ours = {_listenerKey(listener) for listener in self.listeners()}
+        bound: List[ListenerService] = []
+        for listener in successor.listeners():
+            if _listenerKey(listener) not in ours and not isinstance(listener.factory, Site):
+                try:
+                    listener.bind()
+                except ListenError as e:
+                    for done in bound:
+                        done.port.stopListening()
+                    return self._reloaded(str(e))
+                bound.append(listener)
         self._takeOver(successor)
         return self._reloaded(None)
 
@@ -270,24 +286,36 @@ class ProxyService(MultiService):
         """
         ours = {_listenerKey(listener): listener for listener in self.listeners()}
         theirs = {_listenerKey(listener): listener for listener in successor.listeners()}
-        for description, listener in ours.items():
-            replacement = theirs.get(description)
+        kept = {}
+        for key, listener in ours.items():
+            if isinstance(listener.factory, Site):
+                # The admin listener reads this service already; its own
+                # settings take a restart.
+                continue
+            replacement = theirs.get(key)
             if replacement is None:
                 listener.disownServiceParent()
                 continue
+            kept[replacement] = listener
             old = getattr(listener.factory, "wrappedFactory", listener.factory)
             new = getattr(replacement.factory, "wrappedFactory", replacement.factory)
-            if isinstance(old, HTTPServerFactory) and isinstance(new, HTTPServerFactory):
-                old.hsts = new.hsts
-                old.switchHandler(new.handler)
-            # Anything else (the admin site) reads this service already.
+            old.hsts = new.hsts
+            old.idleTimeout = new.idleTimeout
+            old.limits = new.limits
+            old.switchHandler(new.handler)
         if self.serverTLS is not None and successor.serverTLS is not None:
             self.serverTLS.adopt(successor.serverTLS)
+        for factory in self._httpFactories():
+            redirect = factory.handler
+            if isinstance(redirect, RedirectToHTTPS):
+                # It names the new TLS listener; ours is the one listening.
+                redirect.listener = kept.get(redirect.listener, redirect.listener)
         for child in list(self):
-            if child is not self.connections and not isinstance(child, ListenerService):
+            if child is not self.connections and not isinstance(child, (ListenerService, ReloadOnHangup)):
                 child.disownServiceParent()
         for child in list(successor):
-            if isinstance(child, ListenerService) and _listenerKey(child) in ours:
+            if isinstance(child, ReloadOnHangup) or child in kept or (
+                    isinstance(child, ListenerService) and isinstance(child.factory, Site)):
                 continue
             child.disownServiceParent()
             child.setServiceParent(self)
@@ -311,7 +339,8 @@ class ProxyService(MultiService):
         for factory in self._httpFactories():
             for connection in list(factory.connections):
                 current = getattr(connection, "current", None)
-                if isinstance(connection, HTTPServerChannel) and (current is None or current.finished):
+                idle = current is None or current.finished
+                if isinstance(connection, HTTPServerChannel) and idle and connection._tunnel is None:
                     connection.transport.loseConnection()
                 elif isinstance(connection, HTTPServerChannel):
                     connection.closing = True

@@ -210,17 +210,19 @@ def makeService(options: Options) -> IService:
     """
     The running proxy for the validated options.
     """
+    try:
+        # Built with workers too: some settings (a balancer's options) are
+        # checked by the mode, and a mistake must stop the start, not loop
+        # the workers.
+        service = options.mode.makeService(options.config, options.filters)
+    except ConfigError as e:
+        options.fail(str(e))
     if options.workerCount > 1:
         from twisted.internet import reactor
 
         from .workers import Supervisor
 
         return Supervisor(_withoutWorkers(options.arguments), options.config, options.workerCount, reactor)
-    try:
-        service = options.mode.makeService(options.config, options.filters)
-    except ConfigError as e:
-        # Some settings (a balancer's options) are checked by the mode.
-        options.fail(str(e))
     if hasattr(service, "configure"):
         # SIGHUP and the admin listener reload from the same sources.
         service.configure = options.load

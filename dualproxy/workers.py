@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -194,7 +195,8 @@ class Supervisor(MultiService):
         for port in self._ports.values():
             port.stopListening()
         self._ports.clear()
-        return gatherResults(ended) if ended else succeed(None)
+        done = gatherResults(ended) if ended else succeed(None)
+        return done.addCallback(lambda _: shutil.rmtree(self._directory, ignore_errors=True))
 
 
 class WorkersView:

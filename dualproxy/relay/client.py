@@ -31,6 +31,9 @@ class UpstreamProtocol(Protocol):
     client reads slowly, this connection stops reading from the upstream.
     """
 
+    # Connections of this process open now, for metrics.
+    openCount = 0
+
     def __init__(self, clock, readTimeout: float):
         self.clock = clock
         self.readTimeout = readTimeout
@@ -53,6 +56,7 @@ class UpstreamProtocol(Protocol):
         self._splicer = None
 
     def connectionMade(self) -> None:
+        UpstreamProtocol.openCount += 1
         self.lastActivity = self.clock.seconds()
 
     # Sending
@@ -195,6 +199,7 @@ class UpstreamProtocol(Protocol):
             self._timer = self.clock.callLater(self.readTimeout - elapsed, self._checkTimeout)
 
     def connectionLost(self, reason=None) -> None:
+        UpstreamProtocol.openCount -= 1
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

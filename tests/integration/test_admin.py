@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from dualproxy.config import ConfigError, fromDict
 from dualproxy.plugins import findModes
+from dualproxy.service import ReloadOnHangup
 
 from .support import CLEAN_ENV, Origin, Proxy, curl
 
@@ -136,6 +137,8 @@ class MetricsTests(AdminTestCase):
                           (("backend", f"http://{a.address}"), ("mode", "reverse"), ("pool", "app")))]
         self.assertEqual(upstream, 4)
         self.assertEqual(after[("dualproxy_backend_up", (("backend", f"http://{a.address}"), ("pool", "app")))], 1)
+        self.assertGreaterEqual(after[("dualproxy_upstream_connections", (("mode", "reverse"),))], 1)
+        self.assertEqual(after[("dualproxy_upstream_idle_connections", (("mode", "reverse"),))], 1)
         self.assertEqual(after[("dualproxy_sent_bytes_total", (("mode", "reverse"),))], sent)
 
     @inlineCallbacks
@@ -227,6 +230,27 @@ class ReloadTests(AdminTestCase):
         self.assertEqual(len({port for _, _, port in answers}), 1)
         samples = yield self.metrics(proxy)
         self.assertEqual(samples[("dualproxy_config_reloads_total", (("outcome", "success"),))], 1)
+        hangup = [child for child in proxy.service if isinstance(child, ReloadOnHangup)]
+        self.assertEqual([child.service for child in hangup], [proxy.service], "SIGHUP reloads again")
+        self.assertIsNone(proxy.service.reload())
+
+    @inlineCallbacks
+    def test_busyNewListenerRejectsReload(self):
+        """
+        A reload whose new listener cannot bind changes nothing.
+        """
+        a, b = self.origins("a", "b")
+        busy = reactor.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+        self.addCleanup(busy.stopListening)
+        mode = findModes()["reverse"]
+        proxy = self.start(reverseConfig(a))
+        newConfig = fromDict(dict(reverseConfig(b), access_log="off", listen=list(proxy.config.listen) + [
+            f"tcp:{busy.getHost().port}:interface=127.0.0.1"]))
+        proxy.service.configure = lambda: (mode, newConfig, [])
+        error = proxy.service.reload()
+        self.assertIn(f"cannot listen on tcp:{busy.getHost().port}", error)
+        self.assertEqual((yield self.get(proxy.url + "/name")), b"a")
+        self.assertEqual(len(proxy.service.listeners()), 2)
 
     @inlineCallbacks
     def test_badReloadKeepsRunningConfig(self):

@@ -426,3 +426,31 @@ class WorkerTests(TwistdTestCase):
         out, err, code = yield curl(f"http://127.0.0.1:{admin}/status")
         self.assertEqual(code, 0, err)
         return json.loads(out)
+
+
+class DrainTests(TwistdTestCase):
+    @inlineCallbacks
+    def test_sigtermFinishesInFlightResponse(self):
+        """
+        SIGTERM stops accepting at once and lets a slow response in flight
+        complete before the process exits.
+        """
+        origin = Origin("a")
+        self.addCleanup(origin.stop)
+        pid, port, child = yield self.startTwistd(
+            "--listen", "tcp:0:interface=127.0.0.1", "--backend", f"http://{origin.address}", "--mode", "reverse",
+        )
+        held = origin.whenHeld()
+        answered = curl("-s", "-i", f"http://127.0.0.1:{port}/held")
+        yield held
+        closed = child.waitFor(b"Port %d Closed" % port)
+        os.kill(pid, signal.SIGTERM)
+        yield closed
+        refused = yield curl("-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/name")
+        self.assertEqual(refused[0], b"000")
+        origin.release()
+        out, err, code = yield answered
+        self.assertIn(b"HTTP/1.1 200 OK", out)
+        self.assertTrue(out.endswith(b"a"))
+        yield child.ended
+        self.assertIn(b"Server Shut Down", child.output)
