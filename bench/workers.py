@@ -398,8 +398,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             common.waitForPort(server.contender.name, server.contender.port, process, log)
         contenders = [server.contender for server in serverList]
         for contender in contenders:
+            log = scratch / "logs" / f"{contender.name}.log"
             for name, size in common.SIZES.items():
-                if len(common.fetch(contender, origin, f"/{name}.bin")) != size:
+                try:
+                    body = common.fetch(contender, origin, f"/{name}.bin")
+                except BenchError as e:
+                    raise BenchError(f"{e}{common.logTail(log)}") from e
+                if len(body) != size:
                     raise BenchError(f"{contender.name}: /{name}.bin arrived truncated")
         count = len(workerPids(started[W2].pid))
         if count != 2:
