@@ -13,7 +13,7 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from types import MappingProxyType
 from typing import Any, Callable, Collection, Dict, Mapping, Optional, Tuple, Union
@@ -56,6 +56,22 @@ class Timeouts:
     upstream_idle: float = 60.0
     upstream_read: float = 60.0
     drain: float = 30.0
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """
+    What one client may ask of the proxy: the size of a request's parts
+    (414, 431, 413 beyond them) and how many connections (refused beyond).
+    Zero means no limit for C{max_body} and the connection counts.
+    """
+
+    max_request_line: int = 8192
+    max_header_bytes: int = 65536
+    max_header_fields: int = 100
+    max_body: int = 0
+    max_connections: int = 4096
+    max_connections_per_client: int = 0
 
 
 @dataclass(frozen=True)
@@ -299,6 +315,7 @@ class Config:
     filters: Tuple[str, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     forward: ForwardSettings = field(default_factory=ForwardSettings)
     reverse: ReverseSettings = field(default_factory=ReverseSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
@@ -337,7 +354,7 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
     @raise ConfigError: naming the first key that is wrong.
     """
     builtin = ("mode", "listen", "access_log", "filters", "timeouts", "upstream", "forward", "reverse", "tls",
-               "cache", "admin")
+               "cache", "admin", "limits")
     extraNames = sorted(set(modes or ()) - set(builtin))
     _checkKeys(data, "", list(builtin) + extraNames)
     extra = {}
@@ -371,6 +388,8 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
         kwargs["cache"] = _cache(_table("cache", data["cache"]), base)
     if "admin" in data:
         kwargs["admin"] = _admin(_table("admin", data["admin"]), base)
+    if "limits" in data:
+        kwargs["limits"] = _limits(_table("limits", data["limits"]))
     return Config(extra=MappingProxyType(extra), **kwargs)
 
 
@@ -418,6 +437,20 @@ def _forward(table: Mapping[str, Any], base: str) -> ForwardSettings:
     if settings.rate_limit is not None and settings.rate_limit.key == "user" and settings.auth_file is None:
         raise ConfigError("forward.rate_limit.key", '"user" needs forward.auth_file (proxy authentication)')
     return settings
+
+
+def _limits(table: Mapping[str, Any]) -> LimitSettings:
+    names = [item.name for item in fields(LimitSettings)]
+    _checkKeys(table, "limits.", names)
+    settings = {}
+    for name in names:
+        if name in table:
+            value = _integer(f"limits.{name}", table[name])
+            least = 0 if name in ("max_body", "max_connections", "max_connections_per_client") else 1
+            if value < least:
+                raise ConfigError(f"limits.{name}", f"must be {least} or more, got {value}")
+            settings[name] = value
+    return LimitSettings(**settings)
 
 
 def _admin(table: Mapping[str, Any], base: str) -> AdminSettings:

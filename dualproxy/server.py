@@ -11,7 +11,7 @@ when none is left, so one reason never undoes another.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from .http.message import LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
 from .http.parser import DEFAULT_LIMITS, Limits, MessageReader
-from .http.proxystatus import NAME, PROXY_INTERNAL_ERROR, defaultErrorType, proxyStatus
+from .http.proxystatus import HTTP_REQUEST_ERROR, NAME, PROXY_INTERNAL_ERROR, defaultErrorType, proxyStatus
 from .http.rules import wantsKeepAlive
 
 _log = Logger()
@@ -351,7 +351,12 @@ class ReadingControl:
 class HTTPServerChannel(ReadingControl, Protocol):
     """
     One client connection.
+
+    @ivar maxBody: the largest request body accepted (413 beyond), 0 for
+        any.
     """
+
+    maxBody = 0
 
     def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS, hsts=None):
         self.handler = handler
@@ -372,9 +377,11 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self.factory: Optional[HTTPServerFactory] = None
 
     def connectionMade(self) -> None:
+        self.clientHost = getattr(self.transport.getPeer(), "host", None)
         if self.factory is not None:
             self.factory.connections.add(self)
-        self.clientHost = getattr(self.transport.getPeer(), "host", None)
+            if self.clientHost is not None:
+                self.factory.perClient[self.clientHost] = self.factory.perClient.get(self.clientHost, 0) + 1
         self.secure = ISSLTransport.providedBy(self.transport)
         # A plain socket transport (TCP, UNIX) may be written to directly
         # while its own buffers are empty.
@@ -492,10 +499,25 @@ class HTTPServerChannel(ReadingControl, Protocol):
     def headReceived(self, head) -> None:
         exchange = self.current = Exchange(self, head)
         self._drained = 0
+        maxBody = self.maxBody
+        if maxBody and head.framing == LENGTH and head.length > maxBody:
+            exchange.closeAfter = True
+            exchange.refuse(413, f"the request body is larger than the limit of {maxBody} bytes",
+                            errorType=HTTP_REQUEST_ERROR)
+            return
         handle(self.handler, exchange)
 
     def bodyReceived(self, data: bytes) -> None:
         exchange = self.current
+        if self.maxBody and exchange.bytesReceived + len(data) > self.maxBody and not exchange.finished:
+            # A chunked body grew past the limit.
+            exchange.closeAfter = True
+            exchange.refuse(413, f"the request body is larger than the limit of {self.maxBody} bytes",
+                            errorType=HTTP_REQUEST_ERROR)
+            if exchange.onAbort is not None:
+                exchange.onAbort()
+            self.transport.loseConnection()
+            return
         if exchange.finished:
             self._drained += len(data)
             if self._drained > DRAIN_LIMIT:
@@ -550,8 +572,13 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self.transport.resumeProducing()
 
     def connectionLost(self, reason=None) -> None:
-        if self.factory is not None:
-            self.factory.connections.discard(self)
+        factory = self.factory
+        if factory is not None and self in factory.connections:
+            factory.connections.discard(self)
+            if self.clientHost is not None:
+                left = factory.perClient.pop(self.clientHost, 1) - 1
+                if left:
+                    factory.perClient[self.clientHost] = left
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
         self._idleCall = None
@@ -572,12 +599,30 @@ class HTTPServerFactory(Factory):
 
     hsts = None
 
+    # Zero: no limit.  Beyond a limit a new connection is closed at once.
+    maxConnections = 0
+    maxConnectionsPerClient = 0
+    maxBody = 0
+
     def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS):
         self.handler = handler
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.limits = limits
         self.connections: set = set()
+        self.perClient: Dict[str, int] = {}
+
+    def admits(self, addr) -> bool:
+        """
+        Whether a new connection from C{addr} fits the connection limits;
+        counting is done by the connections themselves as they open and
+        close.
+        """
+        if self.maxConnections and len(self.connections) >= self.maxConnections:
+            return False
+        host = getattr(addr, "host", None)
+        return not (self.maxConnectionsPerClient and host is not None
+                    and self.perClient.get(host, 0) >= self.maxConnectionsPerClient)
 
     def switchHandler(self, handler) -> None:
         """
@@ -589,12 +634,17 @@ class HTTPServerFactory(Factory):
             if isinstance(connection, HTTPServerChannel):
                 connection.handler = handler
 
-    def buildProtocol(self, addr) -> HTTPServerChannel:
+    def buildProtocol(self, addr) -> Optional[HTTPServerChannel]:
+        if not self.admits(addr):
+            _log.warn("connection from {client} refused: connection limit reached",
+                      client=getattr(addr, "host", "-"))
+            return None
         return self.buildHTTP1()
 
     def buildHTTP1(self) -> HTTPServerChannel:
         channel = HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits, self.hsts)
         channel.factory = self
+        channel.maxBody = self.maxBody
         return channel
 
 
@@ -606,4 +656,8 @@ class NegotiatingFactory(HTTPServerFactory):
     def buildProtocol(self, addr):
         from .http2 import NegotiatedProtocol
 
+        if not self.admits(addr):
+            _log.warn("connection from {client} refused: connection limit reached",
+                      client=getattr(addr, "host", "-"))
+            return None
         return NegotiatedProtocol(self)

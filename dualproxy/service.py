@@ -28,6 +28,7 @@ from .listeners import ListenError, ListenerService
 from .metrics import Metrics
 from .relay.client import UpstreamProtocol
 from .relay.pool import ConnectionPool
+from .http.parser import Limits
 from .server import HTTPServerChannel, HTTPServerFactory, NegotiatingFactory
 
 log = Logger()
@@ -125,12 +126,12 @@ class ProxyService(MultiService):
                 tls.client_ca, tls.client_certificate_optional, tls.ciphers,
             )
             factoryType = NegotiatingFactory if offerH2 else HTTPServerFactory
-            secure = factoryType(handler, self.reactor, timeouts.client_idle)
+            secure = self._limited(factoryType(handler, self.reactor, timeouts.client_idle, self._parserLimits()))
             secure.hsts = tls.hsts.encode("latin-1") if tls.hsts else None
             wrapped = TLSMemoryBIOFactory(self.serverTLS, False, secure)
             secureListeners = [ListenerService(description, wrapped, self.reactor) for description in tls.listen]
         plain = RedirectToHTTPS(handler, secureListeners[0]) if secureListeners and tls.redirect_http else handler
-        factory = HTTPServerFactory(plain, self.reactor, timeouts.client_idle)
+        factory = self._limited(HTTPServerFactory(plain, self.reactor, timeouts.client_idle, self._parserLimits()))
         for description in descriptions:
             ListenerService(description, factory, self.reactor).setServiceParent(self)
         for listener in secureListeners:
@@ -144,6 +145,17 @@ class ProxyService(MultiService):
             ListenerService(admin.listen, adminSite(self, passwords, admin.realm),
                             self.reactor).setServiceParent(self)
         ReloadOnHangup(self).setServiceParent(self)
+
+    def _parserLimits(self) -> Limits:
+        limits = self.config.limits
+        return Limits(limits.max_header_bytes, limits.max_request_line, limits.max_header_fields)
+
+    def _limited(self, factory: HTTPServerFactory) -> HTTPServerFactory:
+        limits = self.config.limits
+        factory.maxConnections = limits.max_connections
+        factory.maxConnectionsPerClient = limits.max_connections_per_client
+        factory.maxBody = limits.max_body
+        return factory
 
     # What the admin listener shows
 
@@ -302,6 +314,9 @@ class ProxyService(MultiService):
             old.hsts = new.hsts
             old.idleTimeout = new.idleTimeout
             old.limits = new.limits
+            old.maxConnections = new.maxConnections
+            old.maxConnectionsPerClient = new.maxConnectionsPerClient
+            old.maxBody = new.maxBody
             old.switchHandler(new.handler)
         if self.serverTLS is not None and successor.serverTLS is not None:
             self.serverTLS.adopt(successor.serverTLS)
