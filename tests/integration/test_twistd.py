@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -334,7 +335,10 @@ class SlowClientTests(TwistdTestCase):
         received = yield _readAll(client, self.SIZE)
         self.assertEqual(received, self.SIZE)
         peak = rss(pid, "VmHWM") - idle
-        self.assertLess(peak, 16 * 1024, f"proxy peaked {peak} KiB above idle")
+        # PyPy's collector lets a 1 GiB stream's garbage pile up to its next
+        # major collection: measured 12-16 MiB, so its bound has room.
+        bound = 32 if platform.python_implementation() == "PyPy" else 16
+        self.assertLess(peak, bound * 1024, f"proxy peaked {peak} KiB above idle")
 
 
 def _request(port: int, origin: StreamingOrigin) -> socket.socket:
