@@ -56,6 +56,7 @@ class Timeouts:
     upstream_idle: float = 60.0
     upstream_read: float = 60.0
     drain: float = 30.0
+    client_header: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -394,7 +395,7 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
 
 
 def _timeouts(table: Mapping[str, Any]) -> Timeouts:
-    names = ("connect", "client_idle", "upstream_idle", "upstream_read", "drain")
+    names = ("connect", "client_idle", "upstream_idle", "upstream_read", "drain", "client_header")
     _checkKeys(table, "timeouts.", names)
     return Timeouts(**{name: _seconds(f"timeouts.{name}", table[name]) for name in names if name in table})
 

@@ -358,6 +358,10 @@ class HTTPServerChannel(ReadingControl, Protocol):
 
     maxBody = 0
 
+    # Seconds a request head may take to arrive once it has begun (a
+    # slowloris client trickling bytes is answered 408 and closed).
+    headTimeout = 20.0
+
     def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS, hsts=None):
         self.handler = handler
         self.clock = clock
@@ -372,6 +376,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self._tunnel = None
         self._drained = 0
         self._lastActivity = 0.0
+        self._headStarted: Optional[float] = None
         self._idleCall = None
         self._writeThrough = False
         self.factory: Optional[HTTPServerFactory] = None
@@ -399,14 +404,31 @@ class HTTPServerChannel(ReadingControl, Protocol):
         elif self.current is not None and not self.current.finished:
             # A request in progress is bounded by the upstream's timeouts.
             last = self.clock.seconds()
-        elapsed = self.clock.seconds() - last
+        now = self.clock.seconds()
+        if self._headStarted is not None and now - self._headStarted >= self.headTimeout:
+            _log.info("408 for {client}: the request head took over {seconds} s", client=self.clientHost or "-",
+                      seconds=self.headTimeout)
+            head, body = errorResponse(408, "the request head took too long to arrive",
+                                       [(b"Connection", b"close"),
+                                        (b"Proxy-Status", proxyStatus(NAME, HTTP_REQUEST_ERROR))])
+            self.transport.write(b"HTTP/1.1 408 %s\r\n%s\r\n" % (head.reason, head.headers.serialize()) + body)
+            self.transport.loseConnection()
+            return
+        elapsed = now - last
         if elapsed >= self.idleTimeout:
             self.transport.loseConnection()
-        else:
-            self._idleCall = self.clock.callLater(self.idleTimeout - elapsed, self._checkIdle)
+            return
+        wait = self.idleTimeout - elapsed
+        if self._headStarted is not None:
+            wait = min(wait, self._headStarted + self.headTimeout - now)
+        self._idleCall = self.clock.callLater(wait, self._checkIdle)
 
     def dataReceived(self, data: bytes) -> None:
         self._lastActivity = self.clock.seconds()
+        if self._headStarted is None and (self.current is None or self.current.finished) and self._tunnel is None:
+            self._headStarted = self._lastActivity
+            if self._idleCall is not None and self._idleCall.active():
+                self._idleCall.reset(min(self.headTimeout, self.idleTimeout))
         if self._tunnel is not None:
             self._tunnel.transport.write(data)
             return
@@ -497,6 +519,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
     # Sink of the request reader.
 
     def headReceived(self, head) -> None:
+        self._headStarted = None
         exchange = self.current = Exchange(self, head)
         self._drained = 0
         maxBody = self.maxBody
@@ -603,6 +626,7 @@ class HTTPServerFactory(Factory):
     maxConnections = 0
     maxConnectionsPerClient = 0
     maxBody = 0
+    headTimeout = HTTPServerChannel.headTimeout
 
     def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS):
         self.handler = handler
@@ -645,6 +669,7 @@ class HTTPServerFactory(Factory):
         channel = HTTPServerChannel(self.handler, self.clock, self.idleTimeout, self.limits, self.hsts)
         channel.factory = self
         channel.maxBody = self.maxBody
+        channel.headTimeout = self.headTimeout
         return channel
 
 

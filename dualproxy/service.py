@@ -155,6 +155,7 @@ class ProxyService(MultiService):
         factory.maxConnections = limits.max_connections
         factory.maxConnectionsPerClient = limits.max_connections_per_client
         factory.maxBody = limits.max_body
+        factory.headTimeout = self.config.timeouts.client_header
         return factory
 
     # What the admin listener shows
@@ -317,6 +318,7 @@ class ProxyService(MultiService):
             old.maxConnections = new.maxConnections
             old.maxConnectionsPerClient = new.maxConnectionsPerClient
             old.maxBody = new.maxBody
+            old.headTimeout = new.headTimeout
             old.switchHandler(new.handler)
         if self.serverTLS is not None and successor.serverTLS is not None:
             self.serverTLS.adopt(successor.serverTLS)

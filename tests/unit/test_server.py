@@ -430,3 +430,36 @@ class HandlerFailureTests(SynchronousTestCase):
         self.assertNotIn(b"ZeroDivisionError", output)
         self.assertIn(b"HTTP/1.1 200 OK", output)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+class HeadTimeoutTests(SynchronousTestCase):
+    def test_tricklingHeadGets408(self):
+        """
+        A client trickling a request head a byte at a time (slowloris) keeps
+        the connection busy, but not past the head timeout: 408 and close.
+        """
+        handler = RecordingHandler(answerOK)
+        channel, transport, clock = connect(handler)
+        channel.headTimeout = 5.0
+        for byte in b"GET / HTTP/1.1\r\nHost: a.example\r\n":
+            channel.dataReceived(bytes([byte]))
+            clock.advance(0.2)
+            if transport.disconnecting:
+                break
+        self.assertTrue(transport.disconnecting, "cut before the head was complete")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n"))
+        self.assertIn(b"Proxy-Status: dualproxy; error=http_request_error", transport.value())
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(handler.exchanges, [])
+
+    def test_headsInTimeServed(self):
+        handler = RecordingHandler(answerOK)
+        channel, transport, clock = connect(handler)
+        channel.headTimeout = 5.0
+        for _ in range(3):
+            channel.dataReceived(b"GET / HTTP/1.1\r\n")
+            clock.advance(4)
+            channel.dataReceived(b"Host: a\r\n\r\n")
+            clock.advance(4)
+        self.assertEqual(len(handler.exchanges), 3)
+        self.assertFalse(transport.disconnecting)
