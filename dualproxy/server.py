@@ -262,6 +262,9 @@ class Exchange:
         """
         if self.finished:
             return
+        if status == 400:
+            # A client that sent something malformed is not read further.
+            self.closeAfter = True
         self.reason = reason
         self.errorType = errorType or self.errorType or defaultErrorType(status)
         (_log.warn if status >= 500 else _log.info)(

@@ -24,7 +24,7 @@ def fromTable(cases, checker):
                 raise ValueError(f"two cases for one rule: {case[0]!r}")
 
             def test(self, case=case):
-                getattr(self, checker)(*case[1:])
+                return getattr(self, checker)(*case[1:])
 
             test.__name__ = name
             test.__doc__ = case[0]

@@ -1,0 +1,72 @@
+"""
+Request smuggling and malformed requests over a real socket (issue #7):
+each is answered 400 (or the status named) with the connection closed, and
+nothing reaches the origin.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from .support import Origin, Proxy, pythonClient
+from .test_limits import RAW
+from ..tables import fromTable
+
+HOST = "Host: a\\r\\n"
+
+# (rule, raw request, expected status)
+HOSTILE = [
+    ("RFC 9112 §6.1: Content-Length and Transfer-Encoding together",
+     "POST /name HTTP/1.1\\r\\n" + HOST + "Content-Length: 4\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n", 400),
+    ("RFC 9112 §6.3: several differing Content-Lengths",
+     "POST /name HTTP/1.1\\r\\n" + HOST + "Content-Length: 4\\r\\nContent-Length: 5\\r\\n\\r\\nabcde", 400),
+    ("RFC 9112 §6.1: a Transfer-Encoding not ending in chunked",
+     "POST /name HTTP/1.1\\r\\n" + HOST + "Transfer-Encoding: chunked, gzip\\r\\n\\r\\n0\\r\\n\\r\\n", 400),
+    # The head of a chunked request goes upstream as it arrives (bodies are
+    # streamed); the malformed chunk never does, and the upstream request is
+    # cut, so the origin never sees a whole request.
+    ("RFC 9112 §7.1: a malformed chunk size",
+     "POST /name HTTP/1.1\\r\\n" + HOST + "Transfer-Encoding: chunked\\r\\n\\r\\nzz\\r\\nab\\r\\n0\\r\\n\\r\\n", 400, True),
+    ("RFC 9112 §5.1: whitespace between a field name and the colon",
+     "GET /name HTTP/1.1\\r\\n" + HOST + "X-A : 1\\r\\n\\r\\n", 400),
+    ("RFC 9112 §5.2: obs-fold continuation lines",
+     "GET /name HTTP/1.1\\r\\n" + HOST + "X-A: 1\\r\\n  folded\\r\\n\\r\\n", 400),
+    ("RFC 9110 §5.1: a non-token character in a field name",
+     "GET /name HTTP/1.1\\r\\n" + HOST + "X(A): 1\\r\\n\\r\\n", 400),
+    ("RFC 9112 §2.2: a bare CR",
+     "GET /name HTTP/1.1\\r\\n" + HOST + "X-A: 1\\rX-B: 2\\r\\n\\r\\n", 400),
+    ("RFC 9110 §5.5: a NUL in a field value",
+     "GET /name HTTP/1.1\\r\\n" + HOST + "X-A: a\\x00b\\r\\n\\r\\n", 400),
+    ("RFC 9110 §9.1: an invalid method",
+     "G(T /name HTTP/1.1\\r\\n" + HOST + "\\r\\n", 400),
+    ("RFC 9112 §3.2: an invalid request target",
+     "GET name HTTP/1.1\\r\\n" + HOST + "\\r\\n", 400),
+    ("RFC 9112 §3.2: a missing Host in HTTP/1.1",
+     "GET /name HTTP/1.1\\r\\n\\r\\n", 400),
+    ("RFC 9112 §3.2: several Host fields",
+     "GET /name HTTP/1.1\\r\\n" + HOST + "Host: b\\r\\n\\r\\n", 400),
+]
+
+
+@fromTable(HOSTILE, "check")
+class SmugglingTests(TestCase):
+    def setUp(self):
+        self.origin = Origin("a")
+        self.addCleanup(self.origin.stop)
+        self.proxy = Proxy({
+            "mode": "reverse",
+            "reverse": {"pools": {"app": {"backends": [{"url": f"http://{self.origin.address}"}]}},
+                        "routes": [{"prefix": "/", "pool": "app"}]},
+        })
+        self.addCleanup(self.proxy.stop)
+
+    @inlineCallbacks
+    def check(self, raw, status, headForwarded=False):
+        out, err, code = yield pythonClient(RAW, self.proxy.address, raw)
+        self.assertEqual(code, 0, err)
+        self.assertTrue(out.startswith(b"HTTP/1.1 %d " % status), out)
+        self.assertIn(b"Connection: close", out)
+        self.assertEqual(self.origin.requests, 0)
+        if not headForwarded:
+            self.assertEqual(self.origin.connections, 0, "nothing was forwarded")
