@@ -70,3 +70,45 @@ class SmugglingTests(TestCase):
         self.assertEqual(self.origin.requests, 0)
         if not headForwarded:
             self.assertEqual(self.origin.connections, 0, "nothing was forwarded")
+
+
+# (rule, raw response from the backend, Proxy-Status error type)
+HOSTILE_RESPONSES = [
+    ("RFC 9112 §6.3: a response with differing Content-Lengths",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", b"http_protocol_error"),
+    ("RFC 9112 §6.1: a response with Content-Length and Transfer-Encoding",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"http_protocol_error"),
+    ("RFC 9112 §6.1: a response transfer coding other than chunked",
+     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc", b"http_response_transfer_coding"),
+    ("RFC 9112 §5.2: a response with an obs-fold line",
+     b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 1\r\n\r\na", b"http_protocol_error"),
+    ("RFC 9112 §2.2: a response splitting attempt with a bare CR",
+     b"HTTP/1.1 200 OK\r\nX-A: 1\rSet-Cookie: evil=1\r\nContent-Length: 1\r\n\r\na", b"http_protocol_error"),
+    ("RFC 9112 §4: a malformed status line",
+     b"HTTP/1.1 2OO OK\r\nContent-Length: 1\r\n\r\na", b"http_protocol_error"),
+]
+
+
+@fromTable(HOSTILE_RESPONSES, "check")
+class HostileResponseTests(TestCase):
+    """
+    Responses from upstream meet the same rules: 502 with the precise error
+    type, and nothing of the bad response reaches the client.
+    """
+
+    @inlineCallbacks
+    def check(self, response, errorType):
+        from .support import RawOrigin, curl
+
+        origin = RawOrigin(response)
+        self.addCleanup(origin.stop)
+        proxy = Proxy({
+            "mode": "reverse",
+            "reverse": {"pools": {"app": {"backends": [{"url": f"http://{origin.address}"}], "retries": 0}},
+                        "routes": [{"prefix": "/", "pool": "app"}]},
+        })
+        self.addCleanup(proxy.stop)
+        out, err, code = yield curl("-s", "-i", proxy.url + "/")
+        self.assertTrue(out.startswith(b"HTTP/1.1 502 Bad Gateway"), out)
+        self.assertIn(b"error=" + errorType, out)
+        self.assertNotIn(b"evil", out)
