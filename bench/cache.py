@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -240,22 +238,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     finally:
         processes.stopAll()
-        if arguments.keep:
-            print(f"{script}: scratch folder kept: {scratch}", file=sys.stderr)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+        common.dropScratch(script, scratch, arguments.keep)
     printReport(results)
-    if arguments.json:
-        report = {
-            "python": python,
-            "duration_s": arguments.duration,
-            "warmup_s": arguments.warmup,
-            "connections": arguments.connections,
-            "pinned": cores.proxy is not None,
-            "results": [asdict(r) for r in results],
-            "ratios": ratios(results),
-        }
-        arguments.json.write_text(json.dumps(report, indent=2) + "\n")
+    common.writeReport(arguments, python, cores.proxy is not None, results, ratios=ratios(results))
     return 0
 
 

@@ -469,20 +469,36 @@ def run(script: str, arguments: argparse.Namespace, makeServers: ServerList, too
         return 130
     finally:
         processes.stopAll()
-        if arguments.keep:
-            print(f"{script}: scratch folder kept: {scratch}", file=sys.stderr)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+        dropScratch(script, scratch, arguments.keep)
     printTable(results, sys.stdout)
-    if arguments.json:
-        report = {
-            "python": python,
-            "duration_s": arguments.duration,
-            "warmup_s": arguments.warmup,
-            "connections": arguments.connections,
-            "pinned": cores.proxy is not None,
-            "results": [asdict(r) for r in results],
-            "dualproxy_over_stock": ratios(results),
-        }
-        arguments.json.write_text(json.dumps(report, indent=2) + "\n")
+    writeReport(arguments, python, cores.proxy is not None, results, dualproxy_over_stock=ratios(results))
     return 0
+
+
+def dropScratch(script: str, scratch: Path, keep: bool) -> None:
+    """
+    Remove a run's scratch folder, or say where it is kept (--keep).
+    """
+    if keep:
+        print(f"{script}: scratch folder kept: {scratch}", file=sys.stderr)
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def writeReport(arguments: argparse.Namespace, python: str, pinned: bool, results: list, **extra) -> None:
+    """
+    The --json report: the run's settings, its results and what the
+    script adds (its ratios), if --json was given.
+    """
+    if not arguments.json:
+        return
+    report = {
+        "python": python,
+        "duration_s": arguments.duration,
+        "warmup_s": arguments.warmup,
+        "connections": arguments.connections,
+        "pinned": pinned,
+        "results": [asdict(r) for r in results],
+        **extra,
+    }
+    arguments.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -21,7 +21,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -310,23 +310,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     finally:
         processes.stopAll()
-        if arguments.keep:
-            print(f"{script}: scratch folder kept: {scratch}", file=sys.stderr)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+        common.dropScratch(script, scratch, arguments.keep)
     printTable(rows)
-    if arguments.json:
-        report = {
-            "python": python,
-            "duration_s": arguments.duration,
-            "warmup_s": arguments.warmup,
-            "connections": arguments.connections,
-            "h2_streams": arguments.streams if "h2" in protocols else None,
-            "pinned": cores.proxy is not None,
-            "results": [asdict(r) for r in rows],
-            "dualproxy_over_nginx": ratios(rows),
-        }
-        arguments.json.write_text(json.dumps(report, indent=2) + "\n")
+    common.writeReport(arguments, python, cores.proxy is not None, rows,
+                       h2_streams=arguments.streams if "h2" in protocols else None,
+                       dualproxy_over_nginx=ratios(rows))
     return 0
 
 

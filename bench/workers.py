@@ -17,7 +17,6 @@ present, counts the connections each worker holds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import resource
@@ -436,29 +435,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         for line in stopEverything(processes, started, script):
             print(line, file=sys.stderr)
-        if arguments.keep:
-            print(f"{script}: scratch folder kept: {scratch}", file=sys.stderr)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+        common.dropScratch(script, scratch, arguments.keep)
     if results:
         printReport(results, usage, shares)
     if status:
         return status
-    if arguments.json:
-        report = {
-            "python": python,
-            "duration_s": arguments.duration,
-            "warmup_s": arguments.warmup,
-            "connections": arguments.connections,
-            "wrk_threads": arguments.threads,
-            "pinned": False,
-            "cpus": cpus,
-            "results": [asdict(r) for r in results],
-            "cores_busy": [asdict(c) for c in usage],
-            "w2_processes": shares,
-            "w2_over_w1": ratio(results),
-        }
-        arguments.json.write_text(json.dumps(report, indent=2) + "\n")
+    common.writeReport(arguments, python, False, results, wrk_threads=arguments.threads, cpus=cpus,
+                       cores_busy=[asdict(c) for c in usage], w2_processes=shares, w2_over_w1=ratio(results))
     return 0
 
 
