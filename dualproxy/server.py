@@ -651,15 +651,22 @@ class HTTPServerFactory(Factory):
         return not (self.maxConnectionsPerClient and host is not None
                     and self.perClient.get(host, 0) >= self.maxConnectionsPerClient)
 
-    def switchHandler(self, handler) -> None:
+    # What a reloaded configuration's factory hands over to a kept one.
+    _SETTINGS = ("hsts", "idleTimeout", "limits", "maxConnections", "maxConnectionsPerClient", "maxBody",
+                 "headTimeout")
+
+    def adopt(self, other: HTTPServerFactory) -> None:
         """
-        Serve every later request, on open connections too, with
-        C{handler}: a reload keeps the connections and changes the logic.
+        Take C{other}'s settings for new connections and its handler for
+        every later request, on open connections too: a reload keeps the
+        connections and changes the logic.
         """
-        self.handler = handler
+        for name in self._SETTINGS:
+            setattr(self, name, getattr(other, name))
+        self.handler = other.handler
         for connection in self.connections:
             if isinstance(connection, HTTPServerChannel):
-                connection.handler = handler
+                connection.handler = other.handler
 
     def buildProtocol(self, addr) -> Optional[HTTPServerChannel]:
         if not self.admits(addr):

@@ -312,14 +312,7 @@ class ProxyService(MultiService):
             kept[replacement] = listener
             old = getattr(listener.factory, "wrappedFactory", listener.factory)
             new = getattr(replacement.factory, "wrappedFactory", replacement.factory)
-            old.hsts = new.hsts
-            old.idleTimeout = new.idleTimeout
-            old.limits = new.limits
-            old.maxConnections = new.maxConnections
-            old.maxConnectionsPerClient = new.maxConnectionsPerClient
-            old.maxBody = new.maxBody
-            old.headTimeout = new.headTimeout
-            old.switchHandler(new.handler)
+            old.adopt(new)
         if self.serverTLS is not None and successor.serverTLS is not None:
             self.serverTLS.adopt(successor.serverTLS)
         for factory in self._httpFactories():

@@ -21,23 +21,6 @@ from dualproxy.reverse.health import HealthCheck
 
 from .support import REPEAT_CLIENT, Origin, Proxy, RawOrigin, curl, pattern, pythonClient
 
-# GETs PATH N times on one keep-alive connection, printing the bodies as a
-# JSON list; extra "Name: value" arguments are sent as headers.
-NAMES_CLIENT = """
-import http.client, json, sys
-address, path, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-headers = dict(h.split(": ", 1) for h in sys.argv[4:])
-host, port = address.split(":")
-conn = http.client.HTTPConnection(host, int(port), timeout=20)
-out = []
-for _ in range(count):
-    conn.request("GET", path, headers=headers)
-    response = conn.getresponse()
-    out.append([response.status, response.read().decode()])
-print(json.dumps(out))
-"""
-
-
 # N requests on one connection, each as a different X-User; prints the
 # backend names, one per line.
 USERS_CLIENT = """
@@ -72,9 +55,9 @@ class ReverseTestCase(TestCase):
 
     @inlineCallbacks
     def names(self, proxy, count, path="/name", *headers):
-        out, err, code = yield pythonClient(NAMES_CLIENT, proxy.address, path, str(count), *headers)
+        out, err, code = yield pythonClient(REPEAT_CLIENT, proxy.address, path, str(count), *headers)
         self.assertEqual(code, 0, err)
-        return json.loads(out)
+        return [[status, body] for status, _, body in json.loads(out)]
 
 
 def pool(*origins, **settings):
