@@ -57,6 +57,8 @@ class Timeouts:
     upstream_read: float = 60.0
     drain: float = 30.0
     client_header: float = 20.0
+    client_body: float = 60.0
+    client_write: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class LimitSettings:
     max_body: int = 0
     max_connections: int = 4096
     max_connections_per_client: int = 0
+    max_response_header_bytes: int = 65536
 
 
 @dataclass(frozen=True)
@@ -395,7 +398,7 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Collection[str]] = None, b
 
 
 def _timeouts(table: Mapping[str, Any]) -> Timeouts:
-    names = ("connect", "client_idle", "upstream_idle", "upstream_read", "drain", "client_header")
+    names = [item.name for item in fields(Timeouts)]
     _checkKeys(table, "timeouts.", names)
     return Timeouts(**{name: _seconds(f"timeouts.{name}", table[name]) for name in names if name in table})
 

@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.web.http_headers import Headers as TwistedHeaders
 
 from .http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
-from .server import Exchange, ReadingControl, handle
+from .server import Exchange, ReadingControl, exceedsLimit, handle, tooLarge
 
 try:
     from twisted.web._http2 import H2Connection
@@ -132,12 +132,20 @@ class _StreamRequest:
         exchange = self.exchange = Exchange(channel, head)
         if framing == NO_BODY:
             exchange.requestEnded = True
-        handle(factory.handler, exchange)
+        if exceedsLimit(factory.maxBody, length or 0):
+            exchange.cut(413, tooLarge(factory.maxBody))
+        else:
+            handle(factory.handler, exchange)
         return exchange
 
     def handleContentChunk(self, data: bytes) -> None:
         exchange = self.exchange or self._start()
-        if not exchange.finished:
+        if exchange.finished:
+            return
+        maxBody = self.stream.factory.maxBody
+        if exceedsLimit(maxBody, exchange.bytesReceived + len(data)):
+            exchange.cut(413, tooLarge(maxBody))
+        else:
             exchange._bodyReceived(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:

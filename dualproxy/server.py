@@ -280,6 +280,16 @@ class Exchange:
         head, body = errorResponse(status, reason, headers)
         self.respond(head, body)
 
+    def cut(self, status: int, reason: str) -> None:
+        """
+        Give up on a request whose body cannot be taken (too large, too
+        slow): answer if still possible and stop its upstream request.
+        """
+        self.closeAfter = True
+        self.refuse(status, reason, errorType=HTTP_REQUEST_ERROR)
+        if self.onAbort is not None:
+            self.onAbort()
+
     def abort(self) -> None:
         """
         Drop the client connection: the response cannot be completed.
@@ -314,6 +324,18 @@ class Exchange:
         self.finished = True
         self.channel.handler.exchangeDone(self)
         self.channel.splice(upstream)
+
+
+def exceedsLimit(maxBody: int, size: int) -> bool:
+    """
+    Whether a request body of C{size} bytes (known or so far) is over
+    C{maxBody}, where 0 means no limit.
+    """
+    return 0 < maxBody < size
+
+
+def tooLarge(maxBody: int) -> str:
+    return f"the request body is larger than the limit of {maxBody} bytes"
 
 
 def handle(handler, exchange: Exchange) -> None:
@@ -351,19 +373,38 @@ class ReadingControl:
                 self.transport.resumeProducing()
 
 
+def _outputMark(transport) -> Optional[tuple]:
+    """
+    None when nothing waits in C{transport}'s buffers (under any TLS
+    layers), else a mark that changes whenever the socket takes some of it.
+    """
+    while transport is not None and not isinstance(transport, FileDescriptor):
+        transport = getattr(transport, "transport", None)
+    if transport is None or len(transport.dataBuffer) - transport.offset + transport._tempDataLen == 0:
+        return None
+    return id(transport.dataBuffer), transport.offset
+
+
 class HTTPServerChannel(ReadingControl, Protocol):
     """
-    One client connection.
+    One client connection, and the one timer that watches every deadline
+    its client can miss.
 
     @ivar maxBody: the largest request body accepted (413 beyond), 0 for
         any.
+    @ivar headTimeout: seconds a request head may take to arrive once it
+        has begun (a slowloris client trickling bytes gets 408).
+    @ivar bodyTimeout: seconds of silence allowed while a request body is
+        being read (408, or a cut connection once a response has begun).
+    @ivar writeTimeout: seconds the client may leave a response unread:
+        past them the connection is cut, so a client that stops reading
+        pins neither memory nor an upstream connection.
     """
 
     maxBody = 0
-
-    # Seconds a request head may take to arrive once it has begun (a
-    # slowloris client trickling bytes is answered 408 and closed).
     headTimeout = 20.0
+    bodyTimeout = 60.0
+    writeTimeout = 60.0
 
     def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS, hsts=None):
         self.handler = handler
@@ -382,6 +423,8 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self._headStarted: Optional[float] = None
         self._idleCall = None
         self._writeThrough = False
+        self._outputSeen: Optional[tuple] = None
+        self._stalledSince = 0.0
         self.factory: Optional[HTTPServerFactory] = None
 
     def connectionMade(self) -> None:
@@ -400,38 +443,76 @@ class HTTPServerChannel(ReadingControl, Protocol):
 
     def _checkIdle(self) -> None:
         self._idleCall = None
-        last = self._lastActivity
+        now = self.clock.seconds()
+        wakes = []
+        mark = _outputMark(self.transport)
+        if mark is not None:
+            if mark != self._outputSeen:
+                self._outputSeen, self._stalledSince = mark, now
+            elif now - self._stalledSince >= self.writeTimeout:
+                _log.info("closing the connection of {client}: it read nothing for {seconds} s",
+                          client=self.clientHost or "-", seconds=self.writeTimeout)
+                self.transport.abortConnection()
+                return
+            wakes.append(min(self._stalledSince + self.writeTimeout, now + self.writeTimeout / 4))
+        else:
+            self._outputSeen = None
+        current = self.current
         if self._tunnel is not None:
             # A tunnel is idle only when neither direction moves.
-            last = max(last, self._tunnel.lastActivity)
-        elif self.current is not None and not self.current.finished:
-            # A request in progress is bounded by the upstream's timeouts.
-            last = self.clock.seconds()
-        now = self.clock.seconds()
-        if self._headStarted is not None and now - self._headStarted >= self.headTimeout:
-            _log.info("408 for {client}: the request head took over {seconds} s", client=self.clientHost or "-",
-                      seconds=self.headTimeout)
-            head, body = errorResponse(408, "the request head took too long to arrive",
-                                       [(b"Connection", b"close"),
-                                        (b"Proxy-Status", proxyStatus(NAME, HTTP_REQUEST_ERROR))])
-            self.transport.write(b"HTTP/1.1 408 %s\r\n%s\r\n" % (head.reason, head.headers.serialize()) + body)
-            self.transport.loseConnection()
+            deadline, expired = max(self._lastActivity, self._tunnel.lastActivity) + self.idleTimeout, self._close
+        elif self._headStarted is not None:
+            deadline, expired = self._headStarted + self.headTimeout, self._headTooSlow
+        elif current is not None and not current.requestEnded and not self._pauses:
+            deadline, expired = self._lastActivity + self.bodyTimeout, self._bodyTooSlow
+        elif current is not None and not current.finished:
+            # Waiting for the upstream, whose own timeouts bound the wait;
+            # looking in now and then for a response the client leaves unread.
+            deadline, expired = now + min(self.idleTimeout, self.writeTimeout / 4), None
+        else:
+            deadline, expired = self._lastActivity + self.idleTimeout, self._close
+        if expired is not None and now >= deadline:
+            expired()
             return
-        elapsed = now - last
-        if elapsed >= self.idleTimeout:
+        wakes.append(deadline)
+        self._idleCall = self.clock.callLater(max(0, min(wakes) - now), self._checkIdle)
+
+    def _close(self) -> None:
+        """
+        Close an idle connection; what its client left unread is dropped.
+        """
+        if _outputMark(self.transport) is None:
             self.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
+
+    def _headTooSlow(self) -> None:
+        _log.info("408 for {client}: the request head took over {seconds} s", client=self.clientHost or "-",
+                  seconds=self.headTimeout)
+        head, body = errorResponse(408, "the request head took too long to arrive",
+                                   [(b"Connection", b"close"),
+                                    (b"Proxy-Status", proxyStatus(NAME, HTTP_REQUEST_ERROR))])
+        self.transport.write(b"HTTP/1.1 408 %s\r\n%s\r\n" % (head.reason, head.headers.serialize()) + body)
+        self.transport.loseConnection()
+
+    def _bodyTooSlow(self) -> None:
+        if self.current.finished:
+            # Only an unwanted rest of a body was being read.
+            self._close()
             return
-        wait = self.idleTimeout - elapsed
-        if self._headStarted is not None:
-            wait = min(wait, self._headStarted + self.headTimeout - now)
-        self._idleCall = self.clock.callLater(wait, self._checkIdle)
+        self._cutRequest(408, f"the request body stopped arriving for {self.bodyTimeout:g} s")
+
+    def _cutRequest(self, status: int, reason: str) -> None:
+        self.current.cut(status, reason)
+        self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self._lastActivity = self.clock.seconds()
         if self._headStarted is None and (self.current is None or self.current.finished) and self._tunnel is None:
             self._headStarted = self._lastActivity
             if self._idleCall is not None and self._idleCall.active():
-                self._idleCall.reset(min(self.headTimeout, self.idleTimeout))
+                self._idleCall.reset(min(self.headTimeout, self.idleTimeout, self.bodyTimeout,
+                                         self.writeTimeout / 4))
         if self._tunnel is not None:
             self._tunnel.transport.write(data)
             return
@@ -525,24 +606,16 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self._headStarted = None
         exchange = self.current = Exchange(self, head)
         self._drained = 0
-        maxBody = self.maxBody
-        if maxBody and head.framing == LENGTH and head.length > maxBody:
-            exchange.closeAfter = True
-            exchange.refuse(413, f"the request body is larger than the limit of {maxBody} bytes",
-                            errorType=HTTP_REQUEST_ERROR)
+        if exceedsLimit(self.maxBody, head.length if head.framing == LENGTH else 0):
+            exchange.cut(413, tooLarge(self.maxBody))
             return
         handle(self.handler, exchange)
 
     def bodyReceived(self, data: bytes) -> None:
         exchange = self.current
-        if self.maxBody and exchange.bytesReceived + len(data) > self.maxBody and not exchange.finished:
+        if exceedsLimit(self.maxBody, exchange.bytesReceived + len(data)) and not exchange.finished:
             # A chunked body grew past the limit.
-            exchange.closeAfter = True
-            exchange.refuse(413, f"the request body is larger than the limit of {self.maxBody} bytes",
-                            errorType=HTTP_REQUEST_ERROR)
-            if exchange.onAbort is not None:
-                exchange.onAbort()
-            self.transport.loseConnection()
+            self._cutRequest(413, tooLarge(self.maxBody))
             return
         if exchange.finished:
             self._drained += len(data)
@@ -575,8 +648,19 @@ class HTTPServerChannel(ReadingControl, Protocol):
             self.resumeReading(WAITING)
             self.resumeReading(UPSTREAM)
 
+    def resumeReading(self, reason: str) -> None:
+        if self._pauses:
+            ReadingControl.resumeReading(self, reason)
+            if not self._pauses:
+                # The client's silence counts from when it was listened to.
+                self._lastActivity = now = self.clock.seconds()
+                call = self._idleCall
+                if call is not None and call.getTime() > now + self.bodyTimeout:
+                    call.reset(self.bodyTimeout)
+
     def _next(self) -> None:
         self.current = None
+        self._lastActivity = self.clock.seconds()
         self.resumeReading(PIPELINE)
         self.resumeReading(UPSTREAM)
         self.resumeReading(WAITING)
@@ -630,6 +714,8 @@ class HTTPServerFactory(Factory):
     maxConnectionsPerClient = 0
     maxBody = 0
     headTimeout = HTTPServerChannel.headTimeout
+    bodyTimeout = HTTPServerChannel.bodyTimeout
+    writeTimeout = HTTPServerChannel.writeTimeout
 
     def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS):
         self.handler = handler
@@ -653,7 +739,7 @@ class HTTPServerFactory(Factory):
 
     # What a reloaded configuration's factory hands over to a kept one.
     _SETTINGS = ("hsts", "idleTimeout", "limits", "maxConnections", "maxConnectionsPerClient", "maxBody",
-                 "headTimeout")
+                 "headTimeout", "bodyTimeout", "writeTimeout")
 
     def adopt(self, other: HTTPServerFactory) -> None:
         """
@@ -680,6 +766,8 @@ class HTTPServerFactory(Factory):
         channel.factory = self
         channel.maxBody = self.maxBody
         channel.headTimeout = self.headTimeout
+        channel.bodyTimeout = self.bodyTimeout
+        channel.writeTimeout = self.writeTimeout
         return channel
 
 

@@ -156,6 +156,8 @@ class ProxyService(MultiService):
         factory.maxConnectionsPerClient = limits.max_connections_per_client
         factory.maxBody = limits.max_body
         factory.headTimeout = self.config.timeouts.client_header
+        factory.bodyTimeout = self.config.timeouts.client_body
+        factory.writeTimeout = self.config.timeouts.client_write
         return factory
 
     # What the admin listener shows

@@ -137,6 +137,29 @@ class HTTP2Tests(TerminationTestCase):
         self.assertEqual(json.loads(out)["body"], "x" * 50000)
 
     @inlineCallbacks
+    def test_h2BodyLimit(self):
+        """
+        limits.max_body holds for HTTP/2 streams: by the declared length
+        before anything goes upstream, and by counting a body sent without
+        one; the connection goes on serving other streams.
+        """
+        proxy, port = self.proxy(limits={"max_body": 1000})
+        body = os.path.join(self.directory, "body")
+        with open(body, "wb") as f:
+            f.write(b"x" * 50000)
+        url = f"https://www.test:{port}/headers"
+        out, err, code = yield curl("-D", "-", "--http2", "--data-binary", f"@{body}", *self.resolve("www.test", port),
+                                    url)
+        self.assertIn(b"HTTP/2 413", out)
+        self.assertIn(b"larger than the limit of 1000 bytes", out)
+        self.assertEqual(self.origin.connections, 0)
+        out, err, code = yield curl("-D", "-", "--http2", "--data-binary", f"@{body}", "-H", "Content-Length:",
+                                    *self.resolve("www.test", port), url, "--next", "--http2",
+                                    *self.resolve("www.test", port), f"https://www.test:{port}/name")
+        self.assertIn(b"HTTP/2 413", out)
+        self.assertTrue(out.endswith(b"backend"), out)
+
+    @inlineCallbacks
     def test_h2ErrorNamesItsType(self):
         """
         An error over HTTP/2 carries the same Proxy-Status as over HTTP/1.1.

@@ -463,3 +463,158 @@ class HeadTimeoutTests(SynchronousTestCase):
             clock.advance(4)
         self.assertEqual(len(handler.exchanges), 3)
         self.assertFalse(transport.disconnecting)
+
+
+def elapse(clock, seconds, step=0.5):
+    """
+    Let time pass as it does, not in one jump: timers fire when they are due.
+    """
+    clock.pump([step] * int(seconds / step) + [seconds % step])
+
+
+def expectBody(onAbort):
+    """
+    A handler's answer that takes the request body and notes when the
+    connection gives up on the request.
+    """
+    def answer(exchange):
+        exchange.onAbort = lambda: onAbort.append(exchange)
+        exchange.setBodySink(BodySink())
+
+    return answer
+
+
+class BodyTimeoutTests(SynchronousTestCase):
+    """
+    A client that stops sending a request body is given C{bodyTimeout}
+    seconds of silence, counted only while the proxy wants to read.
+    """
+
+    head = b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n"
+
+    def start(self):
+        self.aborted = []
+        handler = RecordingHandler(expectBody(self.aborted))
+        channel, transport, clock = connect(handler)
+        channel.bodyTimeout = 5.0
+        channel.dataReceived(self.head + b"abc")
+        return handler, channel, transport, clock
+
+    def test_stalledBodyGets408(self):
+        handler, channel, transport, clock = self.start()
+        elapse(clock, 4.9)
+        self.assertFalse(transport.disconnecting)
+        elapse(clock, 0.1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n"))
+        self.assertIn(b"the request body stopped arriving for 5 s", transport.value())
+        self.assertIn(b"Connection: close", transport.value())
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.aborted, handler.exchanges, "the upstream request is not cut")
+
+    def test_tricklingBodyServed(self):
+        handler, channel, transport, clock = self.start()
+        for byte in b"defghij":
+            elapse(clock, 4)
+            channel.dataReceived(bytes([byte]))
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(handler.exchanges[0]._sink.ended)
+
+    def test_silenceWhileNotReadingDoesNotCount(self):
+        """
+        While the upstream cannot take more of the body the proxy stops
+        reading, and the client's silence is its own doing.
+        """
+        handler, channel, transport, clock = self.start()
+        throttle = handler.exchanges[0].throttle()
+        throttle.pauseProducing()
+        elapse(clock, 100)
+        self.assertFalse(transport.disconnecting)
+        throttle.resumeProducing()
+        elapse(clock, 4.9)
+        self.assertFalse(transport.disconnecting)
+        elapse(clock, 0.1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_responseUnderWayIsCut(self):
+        """
+        Once a response has begun only cutting the connection tells the
+        client its request failed.
+        """
+        handler, channel, transport, clock = self.start()
+        head, _ = ok(b"0123456789")
+        handler.exchanges[0].writeHead(head)
+        elapse(clock, 5)
+        self.assertTrue(transport.disconnected, "not aborted")
+        self.assertNotIn(b"408", transport.value())
+        self.assertEqual(self.aborted, handler.exchanges)
+
+
+class _StalledTransport(_SocketTransport):
+    """
+    A socket transport whose client reads only when the test says so.
+    """
+
+    aborted = False
+
+    def writeSomeData(self, data):
+        return self.socket.send(data)
+
+    def abortConnection(self):
+        self.aborted = True
+
+
+class WriteTimeoutTests(SynchronousTestCase):
+    """
+    A client that leaves a response unread is cut after C{writeTimeout}
+    seconds without progress; one that reads slowly is not.
+    """
+
+    def start(self, answer):
+        sock = _ShortSocket(0)
+        transport = _StalledTransport(sock)
+        clock = Clock()
+        channel = HTTPServerChannel(RecordingHandler(answer), clock, 60.0)
+        channel.writeTimeout = 8.0
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        return sock, transport, clock
+
+    def streaming(self, exchange):
+        head, _ = ok(b"x" * 1000000)
+        exchange.writeHead(head)
+        exchange.write(b"x" * 100000)
+
+    def test_unreadResponseCut(self):
+        sock, transport, clock = self.start(self.streaming)
+        elapse(clock, 8)
+        self.assertFalse(transport.aborted)
+        elapse(clock, 8)
+        self.assertTrue(transport.aborted)
+
+    def test_slowReaderKept(self):
+        sock, transport, clock = self.start(self.streaming)
+        sock.room = 100
+        for _ in range(40):
+            elapse(clock, 3)
+            transport.doWrite()
+        self.assertFalse(transport.aborted)
+        sock.room = 0
+        elapse(clock, 20)
+        self.assertTrue(transport.aborted)
+
+    def test_unreadSmallResponseCut(self):
+        """
+        A whole response left in the buffer by a client that never reads
+        does not keep the connection either.
+        """
+        def respond(exchange):
+            head, body = ok(b"body")
+            exchange.respond(head, body)
+
+        sock, transport, clock = self.start(respond)
+        self.assertTrue(transport.dataBuffer or transport._tempDataBuffer)
+        elapse(clock, 8)
+        self.assertFalse(transport.aborted)
+        elapse(clock, 4)
+        self.assertTrue(transport.aborted)
