@@ -1,23 +1,149 @@
 """
-Listening on Twisted endpoint strings, as a service that knows its port.
+Listening on Twisted endpoint strings, as a service that knows its port,
+and that pauses accepting while the process is out of file descriptors.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+log = Logger()
 
 
 # Endpoint descriptions whose socket this process was handed already open
 # (by a supervisor), with the descriptor to accept on instead of binding.
 ADOPTED: Dict[str, int] = {}
+
+
+# accept(2) failures that mean "no room for one more connection now": an
+# immediate retry would fail the same way.
+EXHAUSTED: Dict[int, str] = {
+    errno.EMFILE: "this process has no file descriptor left",
+    errno.ENFILE: "the system has no file descriptor left",
+    errno.ENOBUFS: "the kernel has no socket buffer left",
+    errno.ENOMEM: "the kernel has no memory left",
+}
+
+# Pauses begun in this process, by errno name ("EMFILE"), for metrics.
+PAUSES: Dict[str, int] = {}
+
+
+class AcceptBackoff:
+    """
+    When accepting fails for lack of descriptors: stop accepting, so that
+    waiting clients stay queued in the listen backlog (instead of being
+    accepted and closed, Twisted's own recovery, or spun on), and try again
+    after a delay that doubles up to L{maxDelay} while it keeps failing.
+
+    Descriptors come back from anywhere (client and upstream connections,
+    cache files), so a timer, not any one kind of close, ends a pause.
+    """
+
+    firstDelay = 0.05
+    maxDelay = 0.5
+
+    def __init__(self, description: str, clock, pause: Callable[[], None], resume: Callable[[], None]):
+        self.description = description
+        self.clock = clock
+        self._pause = pause
+        self._resume = resume
+        self.pausedSince: Optional[float] = None
+        self._delay = self.firstDelay
+        self._retry: Optional[IDelayedCall] = None
+
+    def failed(self, code: int) -> None:
+        """
+        An accept failed with C{code}, one of L{EXHAUSTED}: pause, logging
+        only the first failure of an episode.
+        """
+        self._pause()
+        if self.pausedSince is None:
+            self.pausedSince = self.clock.seconds()
+            self._delay = self.firstDelay
+            name = errno.errorcode[code]
+            PAUSES[name] = PAUSES.get(name, 0) + 1
+            log.warn("{endpoint}: cannot accept ({code}: {why}); accepting paused, "
+                     "waiting clients stay in the listen backlog",
+                     endpoint=self.description, code=name, why=EXHAUSTED[code])
+        else:
+            self._delay = min(self._delay * 2, self.maxDelay)
+        self.stop()
+        self._retry = self.clock.callLater(self._delay, self._tryAgain)
+
+    def accepted(self) -> None:
+        """
+        An accept succeeded: any pause is over.
+        """
+        if self.pausedSince is not None:
+            log.info("{endpoint}: accepting again after {seconds:.2f} s paused",
+                     endpoint=self.description, seconds=self.clock.seconds() - self.pausedSince)
+            self.pausedSince = None
+
+    def stop(self) -> None:
+        """
+        Forget a pending retry (the port is going away).
+        """
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
+    def _tryAgain(self) -> None:
+        self._retry = None
+        self._resume()
+
+
+class _PausingSocket:
+    """
+    A listening socket as a Twisted port uses it, except that an accept
+    failing for lack of descriptors pauses its L{AcceptBackoff} and then
+    reads as "nobody waiting" (EAGAIN) to the port.
+    """
+
+    def __init__(self, listening: socket.socket, backoff: AcceptBackoff):
+        self._socket = listening
+        self._backoff = backoff
+
+    def __getattr__(self, name: str):
+        return getattr(self._socket, name)
+
+    def accept(self):
+        try:
+            accepted = self._socket.accept()
+        except OSError as e:
+            if e.errno not in EXHAUSTED:
+                raise
+            self._backoff.failed(e.errno)
+            raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        self._backoff.accepted()
+        return accepted
+
+
+def pauseWhenExhausted(port: IListeningPort, description: str, clock) -> Optional[AcceptBackoff]:
+    """
+    Make a listening socket port (TCP, UNIX, TLS over TCP, adopted) pause
+    accepting while descriptors run out; None for ports without one.
+    """
+    listening = getattr(port, "socket", None)
+    if listening is None or not hasattr(listening, "accept"):
+        return None
+
+    def resume() -> None:
+        if port.connected and not port.disconnecting:
+            port.startReading()
+
+    backoff = AcceptBackoff(description, clock, port.stopReading, resume)
+    port.socket = _PausingSocket(listening, backoff)
+    return backoff
 
 
 class ListenError(Exception):
@@ -42,6 +168,7 @@ class ListenerService(Service):
         self.factory = factory
         self.reactor = reactor
         self.port: Optional[IListeningPort] = None
+        self.backoff: Optional[AcceptBackoff] = None
 
     def portNumber(self) -> Optional[int]:
         """
@@ -73,13 +200,15 @@ class ListenerService(Service):
             # make it blocking: one blocked accept would stall this worker.
             os.set_blocking(fd, False)
             self.port = self.reactor.adoptStreamPort(fd, family, self.factory)
-            return
-        outcome: list = []
-        serverFromString(self.reactor, self.description).listen(self.factory).addBoth(outcome.append)
-        if outcome and isinstance(outcome[0], Failure):
-            raise ListenError(f"cannot listen on {self.description}: {outcome[0].getErrorMessage()}")
-        if outcome:
-            self.port = outcome[0]
+        else:
+            outcome: list = []
+            serverFromString(self.reactor, self.description).listen(self.factory).addBoth(outcome.append)
+            if outcome and isinstance(outcome[0], Failure):
+                raise ListenError(f"cannot listen on {self.description}: {outcome[0].getErrorMessage()}")
+            if outcome:
+                self.port = outcome[0]
+        if self.port is not None:
+            self.backoff = pauseWhenExhausted(self.port, self.description, self.reactor)
 
     def startService(self) -> None:
         if self.port is None:
@@ -89,5 +218,7 @@ class ListenerService(Service):
     def stopService(self):
         super().stopService()
         port, self.port = self.port, None
+        if self.backoff is not None:
+            self.backoff.stop()
         if port is not None:
             return port.stopListening()
