@@ -158,6 +158,34 @@ class _StreamRequest:
             self.exchange.clientGone()
 
 
+if H2Connection is not None:
+
+    class _H2Connection(H2Connection):
+        """
+        Twisted's HTTP/2 connection, for a proxy that answers before a
+        request body has all arrived (413, 403, an upstream error): the
+        client may go on sending the body, or reset the stream, after the
+        response has ended and Twisted has forgotten the stream.  Such
+        frames are dropped, their flow-control window given back, instead of
+        failing the whole connection with a KeyError.
+        """
+
+        def _requestDataReceived(self, event):
+            if event.stream_id in self.streams:
+                H2Connection._requestDataReceived(self, event)
+            else:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                self._tryToWriteControlData()
+
+        def _requestEnded(self, event):
+            if event.stream_id in self.streams:
+                H2Connection._requestEnded(self, event)
+
+        def _requestAborted(self, event):
+            if event.stream_id in self.streams:
+                H2Connection._requestAborted(self, event)
+
+
 class NegotiatedProtocol(Protocol):
     """
     A TLS connection's protocol, chosen by ALPN once the handshake is done:
@@ -172,7 +200,7 @@ class NegotiatedProtocol(Protocol):
         if self.impl is None:
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2" and available():
                 self.factory.connections.add(self)
-                impl = H2Connection(self.factory.clock)
+                impl = _H2Connection(self.factory.clock)
                 impl.requestFactory = _StreamRequest
                 impl.site = self
                 impl.factory = self.factory
