@@ -158,7 +158,8 @@ class ListenerService(Service):
     running.
 
     A listener that cannot listen stops start-up with one line naming the
-    endpoint and the reason, instead of a traceback.
+    endpoint and the reason, instead of a traceback.  One whose accepts
+    fail for lack of descriptors pauses (see L{AcceptBackoff}).
     """
 
     def __init__(self, description: str, factory, reactor=None):

@@ -24,9 +24,9 @@ from twisted.web.server import Site
 
 from .accesslog import AccessLog
 from .interfaces import IRateLimiter
-from .listeners import ListenError, ListenerService
+from .listeners import PAUSES, ListenError, ListenerService
 from .metrics import Metrics
-from .relay.client import UpstreamProtocol
+from .relay.client import UpstreamProtocol, responseLimits
 from .relay.pool import ConnectionPool
 from .http.parser import Limits
 from .server import HTTPServerChannel, HTTPServerFactory, NegotiatingFactory
@@ -56,7 +56,8 @@ class ProxyService(MultiService):
         previous = ProxyService._predecessor
         if previous is None:
             self.connections = ConnectionPool(
-                reactor, config.upstream.max_idle_per_host, config.timeouts.upstream_idle)
+                reactor, config.upstream.max_idle_per_host, config.timeouts.upstream_idle, self._responseLimits(),
+                config.timeouts.upstream_read)
             self.connections.setServiceParent(self)
             self.metrics = Metrics(config.mode, reactor)
             self.startedAt = reactor.seconds()
@@ -150,6 +151,9 @@ class ProxyService(MultiService):
         limits = self.config.limits
         return Limits(limits.max_header_bytes, limits.max_request_line, limits.max_header_fields)
 
+    def _responseLimits(self) -> Limits:
+        return responseLimits(self.config.limits.max_response_header_bytes)
+
     def _limited(self, factory: HTTPServerFactory) -> HTTPServerFactory:
         limits = self.config.limits
         factory.maxConnections = limits.max_connections
@@ -176,6 +180,8 @@ class ProxyService(MultiService):
                          lambda: [(mode, self.connections.idleCount())])
         metrics.addGauge("dualproxy_upstream_connections", "Open upstream connections (tunnels included).",
                          "gauge", lambda: [(mode, UpstreamProtocol.openCount)])
+        metrics.addGauge("dualproxy_accept_pauses", "Times accepting paused for lack of descriptors or memory.",
+                         "counter", lambda: [({"reason": reason}, count) for reason, count in sorted(PAUSES.items())])
         metrics.addGauge("dualproxy_backend_up", "Whether a backend takes requests (1) or not (0).", "gauge",
                          lambda: [({"pool": pool.name, "backend": backend.name},
                                    1.0 if backend.health.isUp(self.reactor.seconds()) else 0.0)
@@ -339,6 +345,8 @@ class ProxyService(MultiService):
         self._cache = successor._cache
         self.connections.maxIdlePerKey = successor.config.upstream.max_idle_per_host
         self.connections.idleTimeout = successor.config.timeouts.upstream_idle
+        self.connections.responseLimits = successor._responseLimits()
+        self.connections.readTimeout = successor.config.timeouts.upstream_read
 
     # Stopping
 

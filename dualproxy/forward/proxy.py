@@ -17,7 +17,15 @@ from ..http.proxystatus import (
     HTTP_REQUEST_DENIED,
     PROXY_LOOP_DETECTED,
 )
-from ..http.rules import absoluteTarget, addVia, connectTarget, frameBody, stripHopByHop
+from ..http.rules import (
+    absoluteTarget,
+    addVia,
+    connectTarget,
+    frameBody,
+    frameResponse,
+    isServerWideOptions,
+    stripHopByHop,
+)
 from ..relay.connect import asRefusal, connectTCP, resolve
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
@@ -127,13 +135,15 @@ class ForwardHandler:
         self._identify(exchange, headers)
         addVia(headers, request.version, self.pseudonym)
         frameBody(headers, request)
+        wholeServer = isServerWideOptions(request)
         if self.parent is not None:
-            # The parent needs the absolute form to know where to go.
-            target = scheme.encode("ascii") + b"://" + authority + path
+            # The parent needs the absolute form to know where to go, and
+            # the URI as it was to tell an OPTIONS * from an OPTIONS /.
+            target = scheme.encode("ascii") + b"://" + authority + (b"" if wholeServer else path)
             if self.parent.authorization:
                 headers.add(b"Proxy-Authorization", self.parent.authorization)
         else:
-            target = path
+            target = b"*" if wholeServer else path
         outgoing = RequestHead(request.method, target, b"HTTP/1.1", headers, request.framing, request.length)
         self.filters.request(outgoing, exchange)
         key, connect, what = self._route(host, port, scheme)
@@ -166,6 +176,7 @@ class ForwardHandler:
 
         def onResponse(head: ResponseHead) -> None:
             stripHopByHop(head.headers)
+            frameResponse(head)
             addVia(head.headers, head.version, pseudonym)
             filters.response(request, head)
 
@@ -287,12 +298,18 @@ class _ParentAnswer:
     def responseHead(self, head) -> None:
         if 200 <= head.status < 300:
             self.deferred.callback(self.upstream)
-        else:
-            self.upstream.transport.loseConnection()
-            # The tunnel was refused one hop further; the reason names
-            # the parent's status.
-            self.deferred.errback(Refusal(502, f"parent proxy refused the tunnel with {head.status}",
-                                          errorType=CONNECTION_REFUSED))
+            return
+        self.upstream.transport.loseConnection()
+        if head.status == 508:
+            # A proxy further on saw this tunnel request pass before: the
+            # client learns of the loop, as a plain request learns of it.
+            self.deferred.errback(Refusal(508, "proxy loop detected one hop further on",
+                                          errorType=PROXY_LOOP_DETECTED))
+            return
+        # The tunnel was refused one hop further; the reason names the
+        # parent's status.
+        self.deferred.errback(Refusal(502, f"parent proxy refused the tunnel with {head.status}",
+                                      errorType=CONNECTION_REFUSED))
 
     def responseBody(self, data: bytes) -> None:
         pass

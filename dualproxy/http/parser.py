@@ -33,7 +33,9 @@ from .proxystatus import (
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) (HTTP/[0-9]\.[0-9])\Z")
-_STATUS_LINE = re.compile(rb"(HTTP/[0-9]\.[0-9]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
+# No status starts with 0 (RFC 9110 section 15): "099" relayed as 99 would
+# not be a status line at all.
+_STATUS_LINE = re.compile(rb"(HTTP/[0-9]\.[0-9]) ([1-9][0-9]{2})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
 _FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(.*?)[ \t]*\Z", re.S)
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _FIELD_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*"
@@ -41,6 +43,10 @@ _FIELDS_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":" + _FIELD_VALUE + rb"\r?\n)*"
 _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb"?)[ \t]*\r?\n")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?\Z", re.S)
+
+
+def _malformedStatusLine() -> Refusal:
+    return Refusal(502, "malformed status line from upstream", errorType=HTTP_PROTOCOL_ERROR)
 
 
 class Limits:
@@ -162,9 +168,14 @@ class MessageReader:
                 return b""
         end = _HEAD_END.search(data)
         if end is None:
-            if len(data) > self.limits.maxHead:
+            if not self.isRequest:
+                self._checkStatusLineStart(data)
+            # The last bytes may begin the end of the head ("\r\n\r") or of
+            # the start line ("\r"): they are not counted yet, so that the
+            # verdict does not depend on where a segment ended.
+            if len(data) - 3 > self.limits.maxHead:
                 self._tooLarge(data)
-            if b"\n" not in data and len(data) > self.limits.maxLine:
+            if b"\n" not in data and len(data) - 1 > self.limits.maxLine:
                 raise self._startLineTooLong()
             return None
         if end.start() > self.limits.maxHead:
@@ -176,6 +187,21 @@ class MessageReader:
         else:
             self._dispatchResponse(head)
         return rest
+
+    def _checkStatusLineStart(self, data: bytes) -> None:
+        """
+        Judge a response head still arriving by its first bytes: an upstream
+        that does not speak HTTP (another service's banner, a TLS alert) is
+        refused at once rather than waited on until it times out.
+        """
+        newline = data.find(b"\n")
+        if newline < 0:
+            valid = b"HTTP/".startswith(data[:5])
+        else:
+            first = data[:newline]
+            valid = _STATUS_LINE.match(first[:-1] if first[-1:] == b"\r" else first) is not None
+        if not valid:
+            raise _malformedStatusLine()
 
     def _tooLarge(self, data: bytes) -> None:
         first = data.split(b"\n", 1)[0]
@@ -266,7 +292,7 @@ class MessageReader:
         first, headers = self._splitHead(head)
         match = _STATUS_LINE.match(first)
         if match is None:
-            raise Refusal(502, "malformed status line from upstream", errorType=HTTP_PROTOCOL_ERROR)
+            raise _malformedStatusLine()
         version, status, reason = match.groups()
         response = ResponseHead(int(status), reason or b"", headers, version)
         status = response.status
@@ -358,14 +384,20 @@ class MessageReader:
         return None
 
     def _line(self, data: bytes):
+        """
+        A chunk or trailer line, held to the line limit whether it came
+        whole or in pieces (a last "\r" may end it: it does not count yet).
+        """
         end = data.find(b"\n")
         if end < 0:
-            if len(data) > self.limits.maxLine:
+            if len(data) - 1 > self.limits.maxLine:
                 raise self._refusal(400, "chunk line too long")
             return None, None
         line = data[:end]
         if line[-1:] == b"\r":
             line = line[:-1]
+        if len(line) > self.limits.maxLine:
+            raise self._refusal(400, "chunk line too long")
         return line, data[end + 1:]
 
     def _readChunkSize(self, data: bytes) -> bytes:

@@ -6,10 +6,10 @@ functions on L{Headers}.
 from __future__ import annotations
 
 import re
-from typing import Tuple
+from typing import Optional, Tuple
 from urllib.parse import urlsplit
 
-from .message import CHUNKED, LENGTH, Headers, Refusal, RequestHead
+from .message import CHUNKED, LENGTH, Headers, Refusal, RequestHead, ResponseHead
 
 # RFC 9110 section 7.6.1, plus the non-standard ones clients still send.
 HOP_BY_HOP = frozenset(
@@ -34,9 +34,13 @@ def stripHopByHop(headers: Headers) -> None:
     """
     Remove the fields that describe one connection, not the message: the
     fixed list and every field the Connection header names.
+
+    Content-Length stays even if named: it delimits the message, and a
+    relayed message that lost it without another framing (a 200 with
+    C{Content-Length: 0}) would be read up to the end of the connection.
     """
     named = headers.tokens(b"connection") + headers.tokens(b"proxy-connection")
-    headers.remove(*_HOP_BY_HOP, *named)
+    headers.remove(*_HOP_BY_HOP, *[name for name in named if name != b"content-length"])
 
 
 def protocolVersion(version: bytes) -> bytes:
@@ -122,6 +126,18 @@ def absoluteTarget(head: RequestHead) -> Tuple[str, str, int, bytes, bytes]:
     return scheme, host, port, authority, path
 
 
+def isServerWideOptions(head: RequestHead) -> bool:
+    """
+    Whether an absolute-form request is an OPTIONS for the whole server:
+    a URI with neither path nor query, which the last proxy on the chain
+    sends on as C{OPTIONS *} (RFC 9112 section 3.2.4).
+    """
+    if head.method != b"OPTIONS":
+        return False
+    rest = head.target.partition(b"://")[2]
+    return b"/" not in rest and b"?" not in rest
+
+
 def connectTarget(head: RequestHead) -> Tuple[str, int]:
     """
     Host and port of a CONNECT request's authority-form target.
@@ -149,3 +165,29 @@ def frameBody(headers: Headers, head: RequestHead) -> None:
         headers.add(b"Transfer-Encoding", b"chunked")
     elif head.method in (b"POST", b"PUT", b"PATCH"):
         headers.add(b"Content-Length", b"0")
+
+
+def frameResponse(head: ResponseHead) -> None:
+    """
+    Declare a relayed response's length in one canonical field, as
+    L{frameBody} does for requests: a list of one repeated value, or the
+    same value in several fields, is sent on once (RFC 9110 section 8.6).
+
+    Without a body to delimit (HEAD, 304), Content-Length only describes
+    the representation: a valid one is kept, canonical, and an invalid one
+    dropped.  A 1xx or 204 response never has one.
+    """
+    headers = head.headers
+    if head.framing == LENGTH:
+        value: Optional[bytes] = b"%d" % head.length
+    elif b"content-length" not in headers:
+        return
+    elif head.status < 200 or head.status == 204:
+        value = None
+    else:
+        found = {v.strip() for field in headers.getAll(b"content-length") for v in field.split(b",")}
+        single = found.pop() if len(found) == 1 else b""
+        value = b"%d" % int(single) if single.isdigit() and len(single) <= 18 else None
+    headers.remove(b"content-length")
+    if value is not None:
+        headers.add(b"Content-Length", value)

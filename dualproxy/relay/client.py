@@ -11,12 +11,26 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
+from ..config import LimitSettings
 from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
-from ..http.parser import MessageReader
+from ..http.parser import Limits, MessageReader
 from ..http.proxystatus import CONNECTION_READ_TIMEOUT, CONNECTION_TERMINATED
 from ..tls import upstreamTLSError
 from . import splice
 from ..http.rules import wantsKeepAlive
+
+
+def responseLimits(maxHead: int) -> Limits:
+    """
+    What an upstream's response head may hold: C{maxHead} bytes in all
+    (C{[limits] max_response_header_bytes}), in lines of any length within
+    that (one long Set-Cookie or Content-Security-Policy line is normal),
+    and as many fields as fit at 64 bytes each, at least 100.
+    """
+    return Limits(maxHead, maxHead, max(100, maxHead // 64))
+
+
+DEFAULT_RESPONSE_LIMITS = responseLimits(LimitSettings.max_response_header_bytes)
 
 
 @implementer(IPushProducer)
@@ -29,6 +43,9 @@ class UpstreamProtocol(Protocol):
 
     It is also the producer the client's transport throttles: when the
     client reads slowly, this connection stops reading from the upstream.
+
+    @ivar closedUnanswered: the upstream closed the connection before a
+        byte of the response due.
     """
 
     # Connections of this process open now, for metrics.
@@ -37,7 +54,7 @@ class UpstreamProtocol(Protocol):
     def __init__(self, clock, readTimeout: float):
         self.clock = clock
         self.readTimeout = readTimeout
-        self.reader = MessageReader(self, False)
+        self.reader = MessageReader(self, False, DEFAULT_RESPONSE_LIMITS)
         self.listener = None
         self.pool = None
         self.key = None
@@ -45,6 +62,7 @@ class UpstreamProtocol(Protocol):
         self.reused = False
         self.lastActivity = 0.0
         self.responseBegun = False
+        self.closedUnanswered = False
         self._bodyChunked = False
         self._requestSent = False
         self._responseDone = False
@@ -73,10 +91,14 @@ class UpstreamProtocol(Protocol):
         self._requestSent = head.framing == 0
         self._bodyChunked = head.framing == CHUNKED
         self.reader.expectResponse(head.method)
-        self.lastActivity = self.clock.seconds()
+        self.lastActivity = now = self.clock.seconds()
         self.transport.write(head.serialize())
         if self._timer is None:
             self._timer = self.clock.callLater(self.readTimeout, self._checkTimeout)
+        elif self._timer.getTime() > now + self.readTimeout:
+            # Armed for a longer timeout than this connection has now (a
+            # reload shortened it while the connection was pooled).
+            self._timer.reset(self.readTimeout)
 
     def writeBody(self, data: bytes) -> None:
         if self._bodyChunked:
@@ -230,6 +252,7 @@ class UpstreamProtocol(Protocol):
                 errorType, why = tls
                 listener.responseFailed(Refusal(502, f"upstream TLS {why}", errorType=errorType))
             else:
+                self.closedUnanswered = True
                 listener.responseFailed(Refusal(502, "upstream closed the connection before responding",
                                                 errorType=CONNECTION_TERMINATED))
 
@@ -271,7 +294,9 @@ def isIdempotent(method: bytes) -> bool:
 
 def reusedConnectionDied(upstream: Optional[UpstreamProtocol]) -> bool:
     """
-    A pooled connection the upstream closed just as it was reused: nothing
-    was answered, so a safe request can be retried on a fresh connection.
+    A pooled connection the upstream closed just as it was reused, before
+    a byte of an answer: a safe request can be retried on a fresh
+    connection.  Not one that timed out or answered malformed: that
+    upstream had the request, and would only be asked twice.
     """
-    return upstream is not None and upstream.reused and not upstream.responseBegun
+    return upstream is not None and upstream.reused and upstream.closedUnanswered and not upstream.responseBegun

@@ -10,7 +10,8 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 
-from .client import UpstreamProtocol
+from ..http.parser import Limits
+from .client import DEFAULT_RESPONSE_LIMITS, UpstreamProtocol
 
 
 class ConnectionPool(Service):
@@ -20,12 +21,23 @@ class ConnectionPool(Service):
     Idle connections older than C{idleTimeout} are closed by one sweep for the
     whole pool rather than a timer per connection: releasing and reusing a
     connection is on every request's path and stays cheap.
+
+    The settings of the exchanges a connection carries are given to it each
+    time it is handed out, a reused one too, so that a reload that changes
+    them applies to the very next request.
+
+    @ivar responseLimits: the bounds on the response heads it reads.
+    @ivar readTimeout: the upstream's silence allowed while a response is
+        due; None leaves each connection the one it was opened with.
     """
 
-    def __init__(self, clock, maxIdlePerKey: int, idleTimeout: float):
+    def __init__(self, clock, maxIdlePerKey: int, idleTimeout: float,
+                 responseLimits: Limits = DEFAULT_RESPONSE_LIMITS, readTimeout: Optional[float] = None):
         self.clock = clock
         self.maxIdlePerKey = maxIdlePerKey
         self.idleTimeout = idleTimeout
+        self.responseLimits = responseLimits
+        self.readTimeout = readTimeout
         self._idle: Dict[Hashable, List[UpstreamProtocol]] = {}
         self._generations: Dict[Hashable, int] = {}
         self._sweeper = LoopingCall(self.sweep)
@@ -42,7 +54,7 @@ class ConnectionPool(Service):
             upstream = idle.pop()
             if upstream.transport.connected and not upstream.transport.disconnecting:
                 upstream.reused = True
-                return succeed(upstream)
+                return succeed(self._lend(upstream))
         return connect().addCallback(self._adopt, key)
 
     def _adopt(self, upstream: UpstreamProtocol, key: Hashable) -> UpstreamProtocol:
@@ -50,6 +62,12 @@ class ConnectionPool(Service):
         upstream.key = key
         upstream.generation = self._generations.get(key, 0)
         upstream.reused = False
+        return self._lend(upstream)
+
+    def _lend(self, upstream: UpstreamProtocol) -> UpstreamProtocol:
+        upstream.reader.limits = self.responseLimits
+        if self.readTimeout is not None:
+            upstream.readTimeout = self.readTimeout
         return upstream
 
     def release(self, upstream: UpstreamProtocol) -> None:

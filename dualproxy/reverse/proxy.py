@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from ..forward.acl import ClientACL
 from ..http.message import Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import DESTINATION_UNAVAILABLE
-from ..http.rules import frameBody, stripHopByHop
+from ..http.rules import absoluteTarget, frameBody, frameResponse, stripHopByHop
 from ..relay.client import isIdempotent
 from ..relay.connect import connectTCP, resolve
 from ..relay.pool import ConnectionPool
@@ -182,6 +182,7 @@ class PoolRelay(Relay):
                 backend.health.requestSucceeded()
         upgrade = head.headers.get(b"upgrade") if head.status == 101 else None
         stripHopByHop(head.headers)
+        frameResponse(head)
         if upgrade is not None:
             head.headers.add(b"Connection", b"Upgrade")
             head.headers.add(b"Upgrade", upgrade)
@@ -248,8 +249,12 @@ class ReverseHandler:
         target = head.target
         if not target.startswith(b"/"):
             if target.lower().startswith((b"http://", b"https://")):
-                # RFC 9112 section 3.2.2: a server must accept absolute form.
-                target = b"/" + target.split(b"/", 3)[3] if target.count(b"/") >= 3 else b"/"
+                # RFC 9112 section 3.2.2: a server must accept absolute form,
+                # and its host wins over the received Host, for routing and
+                # for what the backend is told.
+                _, _, _, authority, target = absoluteTarget(head)
+                head.headers.remove(b"host")
+                head.headers.insert(b"Host", authority)
             else:
                 raise Refusal(400, "the request target must be a path")
         path, query = splitTarget(target)

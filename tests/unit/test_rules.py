@@ -8,7 +8,16 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from dualproxy.http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
-from dualproxy.http.rules import absoluteTarget, addVia, connectTarget, frameBody, stripHopByHop, wantsKeepAlive
+from dualproxy.http.rules import (
+    absoluteTarget,
+    addVia,
+    connectTarget,
+    frameBody,
+    frameResponse,
+    isServerWideOptions,
+    stripHopByHop,
+    wantsKeepAlive,
+)
 
 from ..tables import fromTable
 
@@ -195,9 +204,95 @@ FRAMING = [
 ]
 
 
+# (rule, status, framing, length, fields before, fields after)
+RESPONSE_FRAMING = [
+    (
+        "RFC 9110 \u00a78.6: a response Content-Length list of one repeated value is sent as that value",
+        200,
+        LENGTH,
+        5,
+        [(b"Content-Length", b"5, 5"), (b"ETag", b'"x"'), (b"content-length", b"5")],
+        [(b"ETag", b'"x"'), (b"Content-Length", b"5")],
+    ),
+    (
+        "RFC 9110 \u00a78.6: a body delimited otherwise gets no Content-Length",
+        200,
+        CHUNKED,
+        0,
+        [(b"ETag", b'"x"')],
+        [(b"ETag", b'"x"')],
+    ),
+    (
+        "RFC 9110 \u00a78.6: a 304 keeps the representation's length, canonical",
+        304,
+        NO_BODY,
+        0,
+        [(b"Content-Length", b"007, 007"), (b"Content-Length", b"007")],
+        [(b"Content-Length", b"7")],
+    ),
+    (
+        "RFC 9110 \u00a78.6: a length of 0 is kept",
+        200,
+        NO_BODY,
+        0,
+        [(b"Content-Length", b"0")],
+        [(b"Content-Length", b"0")],
+    ),
+    (
+        "RFC 9110 \u00a78.6: a HEAD response's invalid Content-Length is dropped",
+        200,
+        NO_BODY,
+        0,
+        [(b"Content-Length", b"5, 6"), (b"Content-Length", b"-1"), (b"ETag", b'"x"')],
+        [(b"ETag", b'"x"')],
+    ),
+    (
+        "RFC 9110 \u00a78.6: a non-numeric Content-Length without body is dropped",
+        200,
+        NO_BODY,
+        0,
+        [(b"Content-Length", b"five")],
+        [],
+    ),
+    (
+        "RFC 9110 \u00a78.6: a 204 is sent without Content-Length",
+        204,
+        NO_BODY,
+        0,
+        [(b"Content-Length", b"0"), (b"ETag", b'"x"')],
+        [(b"ETag", b'"x"')],
+    ),
+    (
+        "RFC 9110 \u00a78.6: a 1xx is sent without Content-Length",
+        101,
+        NO_BODY,
+        0,
+        [(b"Content-Length", b"0")],
+        [],
+    ),
+]
+
+
+# (rule, method, target, whether it asks about the whole server)
+SERVER_WIDE = [
+    ("RFC 9112 \u00a73.2.4: OPTIONS without path or query is for the whole server",
+     b"OPTIONS", b"http://a.example:8080", True),
+    ("RFC 9112 \u00a73.2.4: OPTIONS for https without path is for the whole server",
+     b"OPTIONS", b"HTTPS://a.example", True),
+    ("RFC 9112 \u00a73.2.4: OPTIONS with the path / is for that resource",
+     b"OPTIONS", b"http://a.example/", False),
+    ("RFC 9112 \u00a73.2.4: OPTIONS with a query is for a resource",
+     b"OPTIONS", b"http://a.example?x", False),
+    ("RFC 9112 \u00a73.2.4: another method without path is for the resource /",
+     b"GET", b"http://a.example", False),
+]
+
+
 @fromTable(HOP_BY_HOP, "checkStrip")
 @fromTable(KEEP_ALIVE, "checkKeepAlive")
 @fromTable(FRAMING, "checkFraming")
+@fromTable(RESPONSE_FRAMING, "checkResponseFraming")
+@fromTable(SERVER_WIDE, "checkServerWide")
 class HeaderRuleTests(SynchronousTestCase):
     """
     What an intermediary adds, removes and concludes from header fields.
@@ -215,6 +310,14 @@ class HeaderRuleTests(SynchronousTestCase):
         headers = Headers(before)
         frameBody(headers, RequestHead(method, b"/", framing=framing, length=length))
         self.assertEqual(list(headers), after)
+
+    def checkResponseFraming(self, status, framing, length, before, after):
+        head = ResponseHead(status, b"", Headers(before), framing=framing, length=length)
+        frameResponse(head)
+        self.assertEqual(list(head.headers), after)
+
+    def checkServerWide(self, method, target, expected):
+        self.assertIs(isServerWideOptions(RequestHead(method, target)), expected)
 
     def test_viaEntry(self):
         """
