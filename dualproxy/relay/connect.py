@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..http.message import Refusal
+from ..listeners import EXHAUSTED
 from ..http.proxystatus import (
     CONNECTION_REFUSED,
     CONNECTION_TIMEOUT,
@@ -97,6 +98,14 @@ def connectTCP(reactor, address: str, port: int, timeout: float, readTimeout: fl
     return endpoint.connect(_OneConnection(UpstreamProtocol(reactor, readTimeout)))
 
 
+def outOfResources(failure: Failure) -> bool:
+    """
+    Whether connecting failed for want of a descriptor or buffer on this
+    host: no fault of the upstream, and over as soon as some are freed.
+    """
+    return getattr(failure.value, "osError", None) in EXHAUSTED
+
+
 def asRefusal(failure: Failure, what: str) -> Refusal:
     """
     The answer for a failed upstream connection (RFC 9110 sections 15.6.3
@@ -118,4 +127,7 @@ def asRefusal(failure: Failure, what: str) -> Refusal:
         return Refusal(504, f"connecting to {what} timed out", errorType=CONNECTION_TIMEOUT)
     if failure.check(error.NoRouteError) or getattr(failure.value, "osError", None) == errno.EHOSTUNREACH:
         return Refusal(502, f"no route to {what}", errorType=DESTINATION_IP_UNROUTABLE)
+    if outOfResources(failure):
+        return Refusal(503, f"cannot connect to {what} now: {EXHAUSTED[failure.value.osError]}",
+                       [(b"Retry-After", b"1")], errorType=PROXY_INTERNAL_ERROR)
     return Refusal(502, f"cannot connect to {what}: {failure.getErrorMessage()}", errorType=PROXY_INTERNAL_ERROR)

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 
 from ..http.message import LENGTH, NO_BODY, Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import HTTP_PROTOCOL_ERROR
+from ..http.rules import stripHopByHop
 from .client import UpstreamProtocol, isIdempotent, reusedConnectionDied
 from .connect import asRefusal
 from .pool import ConnectionPool
@@ -112,6 +113,9 @@ class Relay:
     # Response listener
 
     def responseInterim(self, head: ResponseHead) -> None:
+        # An interim response's connection fields are for this hop only,
+        # as a final one's (RFC 9110 section 7.6.1).
+        stripHopByHop(head.headers)
         self.response.writeInterim(head)
 
     def responseHead(self, head: ResponseHead) -> None:

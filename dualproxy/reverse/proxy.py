@@ -14,7 +14,7 @@ from ..http.message import Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import DESTINATION_UNAVAILABLE
 from ..http.rules import absoluteTarget, frameBody, frameResponse, stripHopByHop
 from ..relay.client import isIdempotent
-from ..relay.connect import connectTCP, resolve
+from ..relay.connect import connectTCP, outOfResources, resolve
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
 from ..filters import FilterChain
@@ -143,7 +143,7 @@ class PoolRelay(Relay):
 
     def _connectFailed(self, failure) -> None:
         backend = self.exchange.backend
-        if backend is not None:
+        if backend is not None and not outOfResources(failure):
             backend.health.requestFailed(self.handler.reactor.seconds())
         if self._mayRetry() and self._choose():
             self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)

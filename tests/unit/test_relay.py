@@ -71,6 +71,12 @@ class RelayTests(SynchronousTestCase):
         self.channel.dataReceived(wire)
         return self.upstreams.made[-1]
 
+    def test_interimResponseLosesConnectionFields(self):
+        upstream = self.request()
+        upstream.dataReceived(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\nConnection: X-Hop\r\nX-Hop: 1\r\n"
+                              b"Keep-Alive: timeout=5\r\n\r\n")
+        self.assertEqual(self.client.value(), b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
+
     def test_responseStreamedAndConnectionReused(self):
         upstream = self.request()
         self.assertEqual(upstream.transport.value(), b"GET / HTTP/1.1\r\nHost: origin\r\n\r\n")
@@ -250,6 +256,10 @@ CONNECT_FAILURES = [
     ("host unreachable", error.getConnectError((errno.EHOSTUNREACH, "No route to host")), 502,
      "destination_ip_unroutable"),
     ("no local address", error.getConnectError((errno.EADDRNOTAVAIL, "Cannot assign")), 502,
+     "proxy_internal_error"),
+    ("out of descriptors: over once some are freed", error.ConnectBindError(errno.EMFILE, "Too many open files"),
+     503, "proxy_internal_error"),
+    ("the system out of descriptors", error.ConnectBindError(errno.ENFILE, "Too many open files in system"), 503,
      "proxy_internal_error"),
     ("a refusal stands", Refusal(403, "denied", errorType="destination_ip_prohibited"), 403,
      "destination_ip_prohibited"),
