@@ -108,7 +108,12 @@ class Exchange:
     The handler reads the request head, attaches a body sink
     (L{setBodySink}) to receive the request body, and answers with
     L{writeHead}/L{write}/L{finish}, or L{refuse}.
+
+    @ivar splicer: what moves the response body to the client by splice,
+        if anything does.
     """
+
+    splicer = None
 
     def __init__(self, channel: HTTPServerChannel, request):
         self.channel = channel
@@ -445,7 +450,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self._idleCall = None
         now = self.clock.seconds()
         wakes = []
-        mark = _outputMark(self.transport)
+        mark = self._outputMark()
         if mark is not None:
             if mark != self._outputSeen:
                 self._outputSeen, self._stalledSince = mark, now
@@ -477,11 +482,23 @@ class HTTPServerChannel(ReadingControl, Protocol):
         wakes.append(deadline)
         self._idleCall = self.clock.callLater(max(0, min(wakes) - now), self._checkIdle)
 
+    def _outputMark(self) -> Optional[tuple]:
+        """
+        What waits to be sent to the client, in the transport or in the
+        pipe of a body being spliced to it, as a mark that changes whenever
+        the client takes some.
+        """
+        current = self.current
+        splicer = current.splicer if current is not None else None
+        if splicer is not None and splicer.inPipe:
+            return splicer.remaining, splicer.inPipe
+        return _outputMark(self.transport)
+
     def _close(self) -> None:
         """
         Close an idle connection; what its client left unread is dropped.
         """
-        if _outputMark(self.transport) is None:
+        if self._outputMark() is None:
             self.transport.loseConnection()
         else:
             self.transport.abortConnection()

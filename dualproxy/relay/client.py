@@ -150,8 +150,8 @@ class UpstreamProtocol(Protocol):
         remaining = self.reader.bodyRemaining
         if self.listener is None or self.reader.buffered or not splice.possible(self.transport, sink, remaining):
             return
-        self.listener.bodySpliced(remaining)
         self._splicer = splice.Splicer(self.clock, self.transport, sink, remaining, self._spliced, self._touch)
+        self.listener.bodySpliced(self._splicer)
         self._splicer.start()
 
     def _touch(self) -> None:
@@ -212,7 +212,7 @@ class UpstreamProtocol(Protocol):
         if self.listener is None:
             return
         elapsed = self.clock.seconds() - self.lastActivity
-        if self._paused:
+        if self._paused or (self._splicer is not None and self._splicer.writing):
             # The client is slow, not the upstream.
             elapsed = 0.0
         if elapsed >= self.readTimeout:

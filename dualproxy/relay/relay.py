@@ -148,13 +148,15 @@ class Relay:
         self.exchange.writeHead(head)
         self.exchange.tunnel(upstream)
 
-    def bodySpliced(self, length: int) -> None:
+    def bodySpliced(self, splicer) -> None:
         """
-        The rest of the body, C{length} bytes, goes to the client by splice:
-        the client's transport no longer throttles the upstream's.
+        The rest of the body goes to the client by C{splicer}: the client's
+        transport no longer throttles the upstream's, and the client
+        connection watches the splicer for a client that stops reading.
         """
         self._stopProducing()
-        self.exchange.bytesSent += length
+        self.exchange.bytesSent += splicer.remaining
+        self.exchange.splicer = splicer
 
     def responseBody(self, data: bytes) -> None:
         self.response.write(data)

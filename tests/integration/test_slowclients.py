@@ -16,7 +16,9 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from .support import Origin, Proxy, curl, pattern
+from dualproxy.relay import splice
+
+from .support import Origin, Proxy, StreamingOrigin, curl, pattern
 
 # Generous: how long something that should happen may take on a busy machine.
 PATIENCE = 20.0
@@ -61,6 +63,20 @@ class _EndlessChunks(Protocol):
     def connectionLost(self, reason=None) -> None:
         self.paused = True
         self.factory.lost.callback(None)
+
+
+class _LargeOrigin(StreamingOrigin):
+    """
+    One large Content-Length response; C{lost} fires when its connection
+    closes.
+    """
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.lost = defer.Deferred()
+
+    def connectionLost(self, reason=None) -> None:
+        self.lost.callback(None)
 
 
 class RecordingOrigin(Factory):
@@ -177,6 +193,27 @@ class SlowClientTests(TestCase):
         received = yield within(client.lost)
         self.assertTrue(received.startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertNotIn(b"\r\n0\r\n\r\n", received, "a cut response looked complete")
+        yield self.stillServing(proxy)
+
+    @inlineCallbacks
+    def test_clientThatStopsReadingASplicedBodyIsCut(self):
+        """
+        The same for a large body moved by splice, outside the transport's
+        buffer: the client is cut after timeouts.client_write, not left to
+        the upstream's read timeout.
+        """
+        splicers = []
+        start = splice.Splicer.start
+        self.patch(splice.Splicer, "start", lambda splicer: (splicers.append(splicer), start(splicer)))
+        origin = _LargeOrigin(1 << 30)
+        proxy = self.start(origin, client_write=0.5)
+        client = connectClient(proxy.address, b"GET /large HTTP/1.1\r\nHost: a\r\n\r\n", reading=False)
+        yield within(origin.lost)
+        self.assertEqual(len(splicers), 1, "the body was not spliced")
+        client.transport.resumeProducing()
+        received = yield within(client.lost)
+        self.assertTrue(received.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertLess(len(received), 1 << 30)
         yield self.stillServing(proxy)
 
     @inlineCallbacks
