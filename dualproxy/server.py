@@ -533,6 +533,10 @@ class HTTPServerChannel(ReadingControl, Protocol):
         if self._tunnel is not None:
             self._tunnel.transport.write(data)
             return
+        if self.closing and (self.current is None or self.current.finished):
+            # Answered with the connection closing: whatever follows is not
+            # read (RFC 9112 section 9.6), though TLS may still deliver it.
+            return
         try:
             self.reader.feed(data)
         except Refusal as refusal:
@@ -548,6 +552,9 @@ class HTTPServerChannel(ReadingControl, Protocol):
             exchange = self.current = Exchange(self, RequestHead(b"-", b"-", b"HTTP/1.1"))
             exchange.requestEnded = True
         exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
+        if exchange.onAbort is not None:
+            # A body gone bad mid-relay: its upstream request cannot end.
+            exchange.onAbort()
 
     def clientSubject(self) -> Optional[str]:
         """
@@ -644,7 +651,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
     def messageEnded(self) -> None:
         exchange = self.current
         exchange._bodyEnded()
-        if exchange.finished:
+        if exchange.finished and not self.closing:
             self._next()
         else:
             self.reader.paused = True

@@ -171,11 +171,15 @@ class MessageReader:
             if not self.isRequest:
                 self._checkStatusLineStart(data)
             # The last bytes may begin the end of the head ("\r\n\r") or of
-            # the start line ("\r"): they are not counted yet, so that the
+            # the start line ("\r"): they are not counted yet.  A start line
+            # already too long is refused at once, whole or not, so that the
             # verdict does not depend on where a segment ended.
             if len(data) - 3 > self.limits.maxHead:
                 self._tooLarge(data)
-            if b"\n" not in data and len(data) - 1 > self.limits.maxLine:
+            newline = data.find(b"\n")
+            if newline < 0:
+                newline = len(data)
+            if newline - (data[newline - 1:newline] == b"\r") > self.limits.maxLine:
                 raise self._startLineTooLong()
             return None
         if end.start() > self.limits.maxHead:

@@ -30,17 +30,21 @@ HOP_BY_HOP = frozenset(
 _HOP_BY_HOP = tuple(HOP_BY_HOP)
 
 
+# Fields a Connection header may not take away.
+_END_TO_END = (b"content-length", b"host")
+
+
 def stripHopByHop(headers: Headers) -> None:
     """
     Remove the fields that describe one connection, not the message: the
     fixed list and every field the Connection header names.
 
-    Content-Length stays even if named: it delimits the message, and a
-    relayed message that lost it without another framing (a 200 with
-    C{Content-Length: 0}) would be read up to the end of the connection.
+    Content-Length and Host stay even if named: one delimits the message
+    (a relayed 200 that lost its C{Content-Length: 0} would be read up to
+    the end of the connection), the other says which site it is for.
     """
     named = headers.tokens(b"connection") + headers.tokens(b"proxy-connection")
-    headers.remove(*_HOP_BY_HOP, *[name for name in named if name != b"content-length"])
+    headers.remove(*_HOP_BY_HOP, *[name for name in named if name not in _END_TO_END])
 
 
 def protocolVersion(version: bytes) -> bytes:

@@ -85,6 +85,7 @@ class UpstreamProtocol(Protocol):
         L{endBody} unless C{head.framing} says there is none.
         """
         self.listener = listener
+        self.reader.paused = False
         self.responseBegun = False
         self._responseDone = False
         self._reusable = False
@@ -132,6 +133,11 @@ class UpstreamProtocol(Protocol):
             leftover = self.reader.drain()
             if leftover:
                 self._tunnelPeer.write(leftover)
+            return
+        if self.listener is None and self.reader.buffered:
+            # Bytes after the final response answer nothing: the connection
+            # is out of step, pooled or not.
+            self.transport.abortConnection()
             return
         if self._spliceSink is not None:
             self._maybeSplice()
@@ -181,6 +187,8 @@ class UpstreamProtocol(Protocol):
         self.listener.responseBody(data)
 
     def messageEnded(self) -> None:
+        # Nothing after the final response is read as part of it.
+        self.reader.paused = True
         self._responseDone = True
         if not self._requestSent:
             # Answered before the request body was all sent (e.g. 413):

@@ -63,6 +63,10 @@ class PoolTarget(Target):
             headers.add(b"Upgrade", upgrade)
         if self.pool.settings.host is not None:
             headers.set(b"Host", self.pool.settings.host.encode("ascii"))
+        elif host is None:
+            # An HTTP/1.0 request named no site; an HTTP/1.1 one must have
+            # Host, empty when there is no authority (RFC 9112 section 3.2).
+            headers.add(b"Host", b"")
         settings = handler.settings
         addForwarding(
             headers, exchange.clientHost, handler.trusted.allows(exchange.clientHost),

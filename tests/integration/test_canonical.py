@@ -196,15 +196,17 @@ def forwardProxy(testCase: TestCase, **forward) -> Proxy:
     return proxy
 
 
-def reverseProxy(testCase: TestCase, origin: RecordingOrigin) -> Proxy:
+def reverseProxy(testCase: TestCase, origin: RecordingOrigin, anyHost: bool = False) -> Proxy:
     """
     A reverse proxy sending site.test to C{origin}; any other host gets
-    404, so a request routed by the wrong host shows.
+    404, so a request routed by the wrong host shows.  With C{anyHost},
+    every host goes there.
     """
+    route = {"prefix": "/", "pool": "app"} if anyHost else {"host": "site.test", "prefix": "/", "pool": "app"}
     proxy = Proxy({
         "mode": "reverse",
         "reverse": {"pools": {"app": {"backends": [{"url": f"http://{origin.address}"}], "retries": 0}},
-                    "routes": [{"host": "site.test", "prefix": "/", "pool": "app"}]},
+                    "routes": [route]},
     })
     testCase.addCleanup(proxy.stop)
     return proxy
@@ -471,6 +473,23 @@ class ReverseRequestLineTests(TestCase):
         """
         request = yield self.relay(b"\nGET /lf HTTP/1.0\nHost: site.test\nX-A:1\n\n")
         self.assertEqual(request, b"GET /lf HTTP/1.1\r\nHost: site.test\r\nX-A: 1\r\n" + REVERSE_ADDED + b"\r\n")
+
+    @inlineCallbacks
+    def test_http10WithoutHostGetsEmptyHost(self):
+        """
+        RFC 9112 section 3.2: an HTTP/1.0 request that named no site goes on
+        as HTTP/1.1 with an empty Host, which that version requires.
+        """
+        self.proxy = reverseProxy(self, self.origin, anyHost=True)
+        request = yield self.relay(b"GET /old HTTP/1.0\r\n\r\n")
+        self.assertTrue(request.startswith(b"GET /old HTTP/1.1\r\n"), request)
+        self.assertEqual(request.count(b"\r\nHost:"), 1, request)
+        self.assertIn(b"\r\nHost: \r\n", request)
+
+    @inlineCallbacks
+    def test_connectionCannotTakeHost(self):
+        request = yield self.relay(b"GET /h HTTP/1.1\r\nHost: site.test\r\nConnection: host, close\r\n\r\n")
+        self.assertTrue(request.startswith(b"GET /h HTTP/1.1\r\nHost: site.test\r\n"), request)
 
     @inlineCallbacks
     def test_chunkedFromHttp10Client(self):

@@ -54,6 +54,11 @@ HOP_BY_HOP = [
         [(b"X-Baz", b"kept")],
     ),
     (
+        "Content-Length and Host are never taken away by naming them in Connection",
+        [(b"Connection", b"host, content-length, X-A"), (b"Host", b"a"), (b"Content-Length", b"0"), (b"X-A", b"1")],
+        [(b"Host", b"a"), (b"Content-Length", b"0")],
+    ),
+    (
         "RFC 9112 \u00a7C.2.2: fields named by the legacy Proxy-Connection are removed",
         [(b"Proxy-Connection", b"X-Hop"), (b"X-Hop", b"1"), (b"Host", b"a")],
         [(b"Host", b"a")],
