@@ -482,6 +482,15 @@ class HTTPServerChannel(ReadingControl, Protocol):
         wakes.append(deadline)
         self._idleCall = self.clock.callLater(max(0, min(wakes) - now), self._checkIdle)
 
+    def busy(self) -> bool:
+        """
+        Whether the connection is answering a request, tunnelling, or still
+        has an answer to deliver: what a drain waits for.
+        """
+        current = self.current
+        return (current is not None and not current.finished) or self._tunnel is not None or (
+            self._outputMark() is not None)
+
     def _outputMark(self) -> Optional[tuple]:
         """
         What waits to be sent to the client, in the transport or in the

@@ -232,15 +232,17 @@ class ProxyService(MultiService):
         return sum(len(factory.connections) for factory in self._httpFactories())
 
     def inFlight(self) -> int:
+        """
+        Requests being answered, tunnels, answers not yet delivered, open
+        HTTP/2 streams.
+        """
         busy = 0
         for factory in self._httpFactories():
             for connection in factory.connections:
-                current = getattr(connection, "current", None)
-                if (current is not None and not current.finished) or getattr(connection, "_tunnel", None):
-                    busy += 1
-                streams = getattr(getattr(connection, "impl", None), "streams", None)
-                if streams:
-                    busy += len(streams)
+                if isinstance(connection, HTTPServerChannel):
+                    busy += connection.busy()
+                else:
+                    busy += len(getattr(connection.impl, "streams", ()))
         return busy
 
     def cacheIfBuilt(self):

@@ -359,6 +359,9 @@ class _SocketTransport(FileDescriptor):
     def startWriting(self):
         pass
 
+    def stopWriting(self):
+        pass
+
     def write(self, data):
         self.written.append(data)
         super().write(data)
@@ -578,6 +581,7 @@ class WriteTimeoutTests(SynchronousTestCase):
         channel.writeTimeout = 8.0
         channel.makeConnection(transport)
         channel.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.channel = channel
         return sock, transport, clock
 
     def streaming(self, exchange):
@@ -618,3 +622,20 @@ class WriteTimeoutTests(SynchronousTestCase):
         self.assertFalse(transport.aborted)
         elapse(clock, 4)
         self.assertTrue(transport.aborted)
+
+    def test_undeliveredAnswerKeepsTheConnectionBusy(self):
+        """
+        A drain waits for answers still in the buffer: stopping before they
+        reach the client would lose them.
+        """
+        def respond(exchange):
+            head, body = ok(b"body")
+            exchange.respond(head, body)
+
+        sock, transport, clock = self.start(respond)
+        channel = self.channel
+        self.assertTrue(channel.current is None or channel.current.finished)
+        self.assertTrue(channel.busy())
+        sock.room = 1 << 16
+        transport.doWrite()
+        self.assertFalse(channel.busy())
