@@ -123,7 +123,8 @@ class CacheTestCase(TestCase):
                 "routes": [dict({"prefix": "/", "pool": "app"}, **switch)],
             }}
         else:
-            config = {"mode": "forward", "forward": {"allow_destinations": ["127.0.0.0/8"], "cache": True}}
+            config = {"mode": "forward", "forward": dict({"allow_destinations": ["127.0.0.0/8"], "cache": True},
+                                                        **switch)}
         if store is not None:
             config["cache"] = store
         proxy = Proxy(config, filters)
@@ -411,6 +412,10 @@ class ReverseCacheTests(CacheTestCase):
 
     @inlineCallbacks
     def test_uncachedRouteBypasses(self):
+        """
+        With the cache switched off for the route (reverse) or the proxy
+        (forward), every request goes upstream and no Cache-Status is added.
+        """
         self.origin.script("/a", b"a", Cache_Control="max-age=60")
         self.startProxy(**{"cache": False})
         for _ in range(2):
@@ -421,6 +426,4 @@ class ReverseCacheTests(CacheTestCase):
 
 class ForwardCacheTests(ReverseCacheTests):
     mode = "forward"
-
-    test_uncachedRouteBypasses = None
 

@@ -317,7 +317,20 @@ def assertBody(testCase: TestCase, framing: bytes, data: bytes, expected: bytes)
     testCase.assertEqual(sizes[-1], b"0")
 
 
-class ForwardRequestLineTests(TestCase):
+class _RequestLineTestCase(TestCase):
+    @inlineCallbacks
+    def relay(self, raw: bytes) -> bytes:
+        """
+        Send C{raw}, expect a 200; what the origin received.
+        """
+        arrived = self.origin.nextRequest()
+        answer = yield rawExchange(self.proxy.address, raw)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
+        request = yield arrived
+        return request
+
+
+class ForwardRequestLineTests(_RequestLineTestCase):
     """
     The request line upstream is always METHOD SP origin-form SP HTTP/1.1,
     whatever the line and its fields looked like when they arrived.
@@ -328,14 +341,6 @@ class ForwardRequestLineTests(TestCase):
         self.addCleanup(self.origin.stop)
         self.proxy = forwardProxy(self)
         self.port = self.origin.portNumber
-
-    @inlineCallbacks
-    def relay(self, raw: bytes) -> bytes:
-        arrived = self.origin.nextRequest()
-        answer = yield rawExchange(self.proxy.address, raw)
-        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
-        request = yield arrived
-        return request
 
     @inlineCallbacks
     def test_bareLineFeeds(self):
@@ -415,7 +420,7 @@ class ForwardRequestLineTests(TestCase):
         self.assertEqual(self.origin.connections, 0)
 
 
-class ReverseRequestLineTests(TestCase):
+class ReverseRequestLineTests(_RequestLineTestCase):
     """
     Reverse mode: the same request line rules, and absolute form accepted
     as a server must (RFC 9112 section 3.2.2).
@@ -425,14 +430,6 @@ class ReverseRequestLineTests(TestCase):
         self.origin = RecordingOrigin(ORIGIN_OK)
         self.addCleanup(self.origin.stop)
         self.proxy = reverseProxy(self, self.origin)
-
-    @inlineCallbacks
-    def relay(self, raw: bytes) -> bytes:
-        arrived = self.origin.nextRequest()
-        answer = yield rawExchange(self.proxy.address, raw)
-        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
-        request = yield arrived
-        return request
 
     @inlineCallbacks
     def test_absoluteFormHostFromTarget(self):

@@ -9,7 +9,6 @@ descriptors are free again.
 from __future__ import annotations
 
 import socket
-import sys
 
 from twisted.internet import defer, reactor
 from twisted.internet.defer import inlineCallbacks
@@ -21,8 +20,8 @@ from twisted.trial.unittest import TestCase
 
 from dualproxy import listeners
 from dualproxy.listeners import ListenerService
-from .support import CLEAN_ENV, REPO, Origin
-from .test_twistd import _Twistd
+from .support import Origin
+from .test_twistd import TwistdTestCase
 
 # Open files the proxy may have.  Started, it holds 13 (CPython and PyPy), so
 # LIMIT idle clients fill it up and leave about 15 of them in the listen
@@ -85,7 +84,7 @@ def connect(port: int) -> defer.Deferred:
     return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), _Client())
 
 
-class ExhaustionTests(TestCase):
+class ExhaustionTests(TwistdTestCase):
     @inlineCallbacks
     def test_acceptingPausesAndResumes(self):
         """
@@ -97,21 +96,9 @@ class ExhaustionTests(TestCase):
         """
         origin = Origin()
         self.addCleanup(origin.stop)
-        child = _Twistd()
-        process = reactor.spawnProcess(
-            child, sys.executable,
-            [sys.executable, "-c", LIMITED_TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "dualproxy",
-             "--mode", "reverse", "--listen", "tcp:0:interface=127.0.0.1", "--backend", f"http://{origin.address}"],
-            env=dict(CLEAN_ENV, PYTHONPATH=REPO), path=REPO,
-        )
-
-        def stop():
-            if process.pid is not None:
-                process.signalProcess("KILL")
-            return child.ended
-
-        self.addCleanup(stop)
-        port = yield child.listening
+        pid, port, child = yield self.startTwistd(
+            "--mode", "reverse", "--listen", "tcp:0:interface=127.0.0.1", "--backend", f"http://{origin.address}",
+            script=LIMITED_TWISTD)
 
         # Two keep-alive clients, served one after the other: one pooled
         # upstream connection.

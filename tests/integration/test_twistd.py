@@ -81,12 +81,12 @@ def rss(pid: int, field: str = "VmRSS") -> int:
 
 class TwistdTestCase(TestCase):
     @inlineCallbacks
-    def startTwistd(self, *args: str, pythonPath: str = REPO):
+    def startTwistd(self, *args: str, pythonPath: str = REPO, script: str = TWISTD):
         child = _Twistd()
         env = dict(CLEAN_ENV, PYTHONPATH=pythonPath)
         transport = reactor.spawnProcess(
             child, sys.executable,
-            [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "dualproxy", *args],
+            [sys.executable, "-c", script, "--nodaemon", "--pidfile=", "--logfile=-", "dualproxy", *args],
             env=env, path=REPO,
         )
 
