@@ -162,12 +162,16 @@ if H2Connection is not None:
 
     class _H2Connection(H2Connection):
         """
-        Twisted's HTTP/2 connection, for a proxy that answers before a
-        request body has all arrived (413, 403, an upstream error): the
-        client may go on sending the body, or reset the stream, after the
-        response has ended and Twisted has forgotten the stream.  Such
-        frames are dropped, their flow-control window given back, instead of
-        failing the whole connection with a KeyError.
+        Twisted's HTTP/2 connection, mended for a proxy.
+
+        A proxy answers before a request body has all arrived (413, 403, an
+        upstream error): the client may go on sending the body, or reset
+        the stream, after the response has ended and Twisted has forgotten
+        the stream.  Such frames are dropped, their flow-control window
+        given back, instead of failing the whole connection with a KeyError.
+
+        A slow client must slow the upstreams down, whatever window it
+        grants, and a shut window must not cost a busy loop.
         """
 
         def _requestDataReceived(self, event):
@@ -185,6 +189,43 @@ if H2Connection is not None:
             if event.stream_id in self.streams:
                 H2Connection._requestAborted(self, event)
 
+        def _sendPrioritisedData(self, *args):
+            H2Connection._sendPrioritisedData(self, *args)
+            # Twisted keeps choosing a stream whose flow-control window is
+            # shut while it has data queued, sending nothing each time: a
+            # core spent until the client opens the window.  Such a stream
+            # leaves the rotation; the client's WINDOW_UPDATE brings it
+            # back (Twisted unblocks a stream with data queued then).
+            for streamID, queue in self._outboundStreamQueues.items():
+                if queue and isinstance(queue[0], bytes) and self.conn.local_flow_control_window(streamID) <= 0:
+                    self.priority.block(streamID)
+
+        def _handleWindowUpdate(self, event):
+            H2Connection._handleWindowUpdate(self, event)
+            if self._sendingDeferred is not None:
+                # A stream taken out of the rotation may have data queued
+                # and nothing more to write: the loop must look again.
+                waiting, self._sendingDeferred = self._sendingDeferred, None
+                waiting.callback(event.stream_id)
+
+        def pauseProducing(self):
+            """
+            The client stopped reading: stop every stream's producer (the
+            upstreams) too.  Twisted pauses them only when a stream's
+            flow-control window is used up, and a client may grant a window
+            of 2 GiB: the send queues would grow that far.
+            """
+            H2Connection.pauseProducing(self)
+            for stream in list(self.streams.values()):
+                stream.flowControlBlocked()
+
+        def resumeProducing(self):
+            H2Connection.resumeProducing(self)
+            if self._consumerBlocked is None:
+                # Still taking data after the queued frames went out.
+                for stream in list(self.streams.values()):
+                    stream.windowUpdated()
+
 
 class NegotiatedProtocol(Protocol):
     """
@@ -200,15 +241,19 @@ class NegotiatedProtocol(Protocol):
         if self.impl is None:
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2" and available():
                 self.factory.connections.add(self)
-                impl = _H2Connection(self.factory.clock)
+                impl = self.impl = _H2Connection(self.factory.clock)
                 impl.requestFactory = _StreamRequest
                 impl.site = self
                 impl.factory = self.factory
                 impl.timeOut = self.factory.idleTimeout
+                impl.makeConnection(self.transport)
+                # As twisted.web's own HTTP/2 channel: a client that stops
+                # reading stops the sending loop (and, through it, the
+                # upstreams).
+                self.transport.registerProducer(impl, True)
             else:
-                impl = self.factory.buildHTTP1()
-            self.impl = impl
-            impl.makeConnection(self.transport)
+                self.impl = self.factory.buildHTTP1()
+                self.impl.makeConnection(self.transport)
         self.impl.dataReceived(data)
 
     def connectionLost(self, reason=None) -> None:

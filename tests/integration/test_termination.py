@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl as stdssl
 
 from twisted.internet import reactor, ssl
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
 from dualproxy import http2
 from dualproxy.config import ConfigError
 
 from ..certs import CertificateAuthority
-from .support import Origin, Proxy, curl, pattern, pythonClient
+from .support import Origin, Proxy, StreamingOrigin, curl, pattern, pythonClient
 
 # Connects with TLS to 127.0.0.1:PORT asking for NAME (or no SNI when NAME
 # is "-"), trusting CA; prints the subject CN of the certificate it got.
@@ -158,6 +162,51 @@ class HTTP2Tests(TerminationTestCase):
                                     *self.resolve("www.test", port), f"https://www.test:{port}/name")
         self.assertIn(b"HTTP/2 413", out)
         self.assertTrue(out.endswith(b"backend"), out)
+
+    @inlineCallbacks
+    def test_h2ClientThatStopsReadingStopsTheOrigin(self):
+        """
+        An HTTP/2 client that grants a 2 GiB window and then reads nothing:
+        backpressure still reaches the origin, which is paused after a few
+        MiB instead of the proxy queueing the response in memory.
+        """
+        import h2.config
+        import h2.connection
+        import h2.settings
+
+        origin = StreamingOrigin(1 << 30)
+        self.addCleanup(origin.stop)
+        proxy, port = self.proxy(reverse={"pools": {"app": {"backends": [f"http://{origin.address}"]}},
+                                          "routes": [{"prefix": "/", "pool": "app"}]})
+
+        def stall():
+            context = stdssl.create_default_context(cafile=self.ca.certPath)
+            context.set_alpn_protocols(["h2"])
+            client = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="www.test")
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            connection.initiate_connection()
+            connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1})
+            connection.increment_flow_control_window(2 ** 31 - 1 - 65535)
+            connection.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "https"),
+                                        (":authority", "www.test")], end_stream=True)
+            client.sendall(connection.data_to_send())
+            received = 0
+            while received < 100000:
+                data = client.recv(65536)
+                received += len(data)
+                connection.receive_data(data)
+                client.sendall(connection.data_to_send())
+            return client
+
+        client = yield deferToThread(stall)
+        self.addCleanup(client.close)
+        yield origin.paused.addTimeout(20, reactor)
+        # Watch a while: the origin must stay stopped, not be drained into
+        # the proxy's memory.
+        yield deferLater(reactor, 1.0)
+        self.assertEqual(origin._producing, "paused")
+        self.assertLess(origin.sent, 64 << 20)
 
     @inlineCallbacks
     def test_h2ErrorNamesItsType(self):

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from dualproxy import http2
 
-from .test_server import RecordingHandler, answerOK
+from .test_server import RecordingHandler, answerOK, ok
 
 
 class _Factory:
@@ -83,3 +83,73 @@ class EarlyAnswerTests(SynchronousTestCase):
         events = self.request(3, "GET")
         self.assertEqual(self.statuses(events), [(3, b"200")])
         self.assertFalse(self.transport.disconnecting)
+
+
+class _Producer:
+    paused = False
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+
+    def stopProducing(self):
+        pass
+
+
+class BackpressureTests(EarlyAnswerTests):
+    """
+    A client that stops reading pauses whatever produces a stream's
+    response, however large the window it granted; it resumes with the
+    client.
+    """
+
+    def test_pausedWithTheConnection(self):
+        producer = _Producer()
+
+        def answer(exchange):
+            head, body = ok(b"x" * 100)
+            exchange.writeHead(head)
+            exchange.registerProducer(producer)
+            exchange.write(body)
+
+        self.factory.handler.answer = answer
+        self.request(1, "GET")
+        self.server.pauseProducing()
+        self.assertTrue(producer.paused)
+        self.server.resumeProducing()
+        self.assertFalse(producer.paused)
+
+    def test_stillPausedWhileTheWindowIsShut(self):
+        """
+        Resuming the connection does not resume a stream whose own
+        flow-control window is used up, nor does the sending loop spin on
+        it (here the test's clock would never come back); the client's
+        WINDOW_UPDATE sends the rest and resumes the producer.
+        """
+        producer = _Producer()
+
+        def answer(exchange):
+            head, _ = ok(b"x" * 100000)
+            exchange.writeHead(head)
+            exchange.registerProducer(producer)
+            exchange.write(b"x" * 70000)
+
+        self.factory.handler.answer = answer
+        received = self.data(self.request(1, "GET"))
+        self.assertEqual(received, 65535)
+        self.assertTrue(producer.paused)
+        self.server.pauseProducing()
+        self.server.resumeProducing()
+        self.assertTrue(producer.paused)
+        self.client.increment_flow_control_window(10000)
+        self.client.increment_flow_control_window(10000, stream_id=1)
+        received += self.data(self.send())
+        self.assertEqual(received, 70000)
+        self.assertFalse(producer.paused)
+
+    def data(self, events) -> int:
+        import h2.events
+
+        return sum(len(event.data) for event in events if isinstance(event, h2.events.DataReceived))
