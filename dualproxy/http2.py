@@ -246,6 +246,9 @@ class NegotiatedProtocol(Protocol):
                 impl.site = self
                 impl.factory = self.factory
                 impl.timeOut = self.factory.idleTimeout
+                # After an idle close (GOAWAY), what the client leaves unread
+                # holds the connection no longer than client_write.
+                impl.abortTimeout = self.factory.writeTimeout
                 impl.makeConnection(self.transport)
                 # As twisted.web's own HTTP/2 channel: a client that stops
                 # reading stops the sending loop (and, through it, the

@@ -214,7 +214,8 @@ class _RawOriginProtocol(Protocol):
 class StreamingOrigin(Factory, Protocol):
     """
     Answers one request with C{size} bytes written as fast as the
-    connection takes them, and tells when backpressure stopped it.
+    connection takes them, and tells when backpressure stopped it
+    (C{paused}) and when the connection closed (C{lost}).
     """
 
     noisy = False
@@ -224,6 +225,7 @@ class StreamingOrigin(Factory, Protocol):
         self.size = size
         self.sent = 0
         self.paused: defer.Deferred = defer.Deferred()
+        self.lost: defer.Deferred = defer.Deferred()
         self.port = reactor.listenTCP(0, self, interface="127.0.0.1")
         self.address = f"127.0.0.1:{self.port.getHost().port}"
         self._producing = False
@@ -256,6 +258,9 @@ class StreamingOrigin(Factory, Protocol):
 
     def stopProducing(self):
         self._producing = False
+
+    def connectionLost(self, reason=None):
+        self.lost.callback(None)
 
     def stop(self):
         return self.port.stopListening()

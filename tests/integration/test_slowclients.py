@@ -65,20 +65,6 @@ class _EndlessChunks(Protocol):
         self.factory.lost.callback(None)
 
 
-class _LargeOrigin(StreamingOrigin):
-    """
-    One large Content-Length response; C{lost} fires when its connection
-    closes.
-    """
-
-    def __init__(self, size: int):
-        super().__init__(size)
-        self.lost = defer.Deferred()
-
-    def connectionLost(self, reason=None) -> None:
-        self.lost.callback(None)
-
-
 class RecordingOrigin(Factory):
     """
     Keeps what each connection sent; with C{endless}, answers with a body
@@ -205,7 +191,7 @@ class SlowClientTests(TestCase):
         splicers = []
         start = splice.Splicer.start
         self.patch(splice.Splicer, "start", lambda splicer: (splicers.append(splicer), start(splicer)))
-        origin = _LargeOrigin(1 << 30)
+        origin = StreamingOrigin(1 << 30)
         proxy = self.start(origin, client_write=0.5)
         client = connectClient(proxy.address, b"GET /large HTTP/1.1\r\nHost: a\r\n\r\n", reading=False)
         yield within(origin.lost)

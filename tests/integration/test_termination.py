@@ -170,36 +170,11 @@ class HTTP2Tests(TerminationTestCase):
         backpressure still reaches the origin, which is paused after a few
         MiB instead of the proxy queueing the response in memory.
         """
-        import h2.config
-        import h2.connection
-        import h2.settings
-
         origin = StreamingOrigin(1 << 30)
         self.addCleanup(origin.stop)
         proxy, port = self.proxy(reverse={"pools": {"app": {"backends": [f"http://{origin.address}"]}},
                                           "routes": [{"prefix": "/", "pool": "app"}]})
-
-        def stall():
-            context = stdssl.create_default_context(cafile=self.ca.certPath)
-            context.set_alpn_protocols(["h2"])
-            client = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="www.test")
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-            connection.initiate_connection()
-            connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1})
-            connection.increment_flow_control_window(2 ** 31 - 1 - 65535)
-            connection.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "https"),
-                                        (":authority", "www.test")], end_stream=True)
-            client.sendall(connection.data_to_send())
-            received = 0
-            while received < 100000:
-                data = client.recv(65536)
-                received += len(data)
-                connection.receive_data(data)
-                client.sendall(connection.data_to_send())
-            return client
-
-        client = yield deferToThread(stall)
+        client = yield deferToThread(self.stalledH2Client, port)
         self.addCleanup(client.close)
         yield origin.paused.addTimeout(20, reactor)
         # Watch a while: the origin must stay stopped, not be drained into
@@ -207,6 +182,52 @@ class HTTP2Tests(TerminationTestCase):
         yield deferLater(reactor, 1.0)
         self.assertEqual(origin._producing, "paused")
         self.assertLess(origin.sent, 64 << 20)
+
+    @inlineCallbacks
+    def test_h2StalledConnectionClosed(self):
+        """
+        An HTTP/2 client that reads nothing and sends nothing is closed
+        after timeouts.client_idle, forcibly once client_write has passed
+        too, and the upstream with it.
+        """
+        origin = StreamingOrigin(1 << 30)
+        self.addCleanup(origin.stop)
+        proxy, port = self.proxy(reverse={"pools": {"app": {"backends": [f"http://{origin.address}"]}},
+                                          "routes": [{"prefix": "/", "pool": "app"}]},
+                                 timeouts={"client_idle": 2.0, "client_write": 0.5})
+        client = yield deferToThread(self.stalledH2Client, port, 16384)
+        self.addCleanup(client.close)
+        yield origin.lost.addTimeout(10, reactor)
+
+    def stalledH2Client(self, port: int, enough: int = 100000) -> socket.socket:
+        """
+        An HTTP/2 client that grants a 2 GiB window, asks for /, reads
+        C{enough} bytes of the answer and then nothing more.
+        """
+        import h2.config
+        import h2.connection
+        import h2.settings
+
+        context = stdssl.create_default_context(cafile=self.ca.certPath)
+        context.set_alpn_protocols(["h2"])
+        client = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="www.test")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        connection.initiate_connection()
+        connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1})
+        connection.increment_flow_control_window(2 ** 31 - 1 - 65535)
+        connection.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "https"),
+                                    (":authority", "www.test")], end_stream=True)
+        client.sendall(connection.data_to_send())
+        received = 0
+        while received < enough:
+            data = client.recv(65536)
+            if not data:
+                raise ConnectionError(f"closed by the proxy after {received} bytes")
+            received += len(data)
+            connection.receive_data(data)
+            client.sendall(connection.data_to_send())
+        return client
 
     @inlineCallbacks
     def test_h2ErrorNamesItsType(self):
