@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import shutil
 import sys
 import tempfile
@@ -32,25 +31,6 @@ RELAY = "dualproxy-relay"
 NGINX = "nginx-cached"
 RATIOS = ((CACHED, RELAY), (CACHED, NGINX))
 TARGET = 3.0  # dualproxy-cached/dualproxy-relay on CPython (issue #5)
-
-
-def prepareOrigin(scratch: Path, port: int) -> List[str]:
-    """
-    Write the origin's files and config (C{cache-origin.conf}, which marks
-    every file fresh for 10 minutes) into C{scratch}; return the argv that
-    runs nginx on them in the foreground.
-    """
-    www = scratch / "www"
-    for folder in (www, scratch / "logs"):
-        folder.mkdir()
-    for name, size in SIZES.items():
-        (www / f"{name}.bin").write_bytes(os.urandom(size))
-    # Running as root, nginx's workers are "nobody": they must be able to read the files and write nginx's cache.
-    for path in (scratch, www, *www.iterdir()):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    origin = common.fillTemplate("cache-origin.conf", scratch, port=port)
-    log = scratch / "logs" / "origin.err"
-    return ["nginx", "-p", str(scratch), "-e", str(log), "-c", str(origin), "-g", "daemon off;"]
 
 
 def dualproxyConfig(arguments: argparse.Namespace, scratch: Path, cache: bool) -> Path:
@@ -81,7 +61,9 @@ def servers(arguments: argparse.Namespace, scratch: Path, cores: Cores) -> List[
         )  # fmt: skip
 
     found = [
-        Server(Contender("direct", origin), prepareOrigin(scratch, origin), cores.origin),
+        # cache-origin.conf marks every file fresh for 10 minutes.
+        Server(Contender("direct", origin), common.prepareOrigin(scratch, origin, SIZES, "cache-origin.conf"),
+               cores.origin),
         Server(Contender(CACHED, CACHED_PORT + offset), dualproxy(CACHED_PORT + offset, True), cores.proxy,
                common.pythonEnv()),
         Server(Contender(RELAY, RELAY_PORT + offset), dualproxy(RELAY_PORT + offset, False), cores.proxy,

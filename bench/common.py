@@ -282,20 +282,23 @@ def fillTemplate(name: str, scratch: Path, **values: object) -> Path:
     return copy
 
 
-def prepareOrigin(scratch: Path, port: int) -> List[str]:
+def prepareOrigin(scratch: Path, port: int, sizes: Dict[str, int] = SIZES,
+                  template: str = "origin.conf") -> List[str]:
     """
-    Write the origin's files and config into C{scratch}; return the argv
-    that runs nginx on them in the foreground.
+    Write the origin's files (one NAME.bin per entry of C{sizes}) and its
+    config (from C{template}) into C{scratch}; return the argv that runs
+    nginx on them in the foreground.
     """
     www = scratch / "www"
     for folder in (www, scratch / "logs"):
         folder.mkdir()
-    for name, size in SIZES.items():
+    for name, size in sizes.items():
         (www / f"{name}.bin").write_bytes(os.urandom(size))
-    # Running as root, nginx's workers are "nobody": they must be able to read the files.
+    # Running as root, nginx's workers are "nobody": they must be able to read
+    # the files (and write nginx's cache, for the cache benchmark).
     for path in (scratch, www, *www.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    origin = fillTemplate("origin.conf", scratch, port=port)
+    origin = fillTemplate(template, scratch, port=port)
     log = scratch / "logs" / "origin.err"
     return ["nginx", "-p", str(scratch), "-e", str(log), "-c", str(origin), "-g", "daemon off;"]
 
