@@ -32,7 +32,7 @@ def _text(value: Optional[bytes]) -> str:
 
 class AccessLog:
     """
-    Called with each finished L{dualproxy.server.Exchange}.
+    Called with each finished L{dualproxy.core.exchange.Exchange}.
     """
 
     def __init__(self, fmt: str, clock, log: Optional[Logger] = None):

@@ -946,7 +946,7 @@ def _realm(key: str, value: Any) -> str:
 
 
 def _passwordFile(key: str, value: Any) -> str:
-    from .forward.auth import PasswordFile
+    from .policy.auth import PasswordFile
 
     path = _nonEmptyString(key, value)
     try:

@@ -29,7 +29,8 @@ from .metrics import Metrics
 from .relay.client import UpstreamProtocol, responseLimits
 from .relay.pool import ConnectionPool
 from .http.parser import Limits
-from .server import HTTPServerChannel, HTTPServerFactory, NegotiatingFactory
+from .server.http1 import HTTPServerChannel, HTTPServerFactory
+from .server.http2 import NegotiatingFactory
 
 log = Logger()
 
@@ -89,7 +90,7 @@ class ProxyService(MultiService):
         if self._cache is None:
             from .cache.cache import HTTPCache
             from .config import ConfigError
-            from .forward.acl import ClientACL
+            from .policy.acl import ClientACL
             from .plugins import findCacheStores
 
             settings = self.config.cache
@@ -116,7 +117,7 @@ class ProxyService(MultiService):
         tls = self.config.tls
         secureListeners = []
         if tls.listen:
-            from . import http2
+            from .server import http2
             from .tls import ServerTLS, loadPair
 
             pairs = [loadPair(files.cert, files.key) for files in tls.certificates]
@@ -140,7 +141,7 @@ class ProxyService(MultiService):
         admin = self.config.admin
         if admin is not None:
             from .admin.site import adminSite
-            from .forward.auth import PasswordFile
+            from .policy.auth import PasswordFile
 
             passwords = PasswordFile.load(admin.auth_file) if admin.auth_file else None
             ListenerService(admin.listen, adminSite(self, passwords, admin.realm),
@@ -417,7 +418,7 @@ class RedirectToHTTPS:
 
     def handle(self, exchange) -> None:
         from .http.message import Refusal
-        from .routing import hostName
+        from .routing.tree import hostName
 
         request = exchange.request
         host = hostName(request.headers)

@@ -124,7 +124,7 @@ class Supervisor(MultiService):
             self.spawn(index)
         if self.config.admin is not None:
             from .admin.site import adminSite
-            from .forward.auth import PasswordFile
+            from .policy.auth import PasswordFile
 
             admin = self.config.admin
             passwords = PasswordFile.load(admin.auth_file) if admin.auth_file else None

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 from twisted.internet.defer import maybeDeferred
 from twisted.web import resource, server
 
-from ..forward.auth import PasswordFile, ProxyAuthenticator
+from ..policy.auth import PasswordFile, ProxyAuthenticator
 from .status import document
 
 _PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboard.html")

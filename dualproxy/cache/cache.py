@@ -109,7 +109,7 @@ class HTTPCache:
     @ivar name: this cache's name in Cache-Status fields.
     @ivar lockTimeout: how long a request waits for a concurrent identical
         one to fill the cache before going upstream itself.
-    @ivar purgeFrom: a L{dualproxy.forward.acl.ClientACL} of clients whose
+    @ivar purgeFrom: a L{dualproxy.policy.acl.ClientACL} of clients whose
         C{PURGE} requests are served; None lets PURGE through as any other
         method.
     """

@@ -1,1 +1,1 @@
-"""The forward proxy mode: ACLs, authentication and request handling."""
+"""The forward proxy mode: CONNECT, absolute-URI relaying, parents, anonymity."""

@@ -27,10 +27,10 @@ class ForwardMode:
         from twisted.internet import reactor
 
         from ..plugins import loadRateLimiter
-        from ..ratelimit import RateLimit
-        from ..routing import pageTarget
+        from ..policy.ratelimit import RateLimit
+        from ..routing.pages import pageTarget
         from ..service import ProxyService
-        from .auth import PasswordFile, ProxyAuthenticator
+        from ..policy.auth import PasswordFile, ProxyAuthenticator
         from .proxy import ForwardHandler
 
         settings = config.forward

@@ -30,10 +30,11 @@ from ..relay.connect import asRefusal, connectTCP, resolve
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
 from ..filters import FilterChain
-from ..ratelimit import RateLimit
-from ..routing import RoutingRequest, Target, VirtualHosts, hostName, route, splitTarget
-from .acl import ClientACL, DestinationPolicy, isAddressLiteral
-from .auth import ProxyAuthenticator
+from ..policy.ratelimit import RateLimit
+from ..routing.targets import RoutingRequest, Target
+from ..routing.tree import VirtualHosts, hostName, route, splitTarget
+from ..policy.acl import ClientACL, DestinationPolicy, isAddressLiteral
+from ..policy.auth import ProxyAuthenticator
 
 _log = Logger()
 

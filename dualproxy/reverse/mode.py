@@ -31,8 +31,8 @@ class ReverseMode:
 
         from ..config import ConfigError
         from ..plugins import findBalancers, loadRateLimiter
-        from ..ratelimit import RateLimit
-        from ..routing import pageTarget
+        from ..policy.ratelimit import RateLimit
+        from ..routing.pages import pageTarget
         from ..service import ProxyService
         from .dns import BackendResolver, makeResolver
         from .health import HealthCheck

@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence
 
 from twisted.internet.defer import Deferred
 
-from ..forward.acl import ClientACL
+from ..policy.acl import ClientACL
 from ..http.message import Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import DESTINATION_UNAVAILABLE
 from ..http.rules import absoluteTarget, frameBody, frameResponse, stripHopByHop
@@ -18,8 +18,9 @@ from ..relay.connect import connectTCP, outOfResources, resolve
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
 from ..filters import FilterChain
-from ..ratelimit import RateLimit
-from ..routing import RoutingRequest, Target, VirtualHosts, hostName, route, splitTarget
+from ..policy.ratelimit import RateLimit
+from ..routing.targets import RoutingRequest, Target
+from ..routing.tree import VirtualHosts, hostName, route, splitTarget
 from .headers import addForwarding
 from .pool import BackendPool, BackendState
 

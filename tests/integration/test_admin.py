@@ -180,7 +180,7 @@ class MetricsTests(AdminTestCase):
 
     @inlineCallbacks
     def test_basicAuth(self):
-        from dualproxy.forward.passwd import main as passwd
+        from dualproxy.policy.passwd import main as passwd
 
         path = self.mktemp()
         self.patch(sys, "stdin", _Lines("s3cret\n"))

@@ -16,7 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, TestCase
 
-from dualproxy.forward.auth import hashPassword
+from dualproxy.policy.auth import hashPassword
 from dualproxy.relay import splice
 
 from .support import (

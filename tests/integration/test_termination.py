@@ -16,7 +16,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from dualproxy import http2
+from dualproxy.server import http2
 from dualproxy.config import ConfigError
 
 from ..certs import CertificateAuthority

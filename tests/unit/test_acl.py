@@ -1,5 +1,5 @@
 """
-Tests for L{dualproxy.forward.acl}: client networks, the destination deny
+Tests for L{dualproxy.policy.acl}: client networks, the destination deny
 list, the private-address rule and CONNECT ports.
 """
 
@@ -9,8 +9,8 @@ from ipaddress import ip_network
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dualproxy.forward import acl
-from dualproxy.forward.acl import PRIVATE_NETWORKS, ClientACL, DestinationPolicy
+from dualproxy.policy import acl
+from dualproxy.policy.acl import ClientACL, DestinationPolicy, PRIVATE_NETWORKS
 
 
 def networks(*texts):

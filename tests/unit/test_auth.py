@@ -1,5 +1,5 @@
 """
-Tests for L{dualproxy.forward.auth}: password hashes, the password file and
+Tests for L{dualproxy.policy.auth}: password hashes, the password file and
 Basic proxy authentication (RFC 7617, RFC 9110 section 11.7).
 """
 
@@ -12,8 +12,8 @@ import unicodedata
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from dualproxy.forward import auth
-from dualproxy.forward.auth import HAVE_SCRYPT, PasswordFile, ProxyAuthenticator, hashPassword
+from dualproxy.policy import auth
+from dualproxy.policy.auth import HAVE_SCRYPT, PasswordFile, ProxyAuthenticator, hashPassword
 from dualproxy.http.message import Headers, Refusal
 
 SALT = b"0123456789abcdef"

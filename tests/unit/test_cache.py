@@ -310,7 +310,7 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(len(self.relay.calls), 3, "purging the URI drops every variant")
 
     def test_purgeRequestNeedsAllowedClient(self):
-        from dualproxy.forward.acl import ClientACL
+        from dualproxy.policy.acl import ClientACL
         from ipaddress import ip_network
 
         self.cache.purgeFrom = ClientACL([ip_network("10.0.0.0/8")])

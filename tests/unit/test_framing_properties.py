@@ -32,7 +32,7 @@ from dualproxy.http.parser import DEFAULT_LIMITS, Limits, MessageReader
 from dualproxy.http.rules import HOP_BY_HOP, absoluteTarget, frameBody, stripHopByHop
 from dualproxy.relay.client import UpstreamProtocol
 from dualproxy.relay.pool import ConnectionPool
-from dualproxy.server import HTTPServerFactory
+from dualproxy.server.http1 import HTTPServerFactory
 
 from .strategies import absoluteTargets, cuts, requestStreams, responseStreams, segmented
 

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from dualproxy import http2
+from dualproxy.server import http2
 
 from .test_server import RecordingHandler, answerOK, ok
 

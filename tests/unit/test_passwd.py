@@ -1,5 +1,5 @@
 """
-Tests for L{dualproxy.forward.passwd}, the C{dualproxy-passwd} command.
+Tests for L{dualproxy.policy.passwd}, the C{dualproxy-passwd} command.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from dualproxy.forward import auth, passwd
-from dualproxy.forward.auth import PasswordFile
+from dualproxy.policy import auth, passwd
+from dualproxy.policy.auth import PasswordFile
 
 
 class FakeTerminal(io.StringIO):

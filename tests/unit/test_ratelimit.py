@@ -15,7 +15,7 @@ from dualproxy.config import ConfigError, RateLimitSettings, fromDict
 from dualproxy.http.message import Headers, Refusal
 from dualproxy.interfaces import IRateLimiter, IRateLimiterFactory
 from dualproxy.plugins import findModes, findRateLimiters, loadRateLimiter
-from dualproxy.ratelimit import MemoryRateLimiter, RateLimit, memory
+from dualproxy.policy.ratelimit import memory, MemoryRateLimiter, RateLimit
 
 from tests.tables import fromTable
 

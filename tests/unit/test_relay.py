@@ -21,7 +21,7 @@ from dualproxy.relay.client import UpstreamProtocol
 from dualproxy.relay.connect import asRefusal
 from dualproxy.relay.pool import ConnectionPool
 from dualproxy.relay.relay import Relay
-from dualproxy.server import HTTPServerChannel
+from dualproxy.server.http1 import HTTPServerChannel
 
 from ..tables import fromTable
 from .test_server import RecordingHandler

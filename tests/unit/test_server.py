@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from dualproxy.http.message import CHUNKED, CLOSE, LENGTH, NO_BODY, Headers, Refusal, ResponseHead
-from dualproxy.server import HTTPServerChannel
+from dualproxy.server.http1 import HTTPServerChannel
 
 
 class RecordingHandler:

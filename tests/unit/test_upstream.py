@@ -18,7 +18,7 @@ from dualproxy.http.proxystatus import HTTP_PROTOCOL_ERROR, HTTP_RESPONSE_HEADER
 from dualproxy.relay.client import DEFAULT_RESPONSE_LIMITS, responseLimits
 from dualproxy.relay.pool import ConnectionPool
 from dualproxy.relay.relay import Relay
-from dualproxy.server import HTTPServerChannel
+from dualproxy.server.http1 import HTTPServerChannel
 
 from ..tables import fromTable
 from .test_parser import Recorder

@@ -2,6 +2,6 @@
 The built-in rate limiter, found like third-party ones.
 """
 
-from dualproxy.ratelimit import memory
+from dualproxy.policy.ratelimit import memory
 
 __all__ = ["memory"]

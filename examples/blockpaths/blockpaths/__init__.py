@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from dualproxy.http.message import Refusal, RequestHead, ResponseHead
 from dualproxy.interfaces import IRequestFilter
-from dualproxy.routing import splitTarget
+from dualproxy.routing.tree import splitTarget
 
 # Rounds of percent-decoding undone: a path still encoded after them is
 # refused, as no honest client encodes that deep and a backend might decode

@@ -18,8 +18,8 @@ from typing import Dict, Mapping, Optional, Tuple
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from .http.message import Headers, Refusal
-from .interfaces import IRateLimiter, IRateLimiterFactory
+from ..http.message import Headers, Refusal
+from ..interfaces import IRateLimiter, IRateLimiterFactory
 
 # Keys longer than this (a client-chosen header value) are stored as their
 # hash, so that max_keys bounds memory and not just the number of buckets.

@@ -17,8 +17,9 @@ from typing import Optional
 from twisted.internet.protocol import Protocol
 from twisted.web.http_headers import Headers as TwistedHeaders
 
-from .http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
-from .server import Exchange, ReadingControl, exceedsLimit, handle, tooLarge
+from ..core.exchange import Exchange, ReadingControl, exceedsLimit, handle, tooLarge
+from ..http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
+from .http1 import HTTPServerFactory
 
 try:
     from twisted.web._http2 import H2Connection
@@ -82,7 +83,7 @@ class _StreamChannel(ReadingControl):
             self.transport.requestDone(None)
 
     def clientSubject(self) -> Optional[str]:
-        from .tls import peerSubject
+        from ..tls import peerSubject
 
         # The stream's site is the connection's NegotiatedProtocol, which
         # holds the TLS transport.
@@ -263,3 +264,12 @@ class NegotiatedProtocol(Protocol):
         self.factory.connections.discard(self)
         if self.impl is not None:
             self.impl.connectionLost(reason)
+
+
+class NegotiatingFactory(HTTPServerFactory):
+    """
+    For TLS listeners that offer HTTP/2: the protocol is chosen by ALPN.
+    """
+
+    def buildConnection(self) -> Protocol:
+        return NegotiatedProtocol(self)

@@ -18,8 +18,8 @@ from urllib.parse import unquote_to_bytes
 from twisted.web import server, static
 from twisted.web.pages import forbidden
 
-from .http.message import CLOSE, LENGTH, NO_BODY, Headers, Refusal, ResponseHead
-from .routing import RoutingRequest, Target
+from ..http.message import CLOSE, LENGTH, NO_BODY, Headers, Refusal, ResponseHead
+from .targets import RoutingRequest, Target
 
 
 class _Unlisted(static.File):

@@ -1,0 +1,3 @@
+"""
+The exchange core every capability goes through.
+"""

@@ -1,0 +1,3 @@
+"""
+The resource tree both modes route with, and the targets at its leaves.
+"""
