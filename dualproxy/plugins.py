@@ -6,13 +6,15 @@ dropins offer, looked up by their C{name}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List
+from typing import Any, Callable, Dict, Iterable, List, Mapping
 
 from twisted.plugin import getPlugins
 
-from .config import ConfigError, RateLimitSettings
+from .config import CacheSettings, ConfigError, RateLimitSettings
 from .interfaces import (
+    IBalancer,
     IBalancerFactory,
+    ICacheStore,
     ICacheStoreFactory,
     IProxyMode,
     IRateLimiter,
@@ -63,6 +65,31 @@ def findRateLimiters() -> Dict[str, IRateLimiterFactory]:
     return _byName(IRateLimiterFactory)
 
 
+def choose(known: Mapping[str, Any], name: str, key: str, what: str) -> Any:
+    """
+    C{known[name]}: the one place an unknown plugin name becomes the error
+    that lists the known ones.
+
+    @raise ConfigError: C{"<key>: unknown <what> 'name' (known: ...)"}.
+    """
+    if name not in known:
+        raise ConfigError(key, f"unknown {what} {name!r} (known: {_names(known)})")
+    return known[name]
+
+
+def construct(factory: Callable[[Dict[str, Any]], Any], options: Mapping[str, Any], key: str) -> Any:
+    """
+    C{factory(options)}, with the C{"option: problem"} C{ValueError} a
+    factory raises for a bad option turned into a L{ConfigError} keyed
+    C{key.option}.
+    """
+    try:
+        return factory(dict(options))
+    except ValueError as e:
+        option, _, problem = str(e).partition(": ")
+        raise ConfigError(f"{key}.{option}", problem or option)
+
+
 def loadRateLimiter(settings: RateLimitSettings, key: str) -> IRateLimiter:
     """
     The limiter a C{rate_limit} table describes, built by its plugin with
@@ -72,18 +99,35 @@ def loadRateLimiter(settings: RateLimitSettings, key: str) -> IRateLimiter:
     @raise ConfigError: naming C{key.limiter} for a name no plugin provides,
         or the option the plugin refuses.
     """
-    limiters = findRateLimiters()
-    factory = limiters.get(settings.limiter)
-    if factory is None:
-        raise ConfigError(f"{key}.limiter", f"unknown limiter {settings.limiter!r} (known: {_names(limiters)})")
+    factory = choose(findRateLimiters(), settings.limiter, f"{key}.limiter", "limiter")
     options = dict(settings.options, rate=settings.rate)
     if settings.burst is not None:
         options["burst"] = settings.burst
+    return construct(factory, options, key)
+
+
+def loadCacheStore(settings: CacheSettings) -> ICacheStore:
+    """
+    The store the C{[cache]} table names, built with its other keys.
+
+    @raise ConfigError: naming C{cache.store}, or the option it refuses.
+    """
+    return construct(choose(findCacheStores(), settings.store, "cache.store", "store"),
+                     settings.store_options, "cache")
+
+
+def loadBalancer(name: str, options: Mapping[str, Any], key: str) -> IBalancer:
+    """
+    The balancer a pool's C{balance} names, given its C{balance_options}.
+
+    @param key: the pool's dotted key, e.g. C{"reverse.pools.web"}.
+    @raise ConfigError: naming C{key.balance} or C{key.balance_options}.
+    """
+    factory = choose(findBalancers(), name, f"{key}.balance", "strategy")
     try:
-        return factory(options)
+        return factory(dict(options))
     except ValueError as e:
-        option, _, problem = str(e).partition(": ")
-        raise ConfigError(f"{key}.{option}", problem or option)
+        raise ConfigError(f"{key}.balance_options", str(e))
 
 
 def loadFilters(names: Iterable[str]) -> List[IRequestFilter]:
@@ -93,13 +137,8 @@ def loadFilters(names: Iterable[str]) -> List[IRequestFilter]:
     @raise ConfigError: keyed C{filters[i]} for a name no plugin provides.
     """
     known = findFilters()
-    filters = []
-    for index, name in enumerate(names):
-        if name not in known:
-            raise ConfigError(f"filters[{index}]", f"unknown filter {name!r} (known: {_names(known)})")
-        filters.append(known[name])
-    return filters
+    return [choose(known, name, f"filters[{index}]", "filter") for index, name in enumerate(names)]
 
 
-def _names(plugins: Dict[str, Any]) -> str:
+def _names(plugins: Mapping[str, Any]) -> str:
     return ", ".join(sorted(plugins)) or "none"

@@ -89,20 +89,11 @@ class ProxyService(MultiService):
         """
         if self._cache is None:
             from .cache.cache import HTTPCache
-            from .config import ConfigError
             from .policy.acl import ClientACL
-            from .plugins import findCacheStores
+            from .plugins import loadCacheStore
 
             settings = self.config.cache
-            stores = findCacheStores()
-            factory = stores.get(settings.store)
-            if factory is None:
-                raise ConfigError("cache.store", f"unknown store {settings.store!r} (known: {', '.join(sorted(stores))})")
-            try:
-                store = factory(dict(settings.store_options))
-            except ValueError as e:
-                option, _, problem = str(e).partition(": ")
-                raise ConfigError(f"cache.{option}", problem or option)
+            store = loadCacheStore(settings)
             purgeFrom = ClientACL(settings.purge_from) if settings.purge_from else None
             self._cache = HTTPCache(store, self.reactor, settings.name, settings.lock_timeout, purgeFrom)
         return self._cache

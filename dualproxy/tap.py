@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from .config import Config, ConfigError, fromDict, loadFile
 from .interfaces import IProxyMode, IRequestFilter
-from .plugins import findModes, loadFilters
+from .plugins import choose, findModes, loadFilters
 
 
 class Options(usage.Options):
@@ -126,9 +126,10 @@ class Options(usage.Options):
         modes = findModes()
         base = os.path.dirname(os.path.abspath(self["config"])) if self["config"] else "."
         config = fromDict(data, modes=modes, base=base)
-        mode = modes.get(config.mode)
-        if mode is None:
-            self.fail(f"unknown mode {config.mode!r} (known: {', '.join(sorted(modes))})")
+        try:
+            mode = choose(modes, config.mode, "mode", "mode")
+        except ConfigError as e:
+            self.fail(e.problem)
         if not config.listen:
             config = dataclasses.replace(config, listen=tuple(mode.defaultListen))
         return mode, config, loadFilters(config.filters)

@@ -29,8 +29,7 @@ class ReverseMode:
         # Imported here so that listing plugins (twistd --help) stays light.
         from twisted.internet import reactor
 
-        from ..config import ConfigError
-        from ..plugins import findBalancers, loadRateLimiter
+        from ..plugins import loadBalancer, loadRateLimiter
         from ..policy.ratelimit import RateLimit
         from ..routing.pages import pageTarget
         from ..service import ProxyService
@@ -44,19 +43,11 @@ class ReverseMode:
         handler = ReverseHandler(reactor, settings, config.timeouts, root.connections, filters, root.accessLog)
         if config.tls.client_ca is not None:
             handler.clientSubjectHeader = config.tls.client_subject_header.encode("ascii")
-        balancers = findBalancers()
         pools = {}
         poolLimits = {}
         for index, pool in enumerate(settings.pools):
             key = f"reverse.pools.{pool.name}"
-            factory = balancers.get(pool.balance)
-            if factory is None:
-                raise ConfigError(f"{key}.balance",
-                                  f"unknown strategy {pool.balance!r} (known: {', '.join(sorted(balancers))})")
-            try:
-                balancer = factory(dict(pool.balance_options))
-            except ValueError as e:
-                raise ConfigError(f"{key}.balance_options", str(e))
+            balancer = loadBalancer(pool.balance, pool.balance_options, key)
             pools[pool.name] = BackendPool(pool, balancer)
             if pool.rate_limit is not None:
                 limiter = loadRateLimiter(pool.rate_limit, f"{key}.rate_limit")
