@@ -432,16 +432,14 @@ class MessageReader:
         return data[remaining:]
 
     def _readChunkEnd(self, data: bytes) -> bytes:
+        # Unlike a line, chunk data ends in CRLF and nothing else (RFC 9112
+        # section 7.1): a bare LF here is how chunk-boundary smuggling starts.
         if data == b"\r":
             return None
-        if data[:2] == b"\r\n":
-            rest = data[2:]
-        elif data[:1] == b"\n":
-            rest = data[1:]
-        else:
+        if data[:2] != b"\r\n":
             raise self._refusal(400, "malformed chunk end")
         self._state = self._readChunkSize
-        return rest
+        return data[2:]
 
     def _readTrailer(self, data: bytes) -> bytes:
         # Trailer fields are read and dropped: the proxy does not forward

@@ -28,6 +28,8 @@ HOSTILE = [
     # cut, so the origin never sees a whole request.
     ("RFC 9112 §7.1: a malformed chunk size",
      "POST /name HTTP/1.1\\r\\n" + HOST + "Transfer-Encoding: chunked\\r\\n\\r\\nzz\\r\\nab\\r\\n0\\r\\n\\r\\n", 400, True),
+    ("RFC 9112 §7.1: chunk data ended by a bare LF",
+     "POST /name HTTP/1.1\\r\\n" + HOST + "Transfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\n0\\r\\n\\r\\n", 400, True),
     ("RFC 9112 §5.1: whitespace between a field name and the colon",
      "GET /name HTTP/1.1\\r\\n" + HOST + "X-A : 1\\r\\n\\r\\n", 400),
     ("RFC 9112 §5.2: obs-fold continuation lines",
@@ -71,6 +73,29 @@ class SmugglingTests(TestCase):
         if not headForwarded:
             self.assertEqual(self.origin.connections, 0, "nothing was forwarded")
 
+
+
+class ForwardSmugglingTests(TestCase):
+    """
+    Forward mode reads request bodies with the same parser: the same chunk
+    framing is refused there too.
+    """
+
+    def setUp(self):
+        self.origin = Origin("a")
+        self.addCleanup(self.origin.stop)
+        self.proxy = Proxy({"mode": "forward", "forward": {"allow_destinations": ["127.0.0.0/8"]}})
+        self.addCleanup(self.proxy.stop)
+
+    @inlineCallbacks
+    def test_chunkDataEndedByABareLF(self):
+        raw = (f"POST http://{self.origin.address}/name HTTP/1.1\\r\\nHost: {self.origin.address}\\r\\n"
+               "Transfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\n0\\r\\n\\r\\n")
+        out, err, code = yield pythonClient(RAW, self.proxy.address, raw)
+        self.assertEqual(code, 0, err)
+        self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out)
+        self.assertIn(b"Connection: close", out)
+        self.assertEqual(self.origin.requests, 0)
 
 # (rule, raw response from the backend, Proxy-Status error type)
 HOSTILE_RESPONSES = [

@@ -207,8 +207,8 @@ REQUESTS = [
         [request(b"GET", b"/", [HOST, (b"X", b"1")]), END],
     ),
     (
-        "RFC 9112 \u00a72.2: a bare LF ends chunk lines",
-        b"POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n0\nX-T: 1\n\n",
+        "RFC 9112 \u00a72.2: a bare LF ends chunk lines (chunk data still ends in CRLF)",
+        b"POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\r\n0\nX-T: 1\n\n",
         [request(b"POST", b"/", [HOST, CHUNKED_TE], framing=CHUNKED), body(b"hello"), END],
     ),
     (
@@ -389,6 +389,11 @@ BAD_REQUESTS = [
     (
         "RFC 9112 \u00a77.1: chunk data not followed by CRLF is 400",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "RFC 9112 \u00a77.1: chunk data followed by a bare LF is 400 (chunk-boundary smuggling)",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n",
         400,
     ),
     (
@@ -665,6 +670,14 @@ BAD_RESPONSES = [
         "RFC 9112 \u00a77.1: bad chunk size in a response is 502",
         b"GET",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nnope\r\n",
+        False,
+        502,
+        HTTP_PROTOCOL_ERROR,
+    ),
+    (
+        "RFC 9112 \u00a77.1: response chunk data followed by a bare LF is 502",
+        b"GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n",
         False,
         502,
         HTTP_PROTOCOL_ERROR,
