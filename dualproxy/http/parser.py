@@ -64,6 +64,11 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+#: Interim (1xx) responses one request may get before its final one: a few
+#: are normal (100 Continue, 102 Processing, 103 Early Hints); an endless run
+#: would keep the exchange alive for ever.
+MAX_INTERIM = 16
+
 
 class MessageReader:
     """
@@ -86,10 +91,12 @@ class MessageReader:
         self._state = self._readHead
         self._remaining = 0
         self._method: Optional[bytes] = None
+        self._interim = 0
         self.paused = False
 
     def expectResponse(self, method: bytes) -> None:
         self._method = method
+        self._interim = 0
 
     @property
     def idle(self) -> bool:
@@ -304,6 +311,9 @@ class MessageReader:
             response.framing = NO_BODY
             if status != 101:
                 # Interim response: the final one is still to come.
+                self._interim += 1
+                if self._interim > MAX_INTERIM:
+                    raise self._refusal(400, f"more than {MAX_INTERIM} interim responses")
                 self.sink.headReceived(response)
                 return
         elif self._method == b"HEAD" or status in (204, 304):

@@ -65,6 +65,8 @@ class UpstreamProtocol(Protocol):
         self.closedUnanswered = False
         self._bodyChunked = False
         self._requestSent = False
+        self._sentAt = 0.0
+        self._interimSince: Optional[float] = None
         self._responseDone = False
         self._reusable = False
         self._paused = False
@@ -91,8 +93,9 @@ class UpstreamProtocol(Protocol):
         self._reusable = False
         self._requestSent = head.framing == 0
         self._bodyChunked = head.framing == CHUNKED
+        self._interimSince = None
         self.reader.expectResponse(head.method)
-        self.lastActivity = now = self.clock.seconds()
+        self.lastActivity = self._sentAt = now = self.clock.seconds()
         self.transport.write(head.serialize())
         if self._timer is None:
             self._timer = self.clock.callLater(self.readTimeout, self._checkTimeout)
@@ -111,6 +114,7 @@ class UpstreamProtocol(Protocol):
         if self._bodyChunked:
             self.transport.write(b"0\r\n\r\n")
         self._requestSent = True
+        self._sentAt = self.clock.seconds()
         self._maybeDone()
 
     # Receiving (sink of the response reader)
@@ -173,8 +177,11 @@ class UpstreamProtocol(Protocol):
     def headReceived(self, head) -> None:
         self.responseBegun = True
         if 100 <= head.status < 200 and head.status != 101:
+            if self._interimSince is None:
+                self._interimSince = self.clock.seconds()
             self.listener.responseInterim(head)
             return
+        self._interimSince = None
         self._reusable = (
             head.framing != CLOSE and head.status != 101 and wantsKeepAlive(head.version, head.headers)
         )
@@ -219,10 +226,21 @@ class UpstreamProtocol(Protocol):
         self._timer = None
         if self.listener is None:
             return
-        elapsed = self.clock.seconds() - self.lastActivity
+        now = self.clock.seconds()
+        elapsed = now - self.lastActivity
         if self._paused or (self._splicer is not None and self._splicer.writing):
             # The client is slow, not the upstream.
             elapsed = 0.0
+        if self._interimSince is not None and self._requestSent:
+            # Interim responses are not progress: the final head is due
+            # within the read timeout of the first one (or of the request's
+            # end, for a 100 Continue before a long upload).
+            waited = now - max(self._interimSince, self._sentAt)
+            if waited >= self.readTimeout:
+                self._fail(Refusal(502, "no final response after interim responses",
+                                   errorType=CONNECTION_READ_TIMEOUT))
+                return
+            elapsed = max(elapsed, waited)
         if elapsed >= self.readTimeout:
             self._fail(Refusal(504, "upstream timed out", errorType=CONNECTION_READ_TIMEOUT))
         else:

@@ -137,3 +137,68 @@ class HostileResponseTests(TestCase):
         self.assertTrue(out.startswith(b"HTTP/1.1 502 Bad Gateway"), out)
         self.assertIn(b"error=" + errorType, out)
         self.assertNotIn(b"evil", out)
+
+
+class EndlessInterimTests(TestCase):
+    """
+    A backend that answers with interim responses and never a final one
+    (200,000 x 102 Processing) gets a few of them relayed, then a 502.
+    """
+
+    @inlineCallbacks
+    def test_endlessInterimResponses(self):
+        from dualproxy.http.parser import MAX_INTERIM
+
+        from .support import RawOrigin, curl
+
+        origin = RawOrigin(b"HTTP/1.1 102 Processing\r\n\r\n" * 200000 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.addCleanup(origin.stop)
+        proxy = Proxy({
+            "mode": "reverse",
+            "reverse": {"pools": {"app": {"backends": [{"url": f"http://{origin.address}"}], "retries": 0}},
+                        "routes": [{"prefix": "/", "pool": "app"}]},
+        })
+        self.addCleanup(proxy.stop)
+        out, err, code = yield curl("-s", "-i", proxy.url + "/")
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        self.assertIn(b"error=http_protocol_error", out)
+        self.assertLessEqual(out.count(b"102 Processing"), MAX_INTERIM)
+        self.assertNotIn(b"200 OK", out)
+
+    @inlineCallbacks
+    def test_trickleOfInterimResponses(self):
+        """
+        One 102 every 50 ms keeps the connection busy but is no progress:
+        the final response is due within upstream_read.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.task import LoopingCall
+
+        from .support import curl
+
+        class Trickle(Protocol):
+            def connectionMade(self):
+                self.ticks = LoopingCall(self.transport.write, b"HTTP/1.1 102 Processing\r\n\r\n")
+
+            def dataReceived(self, data):
+                if not self.ticks.running:
+                    self.ticks.start(0.05)
+
+            def connectionLost(self, reason):
+                if self.ticks.running:
+                    self.ticks.stop()
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Trickle), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        proxy = Proxy({
+            "mode": "reverse",
+            "timeouts": {"upstream_read": 0.5},
+            "reverse": {"pools": {"app": {"backends": [{"url": f"http://127.0.0.1:{port.getHost().port}"}],
+                                          "retries": 0}},
+                        "routes": [{"prefix": "/", "pool": "app"}]},
+        })
+        self.addCleanup(proxy.stop)
+        out, err, code = yield curl("-s", "-i", "-m", "10", proxy.url + "/")
+        self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
+        self.assertIn(b"no final response after interim responses", out)

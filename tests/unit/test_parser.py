@@ -11,7 +11,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from dualproxy.http.message import CHUNKED, CLOSE, LENGTH, NO_BODY, Refusal
-from dualproxy.http.parser import DEFAULT_LIMITS, Limits, MessageReader
+from dualproxy.http.parser import DEFAULT_LIMITS, MAX_INTERIM, Limits, MessageReader
 from dualproxy.http.proxystatus import (
     HTTP_PROTOCOL_ERROR,
     HTTP_RESPONSE_HEADER_SECTION_SIZE,
@@ -795,6 +795,30 @@ class ResponseTests(SynchronousTestCase):
     def checkBadResponse(self, method, wire, lost, status, errorType, limits=DEFAULT_LIMITS):
         for pieces in ([wire], [wire[i:i + 1] for i in range(len(wire))]):
             self.assertEqual(responseRefusal(pieces, method, lost, limits), (status, errorType), pieces)
+
+    def test_interimResponsesAreCapped(self):
+        """
+        A few interim responses pass; an endless run of them is refused
+        before the final response, so it cannot keep an exchange for ever.
+        """
+        interim = b"HTTP/1.1 102 Processing\r\n\r\n"
+        final = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        events, _ = read([interim * MAX_INTERIM + final], False, b"GET")
+        self.assertEqual(len(events), MAX_INTERIM + 2)
+        self.assertEqual(responseRefusal([interim * (MAX_INTERIM + 1) + final], b"GET", False),
+                         (502, HTTP_PROTOCOL_ERROR))
+
+    def test_interimCountIsPerRequest(self):
+        """
+        The cap counts the interim responses to one request, not to a
+        connection's lifetime.
+        """
+        sink = Recorder()
+        reader = MessageReader(sink, False)
+        for _ in range(3):
+            reader.expectResponse(b"GET")
+            reader.feed(b"HTTP/1.1 100 Continue\r\n\r\n" * MAX_INTERIM + b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(len(sink.events), 3 * (MAX_INTERIM + 2))
 
     def test_upgradedBytesKeepAccumulating(self):
         """

@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from dualproxy.http.message import Headers, Refusal, RequestHead
+from dualproxy.http.message import LENGTH, Headers, Refusal, RequestHead
 from dualproxy.http.parser import MessageReader
 from dualproxy.http.proxystatus import HTTP_PROTOCOL_ERROR, HTTP_RESPONSE_HEADER_SECTION_SIZE
 from dualproxy.relay.client import DEFAULT_RESPONSE_LIMITS, responseLimits
@@ -155,6 +155,67 @@ class PoolLimitsTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertEqual(failures, [504])
 
+
+
+class InterimDeadlineTests(SynchronousTestCase):
+    """
+    Interim responses are not progress: a trickle of 102 Processing does
+    not hold an exchange past the read timeout after the request was sent.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.pool = ConnectionPool(self.clock, 2, 60.0, readTimeout=5.0)
+        self.pool.startService()
+        self.addCleanup(self.pool.stopService)
+        self.upstream = self.successResultOf(self.pool.acquire("origin", Upstreams(self.clock, readTimeout=5.0)))
+        self.failures = []
+        self.listener = Listener(self.failures)
+        self.listener.responseInterim = lambda head: None
+
+    def send(self, framing=0):
+        request = RequestHead(b"POST", b"/", b"HTTP/1.1", Headers([(b"Host", b"origin")]))
+        request.framing = framing
+        self.upstream.send(request, self.listener)
+
+    def trickle(self, seconds: int) -> None:
+        for _ in range(seconds):
+            self.upstream.dataReceived(b"HTTP/1.1 102 Processing\r\n\r\n")
+            self.clock.advance(1)
+
+    def test_trickleOfInterimResponsesIsCut(self):
+        self.send()
+        self.trickle(4)
+        self.assertEqual(self.failures, [])
+        self.trickle(1)
+        self.assertEqual(self.failures, [502])
+        self.assertTrue(self.upstream.transport.disconnected)
+
+    def test_finalResponseInTime(self):
+        self.send()
+        self.trickle(4)
+        self.upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.clock.advance(10)
+        self.assertEqual(self.failures, [])
+
+    def test_deadlineStartsWhenTheRequestIsSent(self):
+        """
+        A 100 Continue before a long upload does not start the clock: the
+        upstream cannot answer before it has the body.
+        """
+        self.send(framing=LENGTH)
+        self.upstream.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.clock.advance(3)
+        self.upstream.writeBody(b"x")
+        self.upstream.dataReceived(b"HTTP/1.1 102 Processing\r\n\r\n")
+        self.clock.advance(1)
+        self.upstream.endBody()
+        self.clock.advance(3)
+        self.upstream.dataReceived(b"HTTP/1.1 102 Processing\r\n\r\n")
+        self.clock.advance(1.9)
+        self.assertEqual(self.failures, [])
+        self.clock.advance(0.2)
+        self.assertEqual(self.failures, [502])
 
 class Listener:
     """
