@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IPullProducer, IReadDescriptor, IWriteDe
 from zope.interface import implementer
 
 from ..http.proxystatus import HTTP_RESPONSE_INCOMPLETE, PROXY_INTERNAL_ERROR
+from ..twistedcompat import buffered, flushed
 
 SPLICE_F_MOVE = 1
 SPLICE_F_NONBLOCK = 2
@@ -62,14 +63,6 @@ def _spliceFunction() -> Optional[Callable[[int, int, int], int]]:
 _splice = _spliceFunction()
 
 
-def _flushed(transport) -> bool:
-    """
-    Whether a TCP transport has handed all its buffered bytes to the kernel,
-    so bytes spliced after them cannot overtake them.
-    """
-    return transport._tempDataLen == 0 and transport.offset == len(transport.dataBuffer)
-
-
 def possible(source, sink, length: int) -> bool:
     """
     Whether C{length} body bytes can go from C{source} to C{sink} (transports)
@@ -80,7 +73,7 @@ def possible(source, sink, length: int) -> bool:
         and length >= THRESHOLD
         and isinstance(source, tcp.Connection)
         and isinstance(sink, tcp.Connection)
-        and all(hasattr(sink, name) for name in ("_tempDataLen", "offset", "dataBuffer"))
+        and buffered(sink)
     )
 
 
@@ -143,7 +136,7 @@ class Splicer:
         self.sink.registerProducer(self, False)
 
     def resumeProducing(self) -> None:
-        if self.finished or self.reader is not None or not _flushed(self.sink):
+        if self.finished or self.reader is not None or not flushed(self.sink):
             return
         self.sink.unregisterProducer()
         try:

@@ -29,24 +29,13 @@ from ..core.exchange import (
 from ..http.message import LENGTH, NO_BODY, Refusal, RequestHead, ResponseHead
 from ..http.parser import DEFAULT_LIMITS, Limits, MessageReader
 from ..http.proxystatus import HTTP_REQUEST_ERROR, NAME, proxyStatus
+from ..twistedcompat import flushed, pendingOutput
 
 _log = Logger()
 
 # How much of an unwanted request body is read and dropped so the response
 # reaches the client before the connection is closed.
 DRAIN_LIMIT = 1 << 20
-
-
-def _outputMark(transport) -> Optional[tuple]:
-    """
-    None when nothing waits in C{transport}'s buffers (under any TLS
-    layers), else a mark that changes whenever the socket takes some of it.
-    """
-    while transport is not None and not isinstance(transport, FileDescriptor):
-        transport = getattr(transport, "transport", None)
-    if transport is None or len(transport.dataBuffer) - transport.offset + transport._tempDataLen == 0:
-        return None
-    return id(transport.dataBuffer), transport.offset
 
 
 class HTTPServerChannel(ReadingControl, Protocol):
@@ -160,7 +149,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
         splicer = current.splicer if current is not None else None
         if splicer is not None and splicer.inPipe:
             return splicer.remaining, splicer.inPipe
-        return _outputMark(self.transport)
+        return pendingOutput(self.transport)
 
     def _close(self) -> None:
         """
@@ -252,7 +241,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
         if not exchange._noBody:
             data += body
         transport = self.transport
-        if self._writeThrough and not transport.dataBuffer and not transport._tempDataBuffer:
+        if self._writeThrough and flushed(transport):
             try:
                 sent = transport.socket.send(data)
             except OSError:

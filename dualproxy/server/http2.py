@@ -2,9 +2,9 @@
 HTTP/2 to clients, through Twisted's own HTTP/2 support (the h2 and
 priority packages: C{pip install dualproxy[http2]}).
 
-Twisted's L{H2Connection} does the framing, flow control and priorities;
-each stream's request is turned into the same L{Exchange} an HTTP/1.x
-connection makes, so modes, filters, the relay engine and the access log
+Twisted's H2Connection (mended in L{dualproxy.twistedcompat}) does the
+framing, flow control and priorities; each stream's request is turned into
+the same L{Exchange} an HTTP/1.x connection makes, so modes, filters, the relay engine and the access log
 work unchanged.  Backpressure holds both ways: a stream whose flow-control
 window is shut pauses the upstream, and a slow upstream stops the stream's
 window from reopening.
@@ -19,22 +19,16 @@ from twisted.web.http_headers import Headers as TwistedHeaders
 
 from ..core.exchange import Exchange, ReadingControl, exceedsLimit, handle, tooLarge
 from ..http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
+from ..twistedcompat import MendedH2Connection
+from ..twistedcompat import http2Available as available
 from .http1 import HTTPServerFactory
 
-try:
-    from twisted.web._http2 import H2Connection
-except ImportError:  # the http2 extra is not installed
-    H2Connection = None
 
 # Fields that describe an HTTP/1.x connection; RFC 9113 section 8.2.2
 # forbids them in HTTP/2.
 _CONNECTION_SPECIFIC = frozenset(
     [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"]
 )
-
-
-def available() -> bool:
-    return H2Connection is not None
 
 
 class _FieldList:
@@ -159,75 +153,6 @@ class _StreamRequest:
             self.exchange.clientGone()
 
 
-if H2Connection is not None:
-
-    class _H2Connection(H2Connection):
-        """
-        Twisted's HTTP/2 connection, mended for a proxy.
-
-        A proxy answers before a request body has all arrived (413, 403, an
-        upstream error): the client may go on sending the body, or reset
-        the stream, after the response has ended and Twisted has forgotten
-        the stream.  Such frames are dropped, their flow-control window
-        given back, instead of failing the whole connection with a KeyError.
-
-        A slow client must slow the upstreams down, whatever window it
-        grants, and a shut window must not cost a busy loop.
-        """
-
-        def _requestDataReceived(self, event):
-            if event.stream_id in self.streams:
-                H2Connection._requestDataReceived(self, event)
-            else:
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                self._tryToWriteControlData()
-
-        def _requestEnded(self, event):
-            if event.stream_id in self.streams:
-                H2Connection._requestEnded(self, event)
-
-        def _requestAborted(self, event):
-            if event.stream_id in self.streams:
-                H2Connection._requestAborted(self, event)
-
-        def _sendPrioritisedData(self, *args):
-            H2Connection._sendPrioritisedData(self, *args)
-            # Twisted keeps choosing a stream whose flow-control window is
-            # shut while it has data queued, sending nothing each time: a
-            # core spent until the client opens the window.  Such a stream
-            # leaves the rotation; the client's WINDOW_UPDATE brings it
-            # back (Twisted unblocks a stream with data queued then).
-            for streamID, queue in self._outboundStreamQueues.items():
-                if queue and isinstance(queue[0], bytes) and self.conn.local_flow_control_window(streamID) <= 0:
-                    self.priority.block(streamID)
-
-        def _handleWindowUpdate(self, event):
-            H2Connection._handleWindowUpdate(self, event)
-            if self._sendingDeferred is not None:
-                # A stream taken out of the rotation may have data queued
-                # and nothing more to write: the loop must look again.
-                waiting, self._sendingDeferred = self._sendingDeferred, None
-                waiting.callback(event.stream_id)
-
-        def pauseProducing(self):
-            """
-            The client stopped reading: stop every stream's producer (the
-            upstreams) too.  Twisted pauses them only when a stream's
-            flow-control window is used up, and a client may grant a window
-            of 2 GiB: the send queues would grow that far.
-            """
-            H2Connection.pauseProducing(self)
-            for stream in list(self.streams.values()):
-                stream.flowControlBlocked()
-
-        def resumeProducing(self):
-            H2Connection.resumeProducing(self)
-            if self._consumerBlocked is None:
-                # Still taking data after the queued frames went out.
-                for stream in list(self.streams.values()):
-                    stream.windowUpdated()
-
-
 class NegotiatedProtocol(Protocol):
     """
     A TLS connection's protocol, chosen by ALPN once the handshake is done:
@@ -242,7 +167,7 @@ class NegotiatedProtocol(Protocol):
         if self.impl is None:
             if getattr(self.transport, "negotiatedProtocol", None) == b"h2" and available():
                 self.factory.connections.add(self)
-                impl = self.impl = _H2Connection(self.factory.clock)
+                impl = self.impl = MendedH2Connection(self.factory.clock)
                 impl.requestFactory = _StreamRequest
                 impl.site = self
                 impl.factory = self.factory

@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from dualproxy import twistedcompat
 from dualproxy.server import http2
 
 from .test_server import RecordingHandler, answerOK, ok
@@ -31,7 +32,7 @@ class EarlyAnswerTests(SynchronousTestCase):
         import h2.connection
 
         self.factory = _Factory(maxBody=1000)
-        self.server = http2._H2Connection(self.factory.clock)
+        self.server = twistedcompat.MendedH2Connection(self.factory.clock)
         self.server.requestFactory = http2._StreamRequest
         self.server.factory = self.factory
         self.server.site = None

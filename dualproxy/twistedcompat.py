@@ -1,0 +1,145 @@
+"""
+The one place that knows Twisted's private internals.
+
+dualproxy needs a few things Twisted has no public API for: whether a TCP
+transport still holds unsent bytes (a drain, an idle close and splice
+depend on it), and an HTTP/2 connection mended for a proxy.  Each lives
+here, against the Twisted releases CI runs (the oldest supported and the
+newest), so a Twisted upgrade that moves them fails
+tests/unit/test_twistedcompat.py instead of misbehaving in production.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.abstract import FileDescriptor
+
+try:
+    from twisted.web._http2 import H2Connection
+except ImportError:  # the http2 extra is not installed
+    H2Connection = None
+
+#: What a TCP transport must have for L{flushed} and L{pendingOutput}.
+_BUFFER_FIELDS = ("dataBuffer", "offset", "_tempDataLen")
+
+
+def socketTransport(transport) -> Optional[FileDescriptor]:
+    """
+    The transport that owns the socket, under any TLS layers; None if there
+    is none (a test's in-memory transport).
+    """
+    while transport is not None and not isinstance(transport, FileDescriptor):
+        transport = getattr(transport, "transport", None)
+    return transport
+
+
+def buffered(transport) -> bool:
+    """
+    Whether C{transport} is a socket transport whose buffer this module can
+    read.
+    """
+    return all(hasattr(transport, name) for name in _BUFFER_FIELDS)
+
+
+def flushed(transport) -> bool:
+    """
+    Whether a socket transport has handed every byte written to it to the
+    kernel, so bytes sent past it (a splice, a direct send) cannot
+    overtake them.
+    """
+    return transport._tempDataLen == 0 and transport.offset == len(transport.dataBuffer)
+
+
+def pendingOutput(transport) -> Optional[tuple]:
+    """
+    None when nothing waits in C{transport}'s buffers (under any TLS
+    layers), else a mark that changes whenever the socket takes some of it.
+    """
+    transport = socketTransport(transport)
+    if transport is None or flushed(transport):
+        return None
+    return id(transport.dataBuffer), transport.offset
+
+
+def activeStreams(connection) -> int:
+    """
+    How many streams an HTTP/2 connection (L{MendedH2Connection}) has open.
+    """
+    return len(getattr(connection, "streams", ()))
+
+
+def http2Available() -> bool:
+    return H2Connection is not None
+
+
+if H2Connection is not None:
+
+    class MendedH2Connection(H2Connection):
+        """
+        Twisted's HTTP/2 connection, mended for a proxy.
+
+        A proxy answers before a request body has all arrived (413, 403, an
+        upstream error): the client may go on sending the body, or reset
+        the stream, after the response has ended and Twisted has forgotten
+        the stream.  Such frames are dropped, their flow-control window
+        given back, instead of failing the whole connection with a KeyError.
+
+        A slow client must slow the upstreams down, whatever window it
+        grants, and a shut window must not cost a busy loop.
+        """
+
+        def _requestDataReceived(self, event):
+            if event.stream_id in self.streams:
+                H2Connection._requestDataReceived(self, event)
+            else:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                self._tryToWriteControlData()
+
+        def _requestEnded(self, event):
+            if event.stream_id in self.streams:
+                H2Connection._requestEnded(self, event)
+
+        def _requestAborted(self, event):
+            if event.stream_id in self.streams:
+                H2Connection._requestAborted(self, event)
+
+        def _sendPrioritisedData(self, *args):
+            H2Connection._sendPrioritisedData(self, *args)
+            # Twisted keeps choosing a stream whose flow-control window is
+            # shut while it has data queued, sending nothing each time: a
+            # core spent until the client opens the window.  Such a stream
+            # leaves the rotation; the client's WINDOW_UPDATE brings it
+            # back (Twisted unblocks a stream with data queued then).
+            for streamID, queue in self._outboundStreamQueues.items():
+                if queue and isinstance(queue[0], bytes) and self.conn.local_flow_control_window(streamID) <= 0:
+                    self.priority.block(streamID)
+
+        def _handleWindowUpdate(self, event):
+            H2Connection._handleWindowUpdate(self, event)
+            if self._sendingDeferred is not None:
+                # A stream taken out of the rotation may have data queued
+                # and nothing more to write: the loop must look again.
+                waiting, self._sendingDeferred = self._sendingDeferred, None
+                waiting.callback(event.stream_id)
+
+        def pauseProducing(self):
+            """
+            The client stopped reading: stop every stream's producer (the
+            upstreams) too.  Twisted pauses them only when a stream's
+            flow-control window is used up, and a client may grant a window
+            of 2 GiB: the send queues would grow that far.
+            """
+            H2Connection.pauseProducing(self)
+            for stream in list(self.streams.values()):
+                stream.flowControlBlocked()
+
+        def resumeProducing(self):
+            H2Connection.resumeProducing(self)
+            if self._consumerBlocked is None:
+                # Still taking data after the queued frames went out.
+                for stream in list(self.streams.values()):
+                    stream.windowUpdated()
+
+else:
+    MendedH2Connection = None
