@@ -142,3 +142,18 @@ def loadFilters(names: Iterable[str]) -> List[IRequestFilter]:
 
 def _names(plugins: Mapping[str, Any]) -> str:
     return ", ".join(sorted(plugins)) or "none"
+
+
+def checkOptions(options: Iterable[str], known: Iterable[str], what: str) -> None:
+    """
+    What a plugin factory calls first, so that every plugin refuses an
+    option it does not know with the same message.
+
+    @param what: the plugin, as the message names it ("the disk store").
+    @raise ValueError: naming the first unknown option and the known ones.
+    """
+    known = list(known)
+    for option in options:
+        if option not in known:
+            raise ValueError(f"{option}: unknown option for {what} (known: {', '.join(known) or 'none'})")
+

@@ -35,6 +35,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from ..interfaces import ICacheEntry, ICacheStore, ICacheStoreFactory, ICacheWriter
+from ..plugins import checkOptions
 
 _log = Logger()
 
@@ -345,9 +346,7 @@ class DiskStoreFactory:
 
     def __call__(self, options: Mapping) -> DiskStore:
         known = ("path", "max_bytes", "max_object_size")
-        for option in options:
-            if option not in known:
-                raise ValueError(f"{option}: unknown option for the disk store (known: {', '.join(known)})")
+        checkOptions(options, known, "the disk store")
         path = options.get("path")
         if not isinstance(path, str) or not path:
             raise ValueError(f"path: expected the cache directory, got {path!r}")

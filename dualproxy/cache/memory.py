@@ -12,6 +12,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from ..interfaces import ICacheEntry, ICacheStore, ICacheStoreFactory, ICacheWriter
+from ..plugins import checkOptions
 
 
 @implementer(ICacheEntry)
@@ -110,9 +111,7 @@ class MemoryStoreFactory:
 
     def __call__(self, options: Mapping) -> MemoryStore:
         known = ("max_bytes", "max_object_size")
-        for option in options:
-            if option not in known:
-                raise ValueError(f"{option}: unknown option for the memory store (known: {', '.join(known)})")
+        checkOptions(options, known, "the memory store")
         sizes = {"max_bytes": 256 << 20, "max_object_size": 16 << 20}
         for option in known:
             if option in options:

@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from ..http.message import Headers, Refusal
 from ..interfaces import IRateLimiter, IRateLimiterFactory
+from ..plugins import checkOptions
 
 # Keys longer than this (a client-chosen header value) are stored as their
 # hash, so that max_keys bounds memory and not just the number of buckets.
@@ -118,9 +119,7 @@ class MemoryRateLimiterFactory:
 
     def __call__(self, options: Mapping) -> MemoryRateLimiter:
         known = ("rate", "burst", "max_keys")
-        for option in options:
-            if option not in known:
-                raise ValueError(f"{option}: unknown option for the memory limiter (known: {', '.join(known)})")
+        checkOptions(options, known, "the memory limiter")
         rate = options.get("rate")
         if not (_isNumber(rate) and rate > 0):
             raise ValueError(f"rate: expected a positive number of requests per second, got {rate!r}")

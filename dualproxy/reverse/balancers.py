@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from ..http.message import Headers
 from ..interfaces import IBalancer, IBalancerFactory
+from ..plugins import checkOptions
 
 
 class Backend(Protocol):
@@ -214,10 +215,7 @@ class BalancerFactory:
         return f"<BalancerFactory {self.name!r}>"
 
     def __call__(self, options: Mapping[str, object]) -> IBalancer:
-        for key in options:
-            if key not in self._options:
-                known = ", ".join(sorted(self._options)) or "none"
-                raise ValueError(f"{key}: unknown option for {self.name} (known: {known})")
+        checkOptions(options, sorted(self._options), self.name)
         return self._build(options)
 
 
