@@ -39,8 +39,8 @@ class Drain(Service):
 
     def stopService(self):
         """
-        Drain, once: a parent stopping its children after it finds this one
-        stopped already.
+        Drain; the parent stops this child first and then all of them, when
+        it finds this one stopped already.
         """
         if not self.running:
             return None

@@ -181,7 +181,8 @@ class ProxyService(MultiService):
             ("dualproxy_cache_stale", "Stale responses served.", "stale"),
             ("dualproxy_cache_stored", "Responses stored.", "stored"),
         ):
-            metrics.addGauge(name, help, "counter", self._cacheStat(lambda cache, field=field: getattr(cache.stats, field)))
+            counted = self._cacheStat(lambda cache, field=field: getattr(cache.stats, field))
+            metrics.addGauge(name, help, "counter", counted)
         metrics.addGauge("dualproxy_cache_bytes", "Bytes held by the cache store.", "gauge",
                          self._cacheStat(lambda cache: cache.bytesStored))
         metrics.addGauge("dualproxy_cache_evictions", "Entries evicted to make room.", "counter",
