@@ -148,7 +148,7 @@ class _Unauthorized(resource.Resource):
 
 def adminSite(service, passwords: Optional[PasswordFile] = None, realm: str = "dualproxy admin", view=None):
     """
-    The admin web site for a running L{dualproxy.service.ProxyService}, or
+    The admin web site for a running L{dualproxy.service.root.ProxyService}, or
     for a L{dualproxy.workers.Supervisor} with the C{view} that merges its
     workers' answers.
     """

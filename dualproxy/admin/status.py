@@ -42,7 +42,7 @@ def redacted(value: Any, name: str = "") -> Any:
 
 def document(service) -> dict:
     """
-    The status of a running L{dualproxy.service.ProxyService}.
+    The status of a running L{dualproxy.service.root.ProxyService}.
     """
     config = service.config
     now = service.reactor.seconds()

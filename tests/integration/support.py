@@ -20,7 +20,6 @@ from twisted.web import resource, server
 from zope.interface import implementer
 
 from dualproxy.config import fromDict
-from dualproxy.listeners import ListenerService
 from dualproxy.plugins import findModes
 
 # Clients must talk to the proxy under test, never to one from the environment.
@@ -297,15 +296,14 @@ class Proxy:
         mode = findModes()[self.config.mode]
         self.service = mode.makeService(self.config, list(filters))
         self.service.startService()
-        listener = [s for s in self.service if isinstance(s, ListenerService)][0]
+        listener = self.service.listeners()[0]
         self.handler = listener.factory.handler
         if names is not None:
             self.handler.resolver = FakeResolver(names)
         host = listener.port.getHost()
         self.address = f"127.0.0.1:{host.port}" if hasattr(host, "port") else host.name
         self.url = f"http://{self.address}"
-        listeners = [s for s in self.service if isinstance(s, ListenerService)]
-        self.tlsPort = listeners[-1].port.getHost().port if self.config.tls.listen else None
+        self.tlsPort = self.service.listenerGroup.listeners()[-1].port.getHost().port if self.config.tls.listen else None
 
     def stop(self):
         return self.service.stopService()

@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from dualproxy.config import ConfigError, fromDict
 from dualproxy.plugins import findModes
-from dualproxy.service import ReloadOnHangup
+from dualproxy.service.reload import ReloadOnHangup
 
 from .support import CLEAN_ENV, Origin, Proxy, curl
 

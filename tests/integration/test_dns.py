@@ -104,7 +104,7 @@ class ReResolutionTests(TestCase):
             names={},
         )
         self.addCleanup(proxy.stop)
-        resolver = [s for s in proxy.service if isinstance(s, BackendResolver)][0]
+        resolver = [s for s in proxy.service.upstreams if isinstance(s, BackendResolver)][0]
         backend = resolver.backends[0]
 
         yield waitFor(lambda: backend.addresses == ("127.0.0.1",), "the first lookup")

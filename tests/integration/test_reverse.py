@@ -181,7 +181,7 @@ class HealthTests(ReverseTestCase):
         port = b.port.getHost().port
         health = {"path": "/name", "interval": 0.05, "timeout": 1.0, "rise": 2, "fall": 2}
         proxy = self.proxy({"app": pool(a, b, health=health, retries=0)})
-        checker = [s for s in proxy.service if isinstance(s, HealthCheck)][0]
+        checker = [s for s in proxy.service.upstreams if isinstance(s, HealthCheck)][0]
         backendB = checker.backends[1]
         yield b.kill()
         yield _roundsUntil(checker, lambda: not backendB.health.isUp(reactor.seconds()))

@@ -380,9 +380,9 @@ class SettingsTests(SynchronousTestCase):
 
     def build(self, table, base="."):
         from dualproxy.config import fromDict
-        from dualproxy.service import ProxyService
+        from dualproxy.service.cache import SharedCache
 
-        return ProxyService(fromDict({"cache": table}, base=base), Clock()).httpCache()
+        return SharedCache(fromDict({"cache": table}, base=base).cache, Clock()).get()
 
     def test_storeOptionsPassedThrough(self):
         cache = self.build({"max_bytes": 4096, "max_object_size": 1024, "name": "edge", "lock_timeout": 2})

@@ -1,0 +1,46 @@
+"""
+What the built-in modes share: one service tree, built the same way; a mode
+supplies the handler that answers its requests.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+
+
+class ProxyMode:
+    """
+    The base of an L{dualproxy.interfaces.IProxyMode} plugin that runs the
+    proxy's service tree (L{dualproxy.service.root.ProxyService}): listeners,
+    admin, cache, reload and drain come with it.  Subclasses set C{name},
+    C{description} and C{defaultListen} and implement L{makeHandler}.
+    """
+
+    name: str
+    description: str
+    defaultListen: tuple
+
+    def makeService(self, config, filters, reactor=None, lasting=None) -> IService:
+        """
+        The service tree for C{config}.
+
+        @param reactor: the global one unless given.
+        @param lasting: what a running service hands on when a reload builds
+            this one (L{dualproxy.service.root.Lasting}).
+        """
+        # Imported here so that listing plugins (twistd --help) stays light.
+        if reactor is None:
+            from twisted.internet import reactor
+        from .service.root import buildService
+
+        return buildService(self, config, filters, reactor, lasting)
+
+    def makeHandler(self, root, config, filters):
+        """
+        The handler of client requests, built with C{root}'s parts
+        (C{connections}, C{accessLog}, C{httpCache()}, C{rateLimit()}); services
+        it needs running (checks, resolvers) go under C{root.upstreams}.
+
+        @param root: the L{dualproxy.service.root.ProxyService} being built.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement makeHandler")

@@ -1,0 +1,215 @@
+"""
+The proxy's client listeners, plain and TLS, and the HTTP factories behind
+them: what a reload keeps (the sockets, the open connections) and what it
+changes (the handler, the limits, the certificates).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Iterator, List
+
+from twisted.application.service import MultiService
+from twisted.internet.protocol import Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from ..http.parser import Limits
+from ..listeners import ListenError, ListenerService
+from ..server.http1 import HTTPServerChannel, HTTPServerFactory
+from ..server.http2 import NegotiatingFactory
+
+
+class ListenerGroup(MultiService):
+    """
+    The listeners of one configuration, plain ones first, then TLS ones.
+    """
+
+    def __init__(self, config, reactor):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.serverTLS = None
+        self.handler = None
+
+    def listen(self, handler, descriptions: Iterable[str]) -> None:
+        """
+        Serve C{handler}'s requests on each endpoint, and on the TLS
+        endpoints of the config's C{[tls]} table.
+        """
+        self.handler = handler
+        tls = self.config.tls
+        secureListeners = []
+        if tls.listen:
+            from ..server import http2
+            from ..tls import ServerTLS, loadPair
+
+            pairs = [loadPair(files.cert, files.key) for files in tls.certificates]
+            offerH2 = tls.http2 and http2.available()
+            self.serverTLS = ServerTLS(
+                pairs, pairs[0], tls.min_version,
+                (b"h2", b"http/1.1") if offerH2 else (b"http/1.1",),
+                tls.client_ca, tls.client_certificate_optional, tls.ciphers,
+            )
+            secure = self._factory(NegotiatingFactory if offerH2 else HTTPServerFactory, handler)
+            secure.hsts = tls.hsts.encode("latin-1") if tls.hsts else None
+            wrapped = TLSMemoryBIOFactory(self.serverTLS, False, secure)
+            secureListeners = [ListenerService(description, wrapped, self.reactor) for description in tls.listen]
+        plain = RedirectToHTTPS(handler, secureListeners[0]) if secureListeners and tls.redirect_http else handler
+        factory = self._factory(HTTPServerFactory, plain)
+        for description in descriptions:
+            ListenerService(description, factory, self.reactor).setServiceParent(self)
+        for listener in secureListeners:
+            listener.setServiceParent(self)
+
+    def _factory(self, factoryType, handler) -> HTTPServerFactory:
+        """
+        A client-side factory with the configured parser limits, connection
+        limits and timeouts.
+        """
+        limits = self.config.limits
+        timeouts = self.config.timeouts
+        factory = factoryType(handler, self.reactor, timeouts.client_idle,
+                              Limits(limits.max_header_bytes, limits.max_request_line, limits.max_header_fields))
+        factory.maxConnections = limits.max_connections
+        factory.maxConnectionsPerClient = limits.max_connections_per_client
+        factory.maxBody = limits.max_body
+        factory.headTimeout = timeouts.client_header
+        factory.bodyTimeout = timeouts.client_body
+        factory.writeTimeout = timeouts.client_write
+        return factory
+
+    # What runs
+
+    def listeners(self) -> List[ListenerService]:
+        return list(self)
+
+    def httpFactories(self) -> List[HTTPServerFactory]:
+        return [_httpFactory(listener) for listener in self]
+
+    def connections(self) -> Iterator[Protocol]:
+        """
+        Every open client connection, a snapshot: closing some while
+        iterating is safe.
+        """
+        for factory in self.httpFactories():
+            yield from list(factory.connections)
+
+    def openConnections(self) -> int:
+        return sum(len(factory.connections) for factory in self.httpFactories())
+
+    def inFlight(self) -> int:
+        """
+        Requests being answered, tunnels, answers not yet delivered, open
+        HTTP/2 streams.
+        """
+        busy = 0
+        for connection in self.connections():
+            if isinstance(connection, HTTPServerChannel):
+                busy += connection.busy()
+            else:
+                busy += openHTTP2Streams(connection)
+        return busy
+
+    # Reloading
+
+    def bindBeside(self, running: ListenerGroup) -> None:
+        """
+        Listen on the endpoints that C{running} does not listen on yet, all
+        or none: a reload must not go ahead on some of them only.
+
+        @raise ListenError: for the first endpoint that cannot be bound,
+            after closing those bound before it.
+        """
+        theirs = {_listenerKey(listener) for listener in running}
+        bound: List[ListenerService] = []
+        for listener in self:
+            if _listenerKey(listener) in theirs:
+                continue
+            try:
+                listener.bind()
+            except ListenError:
+                for done in bound:
+                    done.port.stopListening()
+                raise
+            bound.append(listener)
+
+    def takeOver(self, successor: ListenerGroup) -> None:
+        """
+        Serve C{successor}'s configuration from now on: the listeners both
+        have keep their sockets and open connections with the new logic,
+        those only this one has stop, those only C{successor} has move in.
+        """
+        ours = {_listenerKey(listener): listener for listener in self}
+        kept: Dict[ListenerService, ListenerService] = {}
+        for listener in successor:
+            mine = ours.pop(_listenerKey(listener), None)
+            if mine is not None:
+                kept[listener] = mine
+                _httpFactory(mine).adopt(_httpFactory(listener))
+        for removed in ours.values():
+            removed.disownServiceParent()
+        if self.serverTLS is not None and successor.serverTLS is not None:
+            self.serverTLS.adopt(successor.serverTLS)
+        for listener in list(successor):
+            if listener not in kept:
+                listener.disownServiceParent()
+                listener.setServiceParent(self)
+        for factory in self.httpFactories():
+            redirect = factory.handler
+            if isinstance(redirect, RedirectToHTTPS):
+                # It may name a TLS listener of the successor's that this group kept its own of.
+                redirect.listener = kept.get(redirect.listener, redirect.listener)
+        self.config = successor.config
+        self.handler = successor.handler
+
+
+def openHTTP2Streams(connection: Protocol) -> int:
+    """
+    How many HTTP/2 streams a negotiating connection has open, read from
+    Twisted's private C{H2Connection.streams}: the one place this module
+    relies on Twisted's internals.
+    """
+    return len(getattr(connection.impl, "streams", ()))
+
+
+def _httpFactory(listener: ListenerService) -> HTTPServerFactory:
+    return getattr(listener.factory, "wrappedFactory", listener.factory)
+
+
+def _listenerKey(listener: ListenerService) -> tuple:
+    """
+    What makes two listeners the same across a reload: the endpoint and
+    what is served there (plain or TLS).
+    """
+    return listener.description, type(listener.factory)
+
+
+class RedirectToHTTPS:
+    """
+    A handler for plain listeners that sends every client to the TLS ones.
+    """
+
+    def __init__(self, handler, listener: ListenerService):
+        self.handler = handler
+        self.listener = listener
+
+    def connectionMade(self, channel) -> None:
+        self.handler.connectionMade(channel)
+
+    def connectionLost(self, channel) -> None:
+        self.handler.connectionLost(channel)
+
+    def exchangeDone(self, exchange) -> None:
+        self.handler.exchangeDone(exchange)
+
+    def handle(self, exchange) -> None:
+        from ..http.message import Refusal
+        from ..routing.tree import hostName
+
+        request = exchange.request
+        host = hostName(request.headers)
+        if not host or not request.target.startswith(b"/"):
+            raise Refusal(400, "this listener only redirects to HTTPS")
+        port = getattr(self.listener.port.getHost(), "port", 443)
+        authority = host if port == 443 else f"{host}:{port}"
+        location = b"https://" + authority.encode("idna") + request.target
+        raise Refusal(308, "use HTTPS: " + location.decode("ascii"), [(b"Location", location)])

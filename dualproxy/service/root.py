@@ -1,0 +1,263 @@
+"""
+The running proxy: a tree of small services, and what of it a reload keeps.
+
+A reload builds the new configuration's tree beside the running one, hands
+it the running one's L{Lasting} parts, and the running tree takes the rest
+over (L{ProxyService.takeOver}): listening sockets, open client
+connections, pooled upstream connections and counters stay; routes, pools,
+checks, limits and certificates are the new ones.  Stopping drains (see
+L{dualproxy.service.drain}).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import maybeDeferred
+
+from ..accesslog import AccessLog
+from ..interfaces import IRateLimiter
+from ..listeners import PAUSES, ListenerService
+from ..metrics import Metrics
+from ..plugins import loadRateLimiter
+from ..policy.ratelimit import RateLimit
+from ..relay.client import UpstreamProtocol, responseLimits
+from ..relay.pool import ConnectionPool
+from .admin import adminListener
+from .cache import SharedCache
+from .drain import Drain
+from .listeners import ListenerGroup
+from .reload import ReloadOnHangup, reload
+
+
+class Lasting:
+    """
+    What outlives a reload: the upstream connection pool, the metrics, the
+    start time, and the shared cache while its settings stay.
+    """
+
+    def __init__(self, connections: ConnectionPool, metrics: Metrics, startedAt: float, cache: SharedCache):
+        self.connections = connections
+        self.metrics = metrics
+        self.startedAt = startedAt
+        self.cache = cache
+
+    @classmethod
+    def start(cls, config, reactor) -> Lasting:
+        """
+        The lasting parts of a proxy starting now.
+        """
+        connections = ConnectionPool(
+            reactor, config.upstream.max_idle_per_host, config.timeouts.upstream_idle,
+            responseLimits(config.limits.max_response_header_bytes), config.timeouts.upstream_read)
+        return cls(connections, Metrics(config.mode, reactor), reactor.seconds(), SharedCache(config.cache, reactor))
+
+    def successor(self, config) -> Lasting:
+        """
+        These parts as a reload to C{config} hands them on.
+        """
+        return Lasting(self.connections, self.metrics, self.startedAt, self.cache.successor(config.cache))
+
+
+class ProxyService(MultiService):
+    """
+    A running proxy, as children: the upstream connection pool, what the
+    mode runs for its upstreams (L{upstreams}), the client listeners
+    (L{listenerGroup}), the admin listener, reloading on SIGHUP, and the
+    drain that stops first.
+
+    @ivar configure: what re-reads the configuration for a reload, returning
+        C{(mode, config, filters)}; None for a service not built from a file.
+    """
+
+    def __init__(self, config, reactor, lasting: Optional[Lasting] = None):
+        """
+        @param lasting: what a running service hands on to the one a reload
+            builds for it; None for the first.
+        """
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.configure: Optional[Callable[[], tuple]] = None
+        self.pools: Dict[str, object] = {}
+        # Each built rate limiter with its label ("route:HOST/PREFIX", "pool:NAME", "forward"), for metrics.
+        self.rateLimiters: List[Tuple[str, IRateLimiter]] = []
+        first = lasting is None
+        self.lasting = Lasting.start(config, reactor) if lasting is None else lasting
+        self.connections = self.lasting.connections
+        self.metrics = self.lasting.metrics
+        self.startedAt = self.lasting.startedAt
+        if first:
+            self.connections.setServiceParent(self)
+            self._watch(self.metrics)
+        self.accessLog = self._accessLog(config)
+        self.upstreams = MultiService()
+        self.upstreams.setServiceParent(self)
+        self.listenerGroup = ListenerGroup(config, reactor)
+        self.listenerGroup.setServiceParent(self)
+        self.admin: Optional[ListenerService] = None
+        if config.admin is not None:
+            self.admin = adminListener(self, config.admin, reactor)
+            self.admin.setServiceParent(self)
+        ReloadOnHangup(self).setServiceParent(self)
+        self.drain = Drain(self.listenerGroup, self.listeners, reactor, config.timeouts.drain)
+        self.drain.setServiceParent(self)
+
+    def _accessLog(self, config) -> Callable[[object], None]:
+        log = AccessLog(config.access_log, self.reactor)
+        metrics = self.metrics
+
+        def finished(exchange) -> None:
+            metrics.exchangeDone(exchange)
+            log(exchange)
+
+        return finished
+
+    # What a mode builds with
+
+    def httpCache(self):
+        """
+        The shared L{dualproxy.cache.cache.HTTPCache} (see L{SharedCache.get}).
+        """
+        return self.lasting.cache.get()
+
+    def rateLimit(self, settings, key: str, label: str, what: str) -> RateLimit:
+        """
+        The rate limit a C{rate_limit} table describes, counted in the
+        metrics as C{label}.
+
+        @param key: the table's dotted key, for configuration errors.
+        @param what: what it limits, for the 429 answer ("pool app").
+        """
+        limiter = loadRateLimiter(settings, key)
+        self.rateLimiters.append((label, limiter))
+        return RateLimit(limiter, settings.key, what)
+
+    # What the admin listener shows
+
+    def listeners(self) -> List[ListenerService]:
+        """
+        Every listener: the client ones, then the admin one.
+        """
+        return self.listenerGroup.listeners() + ([self.admin] if self.admin is not None else [])
+
+    def openConnections(self) -> int:
+        return self.listenerGroup.openConnections()
+
+    def inFlight(self) -> int:
+        return self.listenerGroup.inFlight()
+
+    def cacheIfBuilt(self):
+        return self.lasting.cache.ifBuilt()
+
+    def _watch(self, metrics: Metrics) -> None:
+        """
+        The states sampled at each scrape; they read this service's current
+        parts, which a reload replaces.
+        """
+        mode = {"mode": self.config.mode}
+        metrics.addGauge("dualproxy_client_connections", "Open client connections.", "gauge",
+                         lambda: [(mode, self.openConnections())])
+        metrics.addGauge("dualproxy_in_flight_requests", "Requests being answered now.", "gauge",
+                         lambda: [(mode, self.inFlight())])
+        metrics.addGauge("dualproxy_upstream_idle_connections", "Pooled idle upstream connections.", "gauge",
+                         lambda: [(mode, self.connections.idleCount())])
+        metrics.addGauge("dualproxy_upstream_connections", "Open upstream connections (tunnels included).",
+                         "gauge", lambda: [(mode, UpstreamProtocol.openCount)])
+        metrics.addGauge("dualproxy_accept_pauses", "Times accepting paused for lack of descriptors or memory.",
+                         "counter", lambda: [({"reason": reason}, count) for reason, count in sorted(PAUSES.items())])
+        metrics.addGauge("dualproxy_backend_up", "Whether a backend takes requests (1) or not (0).", "gauge",
+                         lambda: [({"pool": pool.name, "backend": backend.name},
+                                   1.0 if backend.health.isUp(self.reactor.seconds()) else 0.0)
+                                  for pool in self.pools.values() for backend in pool.backends])
+        metrics.addGauge("dualproxy_backend_in_flight", "Requests a backend is answering now.", "gauge",
+                         lambda: [({"pool": pool.name, "backend": backend.name}, backend.inFlight)
+                                  for pool in self.pools.values() for backend in pool.backends])
+        for name, help, field in (
+            ("dualproxy_cache_hits", "Cache lookups answered from the store.", "hits"),
+            ("dualproxy_cache_misses", "Cache lookups with nothing usable stored.", "misses"),
+            ("dualproxy_cache_revalidations", "Cache lookups that revalidated upstream.", "revalidations"),
+            ("dualproxy_cache_stale", "Stale responses served.", "stale"),
+            ("dualproxy_cache_stored", "Responses stored.", "stored"),
+        ):
+            counted = self._cacheStat(lambda cache, field=field: getattr(cache.stats, field))
+            metrics.addGauge(name, help, "counter", counted)
+        metrics.addGauge("dualproxy_cache_bytes", "Bytes held by the cache store.", "gauge",
+                         self._cacheStat(lambda cache: cache.bytesStored))
+        metrics.addGauge("dualproxy_cache_evictions", "Entries evicted to make room.", "counter",
+                         self._cacheStat(lambda cache: cache.evictions))
+        for name, help, field in (
+            ("dualproxy_ratelimit_rejected", "Requests refused by a rate limit.", "rejected"),
+            ("dualproxy_ratelimit_allowed", "Requests a rate limit let through.", "allowed"),
+            ("dualproxy_ratelimit_saturated_keys", "Clients out of tokens now, per limiter.", "saturated"),
+            ("dualproxy_ratelimit_keys", "Clients tracked now, per limiter.", "keys"),
+        ):
+            kind = "counter" if field in ("rejected", "allowed") else "gauge"
+            metrics.addGauge(name, help, kind, self._limiterStat(field))
+
+    def _cacheStat(self, read: Callable[[object], float]):
+        def sample():
+            cache = self.cacheIfBuilt()
+            return [] if cache is None else [({}, read(cache))]
+
+        return sample
+
+    def _limiterStat(self, field: str):
+        return lambda: [({"limiter": label}, limiter.stats(self.reactor.seconds())[field])
+                        for label, limiter in self.rateLimiters]
+
+    # Reloading
+
+    def reload(self) -> Optional[str]:
+        """
+        Re-read the configuration and apply it (see
+        L{dualproxy.service.reload.reload}): None when done, else why not.
+        """
+        return reload(self)
+
+    def takeOver(self, successor: ProxyService) -> None:
+        """
+        Run C{successor}'s configuration from now on, in this tree: its
+        listeners' logic on our sockets and open connections, its checks and
+        resolvers instead of ours.  The admin listener and SIGHUP handling
+        stay ours; the admin's own settings take a restart.
+        """
+        self.listenerGroup.takeOver(successor.listenerGroup)
+        self.upstreams.disownServiceParent()
+        self.upstreams = successor.upstreams
+        self.upstreams.disownServiceParent()
+        self.upstreams.setServiceParent(self)
+        self.lasting = successor.lasting
+        self.config = successor.config
+        self.pools = successor.pools
+        self.rateLimiters = successor.rateLimiters
+        self.accessLog = successor.accessLog
+        self.drain.timeout = successor.drain.timeout
+        config = successor.config
+        self.connections.maxIdlePerKey = config.upstream.max_idle_per_host
+        self.connections.idleTimeout = config.timeouts.upstream_idle
+        self.connections.responseLimits = responseLimits(config.limits.max_response_header_bytes)
+        self.connections.readTimeout = config.timeouts.upstream_read
+
+    # Stopping
+
+    def stopService(self):
+        """
+        Drain first; the pool, checks and cache that the requests in flight
+        use stop after.
+        """
+        return maybeDeferred(self.drain.stopService).addCallback(lambda _: super(ProxyService, self).stopService())
+
+
+def buildService(mode, config, filters, reactor, lasting: Optional[Lasting] = None) -> ProxyService:
+    """
+    The service tree for C{config}, serving the handler that C{mode} (a
+    L{dualproxy.proxymode.ProxyMode}) makes.
+
+    @param lasting: handed on by the running service when a reload builds
+        this one.
+    """
+    root = ProxyService(config, reactor, lasting)
+    root.listenerGroup.listen(mode.makeHandler(root, config, filters), config.listen or mode.defaultListen)
+    return root
