@@ -16,6 +16,7 @@ from ..http.parser import Limits
 from ..listeners import ListenError, ListenerService
 from ..server.http1 import HTTPServerChannel, HTTPServerFactory
 from ..server.http2 import NegotiatingFactory
+from ..twistedcompat import activeStreams
 
 
 class ListenerGroup(MultiService):
@@ -106,7 +107,7 @@ class ListenerGroup(MultiService):
             if isinstance(connection, HTTPServerChannel):
                 busy += connection.busy()
             else:
-                busy += openHTTP2Streams(connection)
+                busy += activeStreams(connection.impl)
         return busy
 
     # Reloading
@@ -160,15 +161,6 @@ class ListenerGroup(MultiService):
                 redirect.listener = kept.get(redirect.listener, redirect.listener)
         self.config = successor.config
         self.handler = successor.handler
-
-
-def openHTTP2Streams(connection: Protocol) -> int:
-    """
-    How many HTTP/2 streams a negotiating connection has open, read from
-    Twisted's private C{H2Connection.streams}: the one place this module
-    relies on Twisted's internals.
-    """
-    return len(getattr(connection.impl, "streams", ()))
 
 
 def _httpFactory(listener: ListenerService) -> HTTPServerFactory:
