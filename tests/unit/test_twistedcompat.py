@@ -16,7 +16,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from dualproxy import twistedcompat
 
-from .test_layers import ADAPTER, modules
+from .sources import ADAPTER, modules
 
 #: Twisted names only the adapter may use.
 PRIVATE_NAMES = frozenset(
