@@ -11,6 +11,191 @@ from __future__ import annotations
 from zope.interface import Attribute, Interface
 
 
+class IExchangeHandler(Interface):
+    """
+    A mode's handler: what a client channel hands every request to.
+    """
+
+    def newContext():
+        """
+        A fresh L{dualproxy.core.exchange.ExchangeContext} (or a subclass)
+        for one exchange: where the mode keeps what it learns about it.
+        """
+
+    def connectionMade(channel):
+        """
+        A client connected on C{channel} (an L{IClientChannel}).
+        """
+
+    def connectionLost(channel):
+        """
+        The client on C{channel} is gone.
+        """
+
+    def handle(exchange):
+        """
+        Answer C{exchange}; raising L{dualproxy.http.message.Refusal}
+        answers the client with its error.
+        """
+
+    def exchangeDone(exchange):
+        """
+        C{exchange} is finished (answered, refused or aborted): log it,
+        count it, release what it held.
+        """
+
+
+class IClientChannel(Interface):
+    """
+    One client connection or HTTP/2 stream, as an exchange sees it: it
+    frames the response and controls reading from the client.
+    """
+
+    handler = Attribute("The L{IExchangeHandler} its exchanges go to.")
+    clock = Attribute("An L{twisted.internet.interfaces.IReactorTime}.")
+    transport = Attribute("What the response is written to.")
+    clientHost = Attribute("The client's address as str, or None.")
+    secure = Attribute("Whether the client came over TLS.")
+
+    def pauseReading(reason):
+        """
+        Stop reading from the client for C{reason}, until every reason is
+        withdrawn.
+        """
+
+    def resumeReading(reason):
+        """
+        Withdraw C{reason} to pause.
+        """
+
+    def writeInterim(exchange, head):
+        """
+        Write a 1xx response head, if the client understands one.
+        """
+
+    def writeHead(exchange, head):
+        """
+        Write the final response head, choosing the body's framing.
+        """
+
+    def exchangeDone(exchange):
+        """
+        The response is complete: tell the handler, then read the next
+        request or close.
+        """
+
+    def clientSubject():
+        """
+        The subject of the verified client certificate, or None.
+        """
+
+    def splice(upstream):
+        """
+        Turn the connection into a byte tunnel to C{upstream}.
+        """
+
+
+class IResponseSink(Interface):
+    """
+    Where a relay or a cache writes a response: the client's exchange, or a
+    cache's wrapper around it.
+    """
+
+    def writeInterim(head):
+        """
+        Pass on a 1xx response.
+        """
+
+    def writeHead(head):
+        """
+        Start the response with C{head}.
+        """
+
+    def passesBodyThrough():
+        """
+        Whether body bytes may bypass the sink (splice) unchanged.
+        """
+
+    def write(data):
+        """
+        More of the response body.
+        """
+
+    def registerProducer(producer):
+        """
+        Let the sink slow down the streaming C{producer}.
+        """
+
+    def unregisterProducer():
+        """
+        The producer is done.
+        """
+
+    def finish():
+        """
+        The response is complete.
+        """
+
+    def refuse(status, reason, headers=()):
+        """
+        Answer with an error instead, or cut the response short.
+        """
+
+
+class IRequestBodySink(Interface):
+    """
+    What takes a request's body from its exchange
+    (L{dualproxy.core.exchange.Exchange.setBodySink}).
+    """
+
+    def bodyReceived(data):
+        """
+        More of the request body.
+        """
+
+    def bodyEnded():
+        """
+        The whole request body has arrived.
+        """
+
+
+class IUpstreamListener(Interface):
+    """
+    What an upstream connection reports one response to.
+    """
+
+    def responseInterim(head):
+        """
+        A 1xx response head.
+        """
+
+    def responseHead(head):
+        """
+        The final response head.
+        """
+
+    def bodySpliced(splicer):
+        """
+        The body now moves by splice, bypassing L{responseBody}.
+        """
+
+    def responseBody(data):
+        """
+        More of the response body.
+        """
+
+    def responseEnded():
+        """
+        The response is complete.
+        """
+
+    def responseFailed(refusal):
+        """
+        The response cannot be had or completed, as the
+        L{dualproxy.http.message.Refusal} says.
+        """
+
+
 class IProxyMode(Interface):
     """
     A way of running dualproxy, selected with ``--mode NAME``.

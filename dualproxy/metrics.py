@@ -132,10 +132,10 @@ class Metrics:
         now = self.clock.seconds()
         latency = now - exchange.started
         status = _CLASSES.get(exchange.status // 100, "other")
-        route = exchange.route
-        backend = exchange.backend
-        pool = exchange.pool
-        backendName = backend.name if backend is not None else ""
+        context = exchange.context
+        route = context.route
+        pool = context.pool
+        backendName = context.backendName
         method = exchange.request.method
         if method not in _METHODS:
             method = b"other"
@@ -146,7 +146,7 @@ class Metrics:
         if timing is None:
             timing = self.durations[route] = Histogram()
         timing.observe(latency)
-        upstream = exchange.upstreamLatency
+        upstream = context.upstreamLatency
         if upstream is not None:
             upstreamKey = (pool, backendName)
             timing = self.upstreamDurations.get(upstreamKey)
@@ -165,7 +165,7 @@ class Metrics:
         if int(now) != second.time:
             second = self._tick(now)
         second.observe(status, latency)
-        cacheStatus = exchange.cacheResult
+        cacheStatus = context.cacheResult
         if cacheStatus is not None:
             second.lookups += 1
             if cacheStatus == "hit":

@@ -177,7 +177,7 @@ class HTTPCache:
         if decision.kind != Decision.HIT:
             return False
         self.stats.hits += 1
-        exchange.cacheResult = "hit"
+        exchange.context.cacheResult = "hit"
         self.answer(exchange, request, stored, entry, decision.age, self._hitStatus % math.floor(decision.ttl))
         return True
 
@@ -202,7 +202,7 @@ class HTTPCache:
         decision = lookup(presented, stored, now)
         if stored is None and index is not None:
             decision.reason = "vary-miss"
-        exchange.cacheResult = decision.kind
+        exchange.context.cacheResult = decision.kind
         if decision.kind == Decision.HIT:
             self.stats.hits += 1
             self.answer(exchange, presented, stored, entry, decision.age, cacheStatus(self.name, decision))

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..http.message import ResponseHead
+from ..interfaces import IResponseSink
 
 _log = Logger()
 
@@ -78,6 +79,7 @@ class EntrySender:
         self._paused = True
 
 
+@implementer(IResponseSink)
 class Passthrough:
     """
     A response sink that hands everything to the client's exchange; the
@@ -115,6 +117,7 @@ class Passthrough:
         pass
 
 
+@implementer(IResponseSink)
 class Background:
     """
     The client side of a revalidation nobody waits for (RFC 5861
@@ -126,20 +129,16 @@ class Background:
     clientHost = None
     client = None
     user = None
-    backend = None
     channel = None
     onAbort = None
     responseStarted = False
     aborted = False
-    route = ""
-    pool = ""
-    cacheResult = None
-    upstreamLatency = None
     bytesReceived = 0
     errorType = None
 
     def __init__(self, request, handler, clock):
         self.request = request
+        self.context = handler.newContext()
         self.handler = handler
         self.started = clock.seconds()
         self.status = 0

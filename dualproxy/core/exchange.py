@@ -20,6 +20,7 @@ from zope.interface import implementer
 from ..http.message import LENGTH, NO_BODY, Headers, Refusal, ResponseHead
 from ..http.proxystatus import HTTP_REQUEST_ERROR, NAME, PROXY_INTERNAL_ERROR, defaultErrorType, proxyStatus
 from ..http.rules import wantsKeepAlive
+from ..interfaces import IResponseSink
 
 _log = Logger()
 
@@ -93,6 +94,25 @@ class _RequestBodyThrottle:
         self.channel.resumeReading(UPSTREAM)
 
 
+class ExchangeContext:
+    """
+    What the capabilities that served an exchange noted about it, for
+    metrics and the access log.  A mode keeps its own state in a subclass
+    (the reverse proxy's chosen backend) rather than on the exchange.
+    """
+
+    #: The routing label of the target that served it.
+    route = ""
+    #: The upstream group and server it went to, if any.
+    pool = ""
+    backendName = ""
+    #: The cache's decision ("hit", "miss", ...), if a cache looked.
+    cacheResult: Optional[str] = None
+    #: Seconds from asking upstream to its response head.
+    upstreamLatency: Optional[float] = None
+
+
+@implementer(IResponseSink)
 class Exchange:
     """
     One request and its response on a client connection.
@@ -116,12 +136,7 @@ class Exchange:
         self.user: Optional[str] = None
         self.reason: Optional[str] = None
         self.errorType: Optional[str] = None
-        self.backend = None
-        # For metrics: where it went, how the cache and upstream answered.
-        self.route = ""
-        self.pool = ""
-        self.cacheResult: Optional[str] = None
-        self.upstreamLatency: Optional[float] = None
+        self.context = channel.handler.newContext()
         self.bytesReceived = 0
         self.responseStarted = False
         self.finished = False
@@ -163,7 +178,10 @@ class Exchange:
         """
         return _RequestBodyThrottle(self.channel)
 
-    def _bodyReceived(self, data: bytes) -> None:
+    def bodyReceived(self, data: bytes) -> None:
+        """
+        The channel read more of the request body.
+        """
         self.bytesReceived += len(data)
         if self._sink is not None:
             self._sink.bodyReceived(data)
@@ -171,10 +189,21 @@ class Exchange:
             self._pending.append(data)
             self.channel.pauseReading(WAITING)
 
-    def _bodyEnded(self) -> None:
+    def bodyEnded(self) -> None:
+        """
+        The channel read the whole request body.
+        """
         self.requestEnded = True
         if self._sink is not None:
             self._sink.bodyEnded()
+
+    def dropRequestBody(self) -> None:
+        """
+        Nobody wants the rest of the request body: the channel reads and
+        discards it so the connection stays usable.
+        """
+        self._sink = None
+        self._pending = []
 
     # Response
 
@@ -214,6 +243,20 @@ class Exchange:
                 self.bytesSent += len(body)
             respond(self, head, body)
         self.finish()
+
+    @property
+    def sendsBody(self) -> bool:
+        """
+        Whether the response carries a body (not a HEAD answer, not 204/304).
+        """
+        return not self._noBody
+
+    def chunkBody(self) -> None:
+        """
+        The channel frames the response body in chunks (HTTP/1.1 without a
+        known length): every write becomes a chunk.
+        """
+        self._chunked = True
 
     def passesBodyThrough(self) -> bool:
         """

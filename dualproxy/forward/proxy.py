@@ -9,7 +9,9 @@ from typing import Optional, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from ..core.exchange import ExchangeContext
 from ..http.message import NO_BODY, Headers, Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import (
     CONNECTION_REFUSED,
@@ -35,10 +37,12 @@ from ..routing.targets import RoutingRequest, Target
 from ..routing.tree import VirtualHosts, hostName, route, splitTarget
 from ..policy.acl import ClientACL, DestinationPolicy, isAddressLiteral
 from ..policy.auth import ProxyAuthenticator
+from ..interfaces import IExchangeHandler
 
 _log = Logger()
 
 
+@implementer(IExchangeHandler)
 class ForwardHandler:
     """
     Handles every request on the forward proxy's client connections.
@@ -83,6 +87,8 @@ class ForwardHandler:
 
     def connectionLost(self, channel) -> None:
         pass
+
+    newContext = ExchangeContext
 
     def exchangeDone(self, exchange) -> None:
         if self.accessLog is not None:

@@ -8,15 +8,18 @@ from __future__ import annotations
 from typing import Callable, Hashable
 
 from twisted.internet.defer import Deferred
+from zope.interface import implementer
 
 from ..http.message import LENGTH, NO_BODY, Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import HTTP_PROTOCOL_ERROR
 from ..http.rules import stripHopByHop
+from ..interfaces import IRequestBodySink, IUpstreamListener
 from .client import UpstreamProtocol, isIdempotent, reusedConnectionDied
 from .connect import asRefusal
 from .pool import ConnectionPool
 
 
+@implementer(IUpstreamListener, IRequestBodySink)
 class Relay:
     """
     Streams C{head} and the request body to an upstream connection taken
@@ -119,7 +122,7 @@ class Relay:
         self.response.writeInterim(head)
 
     def responseHead(self, head: ResponseHead) -> None:
-        self.exchange.upstreamLatency = self.pool.clock.seconds() - self._started
+        self.exchange.context.upstreamLatency = self.pool.clock.seconds() - self._started
         if head.status == 101:
             self._switchProtocols(head)
             return

@@ -8,11 +8,14 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from twisted.internet.defer import Deferred
+from zope.interface import implementer
 
 from ..policy.acl import ClientACL
 from ..http.message import Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import DESTINATION_UNAVAILABLE
 from ..http.rules import absoluteTarget, frameBody, frameResponse, stripHopByHop
+from ..interfaces import IExchangeHandler
+from ..core.exchange import ExchangeContext
 from ..relay.client import isIdempotent
 from ..relay.connect import connectTCP, outOfResources, resolve
 from ..relay.pool import ConnectionPool
@@ -23,6 +26,19 @@ from ..routing.targets import RoutingRequest, Target
 from ..routing.tree import VirtualHosts, hostName, route, splitTarget
 from .headers import addForwarding
 from .pool import BackendPool, BackendState
+
+
+class ReverseContext(ExchangeContext):
+    """
+    An exchange's context in reverse mode: the backend serving it holds
+    one more request in flight until the exchange is done.
+    """
+
+    backend: Optional[BackendState] = None
+
+    @property
+    def backendName(self) -> str:
+        return self.backend.name if self.backend is not None else ""
 
 
 class PoolTarget(Target):
@@ -42,7 +58,7 @@ class PoolTarget(Target):
 
     def serve(self, request: RoutingRequest) -> None:
         exchange = request.exchange
-        exchange.pool = self.pool.name
+        exchange.context.pool = self.pool.name
         incoming = exchange.request
         handler = self.handler
         if self.rateLimit is not None:
@@ -126,17 +142,17 @@ class PoolRelay(Relay):
         pool = self.backendPool
         now = self.handler.reactor.seconds()
         backend = pool.pick(now, exchange.clientHost, exchange.request.headers, self.tried)
-        previous = exchange.backend
+        previous = exchange.context.backend
         if previous is not None:
             previous.inFlight -= 1
-            exchange.backend = None
+            exchange.context.backend = None
         if backend is None:
             if not self.tried:
                 self.refuse(Refusal(503, f"no healthy backend in pool {pool.name}",
                                     [(b"Retry-After", b"%d" % pool.retryAfter())], DESTINATION_UNAVAILABLE))
             return False
         backend.inFlight += 1
-        exchange.backend = backend
+        exchange.context.backend = backend
         self.tried.append(backend)
         self.key = backend.key
         self.connect = lambda: self.handler.open(backend)
@@ -147,7 +163,7 @@ class PoolRelay(Relay):
         return len(self.tried) <= self.backendPool.settings.retries and not self.exchange.finished
 
     def _connectFailed(self, failure) -> None:
-        backend = self.exchange.backend
+        backend = self.exchange.context.backend
         if backend is not None and not outOfResources(failure):
             backend.health.requestFailed(self.handler.reactor.seconds())
         if self._mayRetry() and self._choose():
@@ -158,9 +174,9 @@ class PoolRelay(Relay):
     def responseFailed(self, refusal: Refusal) -> None:
         upstream = self.upstream
         exchange = self.exchange
-        if upstream is not None and not upstream.responseBegun and not upstream.reused and exchange.backend:
+        if upstream is not None and not upstream.responseBegun and not upstream.reused and exchange.context.backend:
             # The backend failed before answering (reset, TLS refused).
-            exchange.backend.health.requestFailed(self.handler.reactor.seconds())
+            exchange.context.backend.health.requestFailed(self.handler.reactor.seconds())
         if (
             upstream is not None
             and not upstream.responseBegun
@@ -179,7 +195,7 @@ class PoolRelay(Relay):
         super().responseFailed(refusal)
 
     def _onResponse(self, head: ResponseHead) -> None:
-        backend = self.exchange.backend
+        backend = self.exchange.context.backend
         if backend is not None:
             if head.status >= 500:
                 backend.health.requestFailed(self.handler.reactor.seconds())
@@ -194,6 +210,7 @@ class PoolRelay(Relay):
         self.handler.filters.response(self.head, head)
 
 
+@implementer(IExchangeHandler)
 class ReverseHandler:
     """
     Handles every request on the reverse proxy's client connections.
@@ -239,13 +256,15 @@ class ReverseHandler:
     def connectionLost(self, channel) -> None:
         pass
 
+    newContext = ReverseContext
+
     def exchangeDone(self, exchange) -> None:
         if self.accessLog is not None:
             # Logged and counted while it still names its backend.
             self.accessLog(exchange)
-        if exchange.backend is not None:
-            exchange.backend.inFlight -= 1
-            exchange.backend = None
+        if exchange.context.backend is not None:
+            exchange.context.backend.inFlight -= 1
+            exchange.context.backend = None
 
     def handle(self, exchange) -> None:
         head = exchange.request

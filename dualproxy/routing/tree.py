@@ -107,7 +107,7 @@ def route(root: VirtualHosts, request: RoutingRequest) -> Target:
         resource = resource.target or NotFound()
     elif isinstance(resource, VirtualHosts):
         resource = resource.select(request.host).target or NotFound()
-    request.exchange.route = resource.label
+    request.exchange.context.route = resource.label
     if resource.allowSubjects and request.exchange.channel.clientSubject() not in resource.allowSubjects:
         raise Refusal(403, "this route needs a client certificate it accepts")
     return resource

@@ -14,6 +14,7 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..core.exchange import (
     PIPELINE,
@@ -29,6 +30,7 @@ from ..core.exchange import (
 from ..http.message import LENGTH, NO_BODY, Refusal, RequestHead, ResponseHead
 from ..http.parser import DEFAULT_LIMITS, Limits, MessageReader
 from ..http.proxystatus import HTTP_REQUEST_ERROR, NAME, proxyStatus
+from ..interfaces import IClientChannel
 from ..twistedcompat import flushed, pendingOutput
 
 _log = Logger()
@@ -38,6 +40,7 @@ _log = Logger()
 DRAIN_LIMIT = 1 << 20
 
 
+@implementer(IClientChannel)
 class HTTPServerChannel(ReadingControl, Protocol):
     """
     One client connection, and the one timer that watches every deadline
@@ -246,7 +249,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
         readiness.
         """
         data = self.frameHead(exchange, head)
-        if not exchange._noBody:
+        if exchange.sendsBody:
             data += body
         transport = self.transport
         if self._writeThrough and flushed(transport):
@@ -274,10 +277,10 @@ class HTTPServerChannel(ReadingControl, Protocol):
             # The client may never send the body it offered; the connection
             # cannot be reused without reading it.
             exchange.closeAfter = True
-        if not exchange._noBody and head.framing != LENGTH:
+        if exchange.sendsBody and head.framing != LENGTH:
             if request.version == b"HTTP/1.1":
                 headers.add(b"Transfer-Encoding", b"chunked")
-                exchange._chunked = True
+                exchange.chunkBody()
             else:
                 exchange.closeAfter = True
         if exchange.closeAfter or self.closing:
@@ -311,11 +314,11 @@ class HTTPServerChannel(ReadingControl, Protocol):
             if self._drained > DRAIN_LIMIT:
                 self.transport.abortConnection()
             return
-        exchange._bodyReceived(data)
+        exchange.bodyReceived(data)
 
     def messageEnded(self) -> None:
         exchange = self.current
-        exchange._bodyEnded()
+        exchange.bodyEnded()
         if exchange.finished and not self.closing:
             self._next()
         else:
@@ -332,8 +335,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
         else:
             # Read and drop the rest of a body nobody wanted, so the
             # connection stays usable and the client sees the response.
-            exchange._sink = None
-            exchange._pending = []
+            exchange.dropRequestBody()
             self.resumeReading(WAITING)
             self.resumeReading(UPSTREAM)
 

@@ -16,9 +16,11 @@ from typing import Optional
 
 from twisted.internet.protocol import Protocol
 from twisted.web.http_headers import Headers as TwistedHeaders
+from zope.interface import implementer
 
 from ..core.exchange import Exchange, ReadingControl, exceedsLimit, handle, tooLarge
 from ..http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
+from ..interfaces import IClientChannel
 from ..twistedcompat import MendedH2Connection
 from ..twistedcompat import http2Available as available
 from .http1 import HTTPServerFactory
@@ -43,6 +45,7 @@ class _FieldList:
         return ((name, [value]) for name, value in self.items)
 
 
+@implementer(IClientChannel)
 class _StreamChannel(ReadingControl):
     """
     What an exchange needs of its connection, for one HTTP/2 stream.
@@ -141,12 +144,12 @@ class _StreamRequest:
         if exceedsLimit(maxBody, exchange.bytesReceived + len(data)):
             exchange.cut(413, tooLarge(maxBody))
         else:
-            exchange._bodyReceived(data)
+            exchange.bodyReceived(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         exchange = self.exchange or self._start()
         if not exchange.requestEnded:
-            exchange._bodyEnded()
+            exchange.bodyEnded()
 
     def connectionLost(self, reason) -> None:
         if self.exchange is not None:

@@ -11,8 +11,10 @@ from typing import Dict, Iterable, Iterator, List
 from twisted.application.service import MultiService
 from twisted.internet.protocol import Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 from ..http.parser import Limits
+from ..interfaces import IExchangeHandler
 from ..listeners import ListenError, ListenerService
 from ..server.http1 import HTTPServerChannel, HTTPServerFactory
 from ..server.http2 import NegotiatingFactory
@@ -175,6 +177,7 @@ def _listenerKey(listener: ListenerService) -> tuple:
     return listener.description, type(listener.factory)
 
 
+@implementer(IExchangeHandler)
 class RedirectToHTTPS:
     """
     A handler for plain listeners that sends every client to the TLS ones.
@@ -189,6 +192,9 @@ class RedirectToHTTPS:
 
     def connectionLost(self, channel) -> None:
         self.handler.connectionLost(channel)
+
+    def newContext(self):
+        return self.handler.newContext()
 
     def exchangeDone(self, exchange) -> None:
         self.handler.exchangeDone(exchange)

@@ -14,11 +14,14 @@ from dualproxy.cache.memory import MemoryStore
 from dualproxy.cache.policy import StoredResponse
 from dualproxy.cache.records import VaryIndex
 from dualproxy.cache.stream import EntrySender
+from dualproxy.core.exchange import ExchangeContext
 from dualproxy.http.message import LENGTH, NO_BODY, Headers, RequestHead, ResponseHead
 from tests.tables import fromTable
 
 
 class FakeHandler:
+    newContext = ExchangeContext
+
     def __init__(self):
         self.done = []
 
@@ -40,6 +43,7 @@ class FakeExchange:
         self.request = head
         self.clientHost = clientHost
         self.channel = FakeChannel()
+        self.context = ExchangeContext()
         self.head = None
         self.body = []
         self.finished = False

@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from dualproxy.core.exchange import ExchangeContext
 from dualproxy.http.message import CHUNKED, CLOSE, LENGTH, NO_BODY, Headers, Refusal, ResponseHead
 from dualproxy.server.http1 import HTTPServerChannel
 
@@ -35,6 +36,8 @@ class RecordingHandler:
         self.exchanges.append(exchange)
         if self.answer is not None:
             self.answer(exchange)
+
+    newContext = ExchangeContext
 
     def exchangeDone(self, exchange):
         self.done.append(exchange)

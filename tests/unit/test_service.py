@@ -10,6 +10,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from dualproxy.config import fromDict
+from dualproxy.core.exchange import ExchangeContext
 from dualproxy.proxymode import ProxyMode
 from dualproxy.service.root import Lasting
 
@@ -27,6 +28,8 @@ class _Handler:
 
     def connectionLost(self, channel):
         pass
+
+    newContext = ExchangeContext
 
     def exchangeDone(self, exchange):
         pass
