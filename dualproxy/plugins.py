@@ -10,7 +10,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping
 
 from twisted.plugin import getPlugins
 
-from .config import CacheSettings, ConfigError, RateLimitSettings
+from .settings.model import CacheSettings, RateLimitSettings
+from .settings.values import ConfigError
 from .interfaces import (
     IBalancer,
     IBalancerFactory,

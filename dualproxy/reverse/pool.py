@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Collection, Optional, Tuple
 
-from ..config import Backend, PoolSettings
+from ..settings.model import Backend, PoolSettings
 from ..http.message import Headers
 from .health import Health
 

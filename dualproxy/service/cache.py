@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 from ..cache.cache import HTTPCache
 
 if TYPE_CHECKING:
-    from ..config import CacheSettings
+    from ..settings.model import CacheSettings
 
 
 class SharedCache:

@@ -15,7 +15,7 @@ from typing import Optional
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from ..config import ConfigError
+from ..settings.values import ConfigError
 from ..listeners import ListenError
 
 log = Logger()

@@ -1,0 +1,205 @@
+"""
+Checks for one setting's value: each takes the dotted key (named in the
+error) and the raw value from the file, and returns the value to use or
+raises L{ConfigError}.  No I/O: a mode's settings module builds on these.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from ipaddress import ip_network
+from typing import Any, Callable, Collection, Mapping, Tuple
+
+from .model import Network
+
+
+REALM = re.compile(r"[ !#-\[\]-~]+\Z")
+
+
+HOSTNAME = re.compile(r"\.?([A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\Z")
+
+
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+class ConfigError(Exception):
+    """
+    A setting that cannot be used; C{str()} is one line, C{"<key>: <problem>"}.
+    """
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(key, problem)
+        self.key = key
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.problem}"
+
+
+def routeHost(key: str, value: Any) -> str:
+    text = nonEmptyString(key, value).lower()
+    name = text[2:] if text.startswith("*.") else text
+    if text != "*" and not HOSTNAME.match(name.split(":")[0]):
+        raise ConfigError(key, f"{text!r} is not a host name, *.domain or *")
+    return text
+
+
+def prefix(key: str, value: Any) -> str:
+    text = nonEmptyString(key, value)
+    if not text.startswith("/"):
+        raise ConfigError(key, f"{text!r} must start with /")
+    return text
+
+
+def redirectStatus(key: str, value: Any) -> int:
+    status = integer(key, value)
+    if status not in (301, 302, 303, 307, 308):
+        raise ConfigError(key, f"{status} is not a redirect status (301, 302, 303, 307, 308)")
+    return status
+
+
+def status(key: str, value: Any) -> int:
+    status = integer(key, value)
+    if not 100 <= status <= 599:
+        raise ConfigError(key, f"{status} is not an HTTP status")
+    return status
+
+
+def positive(key: str, value: Any) -> int:
+    number = integer(key, value)
+    if number < 1:
+        raise ConfigError(key, f"must be 1 or more, got {number}")
+    return number
+
+
+def headerTable(key: str, value: Any) -> Tuple[Tuple[str, str], ...]:
+    return tuple(
+        (fieldName(f"{key}.{name}", name), headerValue(f"{key}.{name}", field))
+        for name, field in table(key, value).items()
+    )
+
+
+def headerValue(key: str, value: Any) -> str:
+    text = string(key, value)
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in text):
+        raise ConfigError(key, "control characters are not allowed in a header value")
+    return text
+
+
+def checkKeys(table: Mapping[str, Any], prefix: str, known: Collection[str]) -> None:
+    for name in table:
+        if name not in known:
+            raise ConfigError(f"{prefix}{name}", f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def table(key: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"expected a table, got {kind(value)}")
+    return value
+
+
+def arrayOf(item: Callable[[str, Any], Any]) -> Callable[[str, Any], Tuple[Any, ...]]:
+    def parse(key: str, value: Any) -> Tuple[Any, ...]:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected an array, got {kind(value)}")
+        return tuple(item(f"{key}[{index}]", element) for index, element in enumerate(value))
+
+    return parse
+
+
+def kind(value: Any) -> str:
+    # bool first: True is an int too, but "port = true" is not a port.
+    for type_, name in (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        ((list, tuple), "an array"),
+        (Mapping, "a table"),
+    ):
+        if isinstance(value, type_):
+            return name
+    return f"a {type(value).__name__}"
+
+
+def string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, got {kind(value)}")
+    return value
+
+
+def nonEmptyString(key: str, value: Any) -> str:
+    if not string(key, value):
+        raise ConfigError(key, "must not be empty")
+    return value
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {kind(value)}")
+    return value
+
+
+def integer(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"expected an integer, got {kind(value)}")
+    return value
+
+
+def seconds(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, f"expected a number of seconds, got {kind(value)}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(key, f"must be a positive number of seconds, got {value}")
+    return float(value)
+
+
+def port(key: str, value: Any) -> int:
+    port = integer(key, value)
+    if not 1 <= port <= 65535:
+        raise ConfigError(key, f"port {port} is not in 1-65535")
+    return port
+
+
+def network(key: str, value: Any) -> Network:
+    text = string(key, value)
+    try:
+        return ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not an IP network")
+
+
+def destination(key: str, value: Any) -> str:
+    text = string(key, value)
+    try:
+        ip_network(text, strict=False)
+    except ValueError:
+        if not HOSTNAME.match(text) or len(text) > 254:
+            raise ConfigError(key, f"{text!r} is not a host name, .domain suffix or IP network")
+    return text
+
+
+def fieldName(key: str, value: Any) -> str:
+    text = string(key, value)
+    if not TOKEN.match(text):
+        raise ConfigError(key, f"{text!r} is not an HTTP field name")
+    return text
+
+
+def pseudonym(key: str, value: Any) -> str:
+    text = string(key, value)
+    if not TOKEN.match(text):
+        raise ConfigError(key, f"{text!r} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~ only)")
+    return text
+
+
+def realm(key: str, value: Any) -> str:
+    text = string(key, value)
+    if not REALM.match(text):
+        raise ConfigError(key, f"{text!r} must be printable ASCII without quotes or backslashes")
+    return text
+
+
+def oneLine(text: str) -> str:
+    return " ".join(text.split())
