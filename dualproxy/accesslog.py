@@ -78,6 +78,7 @@ class AccessLog:
                     "duration": round(self.clock.seconds() - exchange.started, 6),
                     "error": exchange.reason,
                     "error_type": errorType,
+                    "completed": not exchange.aborted,
                 },
                 separators=(",", ":"),
             )

@@ -16,7 +16,7 @@ from dataclasses import fields
 from ipaddress import ip_address
 from types import MappingProxyType
 from typing import Any, Callable, Collection, Dict, Mapping, Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from .settings import values
 from .settings.model import (
@@ -386,17 +386,11 @@ def _backend(key: str, value: Any) -> Backend:
     if isinstance(value, Mapping):
         values.checkKeys(value, key + ".", ("url", "weight"))
         if "weight" in value:
-            weight = values.integer(f"{key}.weight", value["weight"])
-            if weight < 1:
-                raise ConfigError(f"{key}.weight", f"must be 1 or more, got {weight}")
+            weight = values.positive(f"{key}.weight", value["weight"])
         key, value = f"{key}.url", value.get("url")
-    text = values.string(key, value)
     usage = "expected http://host:port or https://host:port"
-    try:
-        url = urlsplit(text)
-        port = url.port
-    except ValueError as e:
-        raise ConfigError(key, f"{text!r}: {values.oneLine(str(e))}; {usage}")
+    text, url = values.url(key, value, usage)
+    port = url.port
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ConfigError(key, f"{text!r}: {usage}")
     if url.path not in ("", "/") or url.query or url.fragment or url.username is not None:
@@ -437,6 +431,7 @@ def _route(key: str, table: Mapping[str, Any], pools: Collection[str], base: str
         "client_subjects": values.arrayOf(values.nonEmptyString),
         "cache": values.boolean,
         "rate_limit": lambda key, value: _rateLimit(key, value, "reverse"),
+        "upgrades": values.arrayOf(values.upgradeProtocol),
     }
     values.checkKeys(table, key + ".", parsers)
     settings = {name: parse(f"{key}.{name}", table[name]) for name, parse in parsers.items() if name in table}
@@ -447,6 +442,8 @@ def _route(key: str, table: Mapping[str, Any], pools: Collection[str], base: str
         raise ConfigError(f"{key}.cache", "only a route to a pool is cached")
     if "rate_limit" in settings and "pool" not in settings:
         raise ConfigError(f"{key}.rate_limit", "only a route to a pool is rate limited")
+    if "upgrades" in settings and "pool" not in settings:
+        raise ConfigError(f"{key}.upgrades", "only a route to a pool relays upgrades")
     if "pool" in settings and settings["pool"] not in pools:
         raise ConfigError(f"{key}.pool", f"no pool named {settings['pool']!r} (known: {', '.join(sorted(pools)) or 'none'})")
     return RouteSettings(**settings)
@@ -510,13 +507,9 @@ def _passwordFile(key: str, value: Any) -> str:
 
 
 def _parent(key: str, value: Any) -> ParentProxy:
-    text = values.string(key, value)
     usage = "expected http://[user:password@]host:port"
-    try:
-        url = urlsplit(text)
-        port = url.port
-    except ValueError as e:
-        raise ConfigError(key, f"{text!r}: {values.oneLine(str(e))}; {usage}")
+    text, url = values.url(key, value, usage)
+    port = url.port
     if url.scheme != "http" or not url.hostname or port is None:
         raise ConfigError(key, f"{text!r}: {usage}")
     if url.path not in ("", "/") or url.query or url.fragment:

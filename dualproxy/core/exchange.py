@@ -333,13 +333,20 @@ class Exchange:
     def abort(self) -> None:
         """
         Drop the client connection: the response cannot be completed.
+
+        A chunked response is closed without its last chunk, so the client
+        keeps what it got and can tell it is short; any other is reset, as
+        a clean close could pass for the end of the body.
         """
         self.aborted = True
         if not self.finished:
             self.finished = True
             self.closeAfter = True
             self.channel.exchangeDone(self)
-        self.channel.transport.abortConnection()
+        if self._chunked:
+            self.channel.transport.loseConnection()
+        else:
+            self.channel.transport.abortConnection()
 
     def clientGone(self) -> None:
         """

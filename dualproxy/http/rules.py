@@ -6,7 +6,7 @@ functions on L{Headers}.
 from __future__ import annotations
 
 import re
-from typing import Optional, Tuple
+from typing import Collection, Optional, Tuple
 from urllib.parse import urlsplit
 
 from .message import CHUNKED, LENGTH, Headers, Refusal, RequestHead, ResponseHead
@@ -23,6 +23,8 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+        # Only meaningful with an h2c upgrade, which is never relayed.
+        b"http2-settings",
     ]
 )
 
@@ -45,6 +47,35 @@ def stripHopByHop(headers: Headers) -> None:
     """
     named = headers.tokens(b"connection") + headers.tokens(b"proxy-connection")
     headers.remove(*_HOP_BY_HOP, *[name for name in named if name not in _END_TO_END])
+
+
+#: Upgrades never relayed: a backend's 101 to h2c would open an HTTP/2
+#: connection past the proxy's routing and filters (h2c smuggling).
+NEVER_UPGRADED = frozenset([b"h2c"])
+
+
+def offeredUpgrade(headers: Headers, allowed: Collection[bytes]) -> Optional[bytes]:
+    """
+    The Upgrade to pass on for a request, or None: only when Connection
+    names it (RFC 9110 section 7.8), only the C{allowed} protocols (lower
+    case, by name or name/version), never those in L{NEVER_UPGRADED}.
+    """
+    if b"upgrade" not in headers.tokens(b"connection"):
+        return None
+    kept = [protocol for protocol in headers.tokens(b"upgrade")
+            if protocol.split(b"/", 1)[0] not in NEVER_UPGRADED
+            and (protocol in allowed or protocol.split(b"/", 1)[0] in allowed)]
+    return b", ".join(kept) if kept else None
+
+
+def upgradeOffered(offered: bytes, head: ResponseHead) -> bool:
+    """
+    Whether a 101 switches to a protocol the request offered (RFC 9110
+    section 7.8: the server names the one it switched to).
+    """
+    chosen = head.headers.tokens(b"upgrade")
+    names = {protocol.split(b"/", 1)[0] for protocol in Headers([(b"Upgrade", offered)]).tokens(b"upgrade")}
+    return len(chosen) == 1 and chosen[0].split(b"/", 1)[0] in names
 
 
 def protocolVersion(version: bytes) -> bytes:

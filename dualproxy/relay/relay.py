@@ -5,14 +5,14 @@ between a client L{Exchange} and an L{UpstreamProtocol}.
 
 from __future__ import annotations
 
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Optional
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ..http.message import LENGTH, NO_BODY, Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import HTTP_PROTOCOL_ERROR
-from ..http.rules import stripHopByHop
+from ..http.rules import stripHopByHop, upgradeOffered
 from ..interfaces import IRequestBodySink, IUpstreamListener
 from .client import UpstreamProtocol, isIdempotent, reusedConnectionDied
 from .connect import asRefusal
@@ -27,8 +27,9 @@ class Relay:
 
     C{onResponse} rewrites the response head (hop-by-hop fields, Via,
     filters) before the client sees it.  C{what} names the upstream in
-    error messages.  With C{upgrade}, the request asked to switch protocols
-    (e.g. WebSocket): a 101 answer turns the connection into a tunnel.
+    error messages.  C{upgrade} is the Upgrade the request offered (e.g.
+    WebSocket): a 101 switching to one of those turns the connection into
+    a tunnel; any other 101 is a 502.
     The response goes to C{response} (by default the exchange itself): a
     cache puts itself there to see, store or replace what comes back.
     """
@@ -42,7 +43,7 @@ class Relay:
         connect: Callable[[], Deferred],
         onResponse: Callable[[ResponseHead], None],
         what: str,
-        upgrade: bool = False,
+        upgrade: Optional[bytes] = None,
         response=None,
     ):
         self.exchange = exchange
@@ -145,6 +146,11 @@ class Relay:
             # Only a request that asked for an upgrade may get one.
             self._dropUpstream()
             self.refuse(Refusal(502, "upstream switched protocols unasked", errorType=HTTP_PROTOCOL_ERROR))
+            return
+        if not upgradeOffered(self.upgrade, head):
+            self._dropUpstream()
+            self.refuse(Refusal(502, "upstream switched to a protocol the request did not offer",
+                                errorType=HTTP_PROTOCOL_ERROR))
             return
         upstream, self.upstream = self.upstream, None
         self.onResponse(head)

@@ -75,7 +75,7 @@ class ReverseMode(ProxyMode):
                 target = PoolTarget(handler, pools[route.pool], route.strip_prefix,
                                     cache=root.httpCache() if cached else None, rateLimit=rateLimit,
                                     addHeaders=route.add_headers, removeHeaders=route.remove_headers,
-                                    allowSubjects=route.client_subjects)
+                                    allowSubjects=route.client_subjects, upgrades=route.upgrades)
             else:
                 target = pageTarget(route)
             handler.addRoute(route.host, route.prefix, target)

@@ -13,7 +13,7 @@ from zope.interface import implementer
 from ..policy.acl import ClientACL
 from ..http.message import Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import DESTINATION_UNAVAILABLE
-from ..http.rules import absoluteTarget, frameBody, frameResponse, stripHopByHop
+from ..http.rules import absoluteTarget, frameBody, frameResponse, offeredUpgrade, stripHopByHop
 from ..interfaces import IExchangeHandler
 from ..core.exchange import ExchangeContext
 from ..relay.client import isIdempotent
@@ -48,10 +48,11 @@ class PoolTarget(Target):
     """
 
     def __init__(self, handler: ReverseHandler, pool: BackendPool, stripPrefix: bool = False, cache=None,
-                 rateLimit: Optional[RateLimit] = None, **kw):
+                 rateLimit: Optional[RateLimit] = None, upgrades: Sequence[str] = ("websocket",), **kw):
         super().__init__(**kw)
         self.handler = handler
         self.pool = pool
+        self.upgrades = frozenset(protocol.encode("ascii") for protocol in upgrades)
         self.stripPrefix = stripPrefix
         self.cache = cache
         self.rateLimit = rateLimit
@@ -73,7 +74,7 @@ class PoolTarget(Target):
             if not handler.filters.filters and cache.serveFresh(exchange, uri):
                 return
         headers = incoming.headers.copy()
-        upgrade = headers.get(b"upgrade") if b"upgrade" in headers.tokens(b"connection") else None
+        upgrade = offeredUpgrade(headers, self.upgrades)
         stripHopByHop(headers)
         if upgrade is not None:
             headers.add(b"Connection", b"Upgrade")
@@ -106,11 +107,11 @@ class PoolTarget(Target):
         outgoing = RequestHead(incoming.method, target, b"HTTP/1.1", headers, incoming.framing, incoming.length)
         handler.filters.request(outgoing, exchange)
         if cache is None or upgrade is not None:
-            PoolRelay(exchange, outgoing, handler, self.pool, upgrade is not None).start()
+            PoolRelay(exchange, outgoing, handler, self.pool, upgrade).start()
             return
 
         def relay(exchange, head: RequestHead, response) -> None:
-            PoolRelay(exchange, head, handler, self.pool, False, response).start()
+            PoolRelay(exchange, head, handler, self.pool, None, response).start()
 
         cache.handle(exchange, outgoing, uri, relay)
 
@@ -122,7 +123,7 @@ class PoolRelay(Relay):
     reached, or resets before answering a request that is safe to repeat.
     """
 
-    def __init__(self, exchange, head: RequestHead, handler: ReverseHandler, pool: BackendPool, upgrade: bool,
+    def __init__(self, exchange, head: RequestHead, handler: ReverseHandler, pool: BackendPool, upgrade: Optional[bytes],
                  response=None):
         super().__init__(exchange, head, handler.connections, None, None, self._onResponse, "", upgrade, response)
         self.handler = handler

@@ -185,6 +185,8 @@ class RouteSettings:
     client_subjects: Tuple[str, ...] = ()
     cache: Optional[bool] = None
     rate_limit: Optional[RateLimitSettings] = None
+    #: The Upgrade protocols (lower case) passed to the pool; h2c never is.
+    upgrades: Tuple[str, ...] = ("websocket",)
 
 
 @dataclass(frozen=True)

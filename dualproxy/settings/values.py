@@ -10,6 +10,7 @@ import math
 import re
 from ipaddress import ip_network
 from typing import Any, Callable, Collection, Mapping, Tuple
+from urllib.parse import SplitResult, urlsplit
 
 from .model import Network
 
@@ -184,6 +185,29 @@ def fieldName(key: str, value: Any) -> str:
     text = string(key, value)
     if not TOKEN.match(text):
         raise ConfigError(key, f"{text!r} is not an HTTP field name")
+    return text
+
+
+def url(key: str, value: Any, usage: str) -> Tuple[str, SplitResult]:
+    """
+    A URL as written and split, its port checked; C{usage} ends the error.
+    """
+    text = string(key, value)
+    try:
+        parsed = urlsplit(text)
+        parsed.port  # raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        raise ConfigError(key, f"{text!r}: {oneLine(str(e))}; {usage}")
+    return text, parsed
+
+
+def upgradeProtocol(key: str, value: Any) -> str:
+    text = string(key, value).lower()
+    if not TOKEN.match(text.replace("/", "")):
+        raise ConfigError(key, f"{text!r} is not an Upgrade protocol name")
+    if text.split("/", 1)[0] == "h2c":
+        raise ConfigError(key, "h2c is never relayed (a backend's switch would carry requests past routing); "
+                               "offer HTTP/2 over TLS instead")
     return text
 
 

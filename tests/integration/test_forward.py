@@ -619,6 +619,7 @@ class AccessLogTests(ForwardTestCase):
         self.assertEqual(len(lines), 1)
         self.assertEqual((lines[0]["status"], lines[0]["bytes"], lines[0]["user"]), (200, 7, "bob"))
         self.assertIsNone(lines[0]["error_type"])
+        self.assertTrue(lines[0]["completed"])
 
     @inlineCallbacks
     def test_jsonLineNamesErrorType(self):

@@ -202,3 +202,116 @@ class EndlessInterimTests(TestCase):
         out, err, code = yield curl("-s", "-i", "-m", "10", proxy.url + "/")
         self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
         self.assertIn(b"no final response after interim responses", out)
+
+
+H2C_UPGRADE = ("GET / HTTP/1.1\\r\\nHost: a\\r\\nConnection: Upgrade, HTTP2-Settings, close\\r\\nUpgrade: h2c\\r\\n"
+               "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\\r\\n\\r\\n")
+
+
+class H2CSmugglingTests(TestCase):
+    """
+    An h2c upgrade never reaches a backend (h2c smuggling: its 101 would
+    open an HTTP/2 connection past routing), and a 101 to anything the
+    client did not offer is a 502, not a tunnel.
+    """
+
+    def start(self, response):
+        from .support import RawOrigin
+
+        origin = RawOrigin(response)
+        self.addCleanup(origin.stop)
+        proxy = Proxy({
+            "mode": "reverse",
+            "reverse": {"pools": {"app": {"backends": [{"url": f"http://{origin.address}"}], "retries": 0}},
+                        "routes": [{"prefix": "/", "pool": "app"}]},
+        })
+        self.addCleanup(proxy.stop)
+        return origin, proxy
+
+    @inlineCallbacks
+    def test_h2cUpgradeStripped(self):
+        origin, proxy = self.start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        out, err, code = yield pythonClient(RAW, proxy.address, H2C_UPGRADE)
+        self.assertEqual(code, 0, err)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK"), out)
+        [head] = origin.requests
+        self.assertNotIn(b"h2c", head.lower())
+        self.assertNotIn(b"http2-settings", head.lower())
+        self.assertNotIn(b"upgrade", head.lower())
+
+    @inlineCallbacks
+    def test_backendSwitchingToH2CRefused(self):
+        """
+        A backend that switches to h2c anyway (it was never offered) gets
+        a 502 to the client and no tunnel.
+        """
+        origin, proxy = self.start(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                                   b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        out, err, code = yield pythonClient(RAW, proxy.address, H2C_UPGRADE)
+        self.assertEqual(code, 0, err)
+        self.assertTrue(out.startswith(b"HTTP/1.1 502 Bad Gateway"), out)
+        self.assertIn(b"error=http_protocol_error", out)
+        self.assertNotIn(b"101", out.split(b"\r\n", 1)[0])
+
+    @inlineCallbacks
+    def test_unlistedUpgradeNotOffered(self):
+        """
+        A route relays only the upgrades it lists (websocket by default):
+        another goes on as a plain request.
+        """
+        origin, proxy = self.start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        raw = "GET / HTTP/1.1\\r\\nHost: a\\r\\nConnection: Upgrade, close\\r\\nUpgrade: x-tunnel\\r\\n\\r\\n"
+        out, err, code = yield pythonClient(RAW, proxy.address, raw)
+        self.assertEqual(code, 0, err)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK"), out)
+        [head] = origin.requests
+        self.assertNotIn(b"x-tunnel", head.lower())
+
+    @inlineCallbacks
+    def test_switchToAnotherProtocolRefused(self):
+        """
+        Offered websocket, switched to something else: 502.
+        """
+        origin, proxy = self.start(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-other\r\n\r\n")
+        raw = "GET / HTTP/1.1\\r\\nHost: a\\r\\nConnection: Upgrade, close\\r\\nUpgrade: websocket\\r\\n\\r\\n"
+        out, err, code = yield pythonClient(RAW, proxy.address, raw)
+        self.assertEqual(code, 0, err)
+        self.assertTrue(out.startswith(b"HTTP/1.1 502 Bad Gateway"), out)
+        self.assertIn(b"did not offer", out)
+
+
+class TruncatedResponseLogTests(TestCase):
+    """
+    A backend response that breaks mid-body (a chunk size that overflows)
+    reaches the client as what it was: the head and the body so far, then
+    a close without the last chunk; the access log says the same.
+    """
+
+    @inlineCallbacks
+    def test_chunkSizeOverflowLogged(self):
+        import json
+
+        from twisted.logger import globalLogPublisher
+
+        from .support import RawOrigin, curl
+
+        origin = RawOrigin(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                           + b"F" * 40 + b"\r\nmore")
+        self.addCleanup(origin.stop)
+        proxy = Proxy({
+            "mode": "reverse",
+            "access_log": "json",
+            "reverse": {"pools": {"app": {"backends": [{"url": f"http://{origin.address}"}], "retries": 0}},
+                        "routes": [{"prefix": "/", "pool": "app"}]},
+        })
+        self.addCleanup(proxy.stop)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        out, err, code = yield curl("-i", proxy.url + "/")
+        self.assertEqual(code, 18, err)  # curl: transfer closed with outstanding read data
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK"), out)
+        self.assertTrue(out.endswith(b"\r\n\r\nhello"), out)
+        [line] = [json.loads(e["line"]) for e in events if e.get("log_namespace") == "dualproxy.access"]
+        self.assertEqual((line["status"], line["bytes"], line["completed"]), (200, 5, False))
+        self.assertEqual(line["error_type"], "http_protocol_error")

@@ -138,6 +138,14 @@ ERRORS = [
      "only a route to a pool is rate limited"),
     ({"forward": {"routes": [{"static": ".", "rate_limit": {"rate": 1}}]}}, "forward.routes[0].rate_limit",
      "only a route to a pool is rate limited"),
+    ({"reverse": {"pools": {"app": {"backends": ["http://a:1"]}},
+                  "routes": [{"pool": "app", "upgrades": ["websocket", "H2C"]}]}},
+     "reverse.routes[0].upgrades[1]", "h2c is never relayed"),
+    ({"reverse": {"pools": {"app": {"backends": ["http://a:1"]}},
+                  "routes": [{"pool": "app", "upgrades": ["web socket"]}]}},
+     "reverse.routes[0].upgrades[0]", "is not an Upgrade protocol name"),
+    ({"reverse": {"routes": [{"redirect": "http://a/", "upgrades": ["websocket"]}]}}, "reverse.routes[0].upgrades",
+     "only a route to a pool relays upgrades"),
 ]
 
 

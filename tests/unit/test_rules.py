@@ -15,7 +15,9 @@ from dualproxy.http.rules import (
     frameBody,
     frameResponse,
     isServerWideOptions,
+    offeredUpgrade,
     stripHopByHop,
+    upgradeOffered,
     wantsKeepAlive,
 )
 
@@ -341,6 +343,40 @@ class HeaderRuleTests(SynchronousTestCase):
         headers = Headers([(b"Via", b"1.0 fred, 1.1 p.example.net"), (b"Host", b"a")])
         addVia(headers, b"HTTP/1.1", b"dualproxy")
         self.assertEqual(headers.getAll(b"via"), [b"1.0 fred, 1.1 p.example.net", b"1.1 dualproxy"])
+
+
+class UpgradeTests(SynchronousTestCase):
+    """
+    Which upgrades go upstream, and which 101 answers are believed.
+    """
+
+    def test_h2cNeverOffered(self):
+        headers = Headers([(b"Connection", b"Upgrade, HTTP2-Settings"), (b"Upgrade", b"h2c"),
+                           (b"HTTP2-Settings", b"AAMAAABk")])
+        self.assertIsNone(offeredUpgrade(headers, {b"h2c", b"websocket"}))
+        stripHopByHop(headers)
+        self.assertEqual(list(headers), [])
+
+    def test_h2cDroppedFromSeveral(self):
+        headers = Headers([(b"Connection", b"upgrade"), (b"Upgrade", b"h2c, WebSocket")])
+        self.assertEqual(offeredUpgrade(headers, {b"h2c", b"websocket"}), b"websocket")
+
+    def test_upgradeWithoutConnectionIgnored(self):
+        self.assertIsNone(offeredUpgrade(Headers([(b"Upgrade", b"websocket")]), {b"websocket"}))
+
+    def test_onlyAllowedProtocolsOffered(self):
+        headers = Headers([(b"Connection", b"upgrade"), (b"Upgrade", b"x-tunnel, websocket")])
+        self.assertEqual(offeredUpgrade(headers, {b"websocket"}), b"websocket")
+        self.assertIsNone(offeredUpgrade(headers, set()))
+
+    def test_onlyAnOfferedProtocolBelieved(self):
+        def switched(protocol):
+            return ResponseHead(101, b"Switching Protocols", Headers([(b"Upgrade", protocol)]), framing=NO_BODY)
+
+        self.assertTrue(upgradeOffered(b"websocket", switched(b"WebSocket")))
+        self.assertTrue(upgradeOffered(b"websocket, x/2", switched(b"x/1")))
+        self.assertFalse(upgradeOffered(b"websocket", switched(b"h2c")))
+        self.assertFalse(upgradeOffered(b"websocket", switched(b"websocket, h2c")))
 
 
 @fromTable(ABSOLUTE, "checkAbsolute")
