@@ -51,6 +51,21 @@ HOSTILE = [
 ]
 
 
+def reverseTo(test: TestCase, address: str, **settings) -> Proxy:
+    """
+    A reverse proxy routing everything to the one backend at C{address},
+    without retries, stopped when C{test} ends.
+    """
+    proxy = Proxy({
+        "mode": "reverse",
+        **settings,
+        "reverse": {"pools": {"app": {"backends": [{"url": f"http://{address}"}], "retries": 0}},
+                    "routes": [{"prefix": "/", "pool": "app"}]},
+    })
+    test.addCleanup(proxy.stop)
+    return proxy
+
+
 @fromTable(HOSTILE, "check")
 class SmugglingTests(TestCase):
     def setUp(self):
@@ -127,12 +142,7 @@ class HostileResponseTests(TestCase):
 
         origin = RawOrigin(response)
         self.addCleanup(origin.stop)
-        proxy = Proxy({
-            "mode": "reverse",
-            "reverse": {"pools": {"app": {"backends": [{"url": f"http://{origin.address}"}], "retries": 0}},
-                        "routes": [{"prefix": "/", "pool": "app"}]},
-        })
-        self.addCleanup(proxy.stop)
+        proxy = reverseTo(self, origin.address)
         out, err, code = yield curl("-s", "-i", proxy.url + "/")
         self.assertTrue(out.startswith(b"HTTP/1.1 502 Bad Gateway"), out)
         self.assertIn(b"error=" + errorType, out)
@@ -153,12 +163,7 @@ class EndlessInterimTests(TestCase):
 
         origin = RawOrigin(b"HTTP/1.1 102 Processing\r\n\r\n" * 200000 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.addCleanup(origin.stop)
-        proxy = Proxy({
-            "mode": "reverse",
-            "reverse": {"pools": {"app": {"backends": [{"url": f"http://{origin.address}"}], "retries": 0}},
-                        "routes": [{"prefix": "/", "pool": "app"}]},
-        })
-        self.addCleanup(proxy.stop)
+        proxy = reverseTo(self, origin.address)
         out, err, code = yield curl("-s", "-i", proxy.url + "/")
         self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
         self.assertIn(b"error=http_protocol_error", out)
@@ -191,14 +196,7 @@ class EndlessInterimTests(TestCase):
 
         port = reactor.listenTCP(0, Factory.forProtocol(Trickle), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        proxy = Proxy({
-            "mode": "reverse",
-            "timeouts": {"upstream_read": 0.5},
-            "reverse": {"pools": {"app": {"backends": [{"url": f"http://127.0.0.1:{port.getHost().port}"}],
-                                          "retries": 0}},
-                        "routes": [{"prefix": "/", "pool": "app"}]},
-        })
-        self.addCleanup(proxy.stop)
+        proxy = reverseTo(self, f"127.0.0.1:{port.getHost().port}", timeouts={"upstream_read": 0.5})
         out, err, code = yield curl("-s", "-i", "-m", "10", proxy.url + "/")
         self.assertIn(b"HTTP/1.1 502 Bad Gateway", out)
         self.assertIn(b"no final response after interim responses", out)
@@ -220,12 +218,7 @@ class H2CSmugglingTests(TestCase):
 
         origin = RawOrigin(response)
         self.addCleanup(origin.stop)
-        proxy = Proxy({
-            "mode": "reverse",
-            "reverse": {"pools": {"app": {"backends": [{"url": f"http://{origin.address}"}], "retries": 0}},
-                        "routes": [{"prefix": "/", "pool": "app"}]},
-        })
-        self.addCleanup(proxy.stop)
+        proxy = reverseTo(self, origin.address)
         return origin, proxy
 
     @inlineCallbacks
@@ -298,13 +291,7 @@ class TruncatedResponseLogTests(TestCase):
         origin = RawOrigin(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
                            + b"F" * 40 + b"\r\nmore")
         self.addCleanup(origin.stop)
-        proxy = Proxy({
-            "mode": "reverse",
-            "access_log": "json",
-            "reverse": {"pools": {"app": {"backends": [{"url": f"http://{origin.address}"}], "retries": 0}},
-                        "routes": [{"prefix": "/", "pool": "app"}]},
-        })
-        self.addCleanup(proxy.stop)
+        proxy = reverseTo(self, origin.address, access_log="json")
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
