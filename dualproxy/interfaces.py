@@ -211,7 +211,7 @@ class IProxyMode(Interface):
         """
         Build the running proxy.
 
-        @param config: the validated L{dualproxy.config.Config}.
+        @param config: the validated L{dualproxy.settings.model.Config}.
         @param filters: the enabled L{IRequestFilter} providers, in order.
         @return: an L{twisted.application.service.IService}.
         """

@@ -63,8 +63,8 @@ def offeredUpgrade(headers: Headers, allowed: Collection[bytes]) -> Optional[byt
     if b"upgrade" not in headers.tokens(b"connection"):
         return None
     kept = [protocol for protocol in headers.tokens(b"upgrade")
-            if protocol.split(b"/", 1)[0] not in NEVER_UPGRADED
-            and (protocol in allowed or protocol.split(b"/", 1)[0] in allowed)]
+            if _protocolName(protocol) not in NEVER_UPGRADED
+            and (protocol in allowed or _protocolName(protocol) in allowed)]
     return b", ".join(kept) if kept else None
 
 
@@ -74,8 +74,15 @@ def upgradeOffered(offered: bytes, head: ResponseHead) -> bool:
     section 7.8: the server names the one it switched to).
     """
     chosen = head.headers.tokens(b"upgrade")
-    names = {protocol.split(b"/", 1)[0] for protocol in Headers([(b"Upgrade", offered)]).tokens(b"upgrade")}
-    return len(chosen) == 1 and chosen[0].split(b"/", 1)[0] in names
+    names = {_protocolName(protocol.strip()) for protocol in offered.split(b",")}
+    return len(chosen) == 1 and _protocolName(chosen[0]) in names
+
+
+def _protocolName(protocol: bytes) -> bytes:
+    """
+    C{b"websocket"} of C{b"websocket/13"}: an Upgrade protocol without its version.
+    """
+    return protocol.split(b"/", 1)[0]
 
 
 def protocolVersion(version: bytes) -> bytes:

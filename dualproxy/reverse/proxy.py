@@ -24,6 +24,7 @@ from ..filters import FilterChain
 from ..policy.ratelimit import RateLimit
 from ..routing.targets import RoutingRequest, Target
 from ..routing.tree import VirtualHosts, hostName, route, splitTarget
+from ..settings.model import RouteSettings
 from .headers import addForwarding
 from .pool import BackendPool, BackendState
 
@@ -48,7 +49,7 @@ class PoolTarget(Target):
     """
 
     def __init__(self, handler: ReverseHandler, pool: BackendPool, stripPrefix: bool = False, cache=None,
-                 rateLimit: Optional[RateLimit] = None, upgrades: Sequence[str] = ("websocket",), **kw):
+                 rateLimit: Optional[RateLimit] = None, upgrades: Sequence[str] = RouteSettings.upgrades, **kw):
         super().__init__(**kw)
         self.handler = handler
         self.pool = pool
@@ -175,9 +176,10 @@ class PoolRelay(Relay):
     def responseFailed(self, refusal: Refusal) -> None:
         upstream = self.upstream
         exchange = self.exchange
-        if upstream is not None and not upstream.responseBegun and not upstream.reused and exchange.context.backend:
+        backend = exchange.context.backend
+        if upstream is not None and not upstream.responseBegun and not upstream.reused and backend is not None:
             # The backend failed before answering (reset, TLS refused).
-            exchange.context.backend.health.requestFailed(self.handler.reactor.seconds())
+            backend.health.requestFailed(self.handler.reactor.seconds())
         if (
             upstream is not None
             and not upstream.responseBegun
@@ -263,9 +265,10 @@ class ReverseHandler:
         if self.accessLog is not None:
             # Logged and counted while it still names its backend.
             self.accessLog(exchange)
-        if exchange.context.backend is not None:
-            exchange.context.backend.inFlight -= 1
-            exchange.context.backend = None
+        context = exchange.context
+        if context.backend is not None:
+            context.backend.inFlight -= 1
+            context.backend = None
 
     def handle(self, exchange) -> None:
         head = exchange.request
