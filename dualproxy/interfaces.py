@@ -207,6 +207,26 @@ class IProxyMode(Interface):
         "Endpoint strings used when neither the config nor --listen names any."
     )
 
+    def parseSettings(table, base):
+        """
+        The mode's settings from its top-level table (the one named after
+        the mode; empty when the config has none), checked without I/O.
+
+        @param table: the raw mapping from the config file.
+        @param base: the directory relative paths are relative to.
+        @return: the settings L{makeService} finds in C{config.modes[name]}.
+        @raise dualproxy.settings.values.ConfigError: naming the first
+            wrong key, dotted from the mode's name.
+        """
+
+    def checkSettings(settings, config):
+        """
+        Before start-up and each reload: check what the settings name
+        outside the config (files, certificates) exists and loads.
+
+        @raise dualproxy.settings.values.ConfigError: as L{parseSettings}.
+        """
+
     def makeService(config, filters):
         """
         Build the running proxy.

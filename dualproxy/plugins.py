@@ -158,3 +158,18 @@ def checkOptions(options: Iterable[str], known: Iterable[str], what: str) -> Non
         if option not in known:
             raise ValueError(f"{option}: unknown option for {what} (known: {', '.join(known) or 'none'})")
 
+
+def positiveOption(options: Mapping[str, Any], option: str, default: int,
+                   expected: str = "a positive integer") -> int:
+    """
+    C{options[option]} (C{default} if absent), which must be an integer of
+    1 or more; what a plugin factory checks sizes and counts with.
+
+    @param expected: what the message says was expected.
+    @raise ValueError: C{"option: expected <expected>, got ..."}.
+    """
+    value = options.get(option, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{option}: expected {expected}, got {value!r}")
+    return value
+

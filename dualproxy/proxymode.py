@@ -5,6 +5,9 @@ supplies the handler that answers its requests.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Any, Mapping
+
 from twisted.application.service import IService
 
 
@@ -13,12 +16,24 @@ class ProxyMode:
     The base of an L{dualproxy.interfaces.IProxyMode} plugin that runs the
     proxy's service tree (L{dualproxy.service.root.ProxyService}): listeners,
     admin, cache, reload and drain come with it.  Subclasses set C{name},
-    C{description} and C{defaultListen} and implement L{makeHandler}.
+    C{description} and C{defaultListen} and implement L{makeHandler}; one
+    with settings of its own overrides L{parseSettings} and L{checkSettings}.
     """
 
     name: str
     description: str
     defaultListen: tuple
+
+    def parseSettings(self, table: Mapping[str, Any], base: str) -> Any:
+        """
+        The mode's table as it is: read-only, unchecked.
+        """
+        return MappingProxyType(dict(table))
+
+    def checkSettings(self, settings: Any, config) -> None:
+        """
+        Nothing to check before start-up.
+        """
 
     def makeService(self, config, filters, reactor=None, lasting=None) -> IService:
         """

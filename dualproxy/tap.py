@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Tuple
 from twisted.application.service import IService
 from twisted.python import usage
 
+from . import prestart
 from .config import Config, ConfigError, fromDict, loadFile
 from .interfaces import IProxyMode, IRequestFilter
 from .plugins import choose, findModes, loadFilters
@@ -126,6 +127,7 @@ class Options(usage.Options):
         modes = findModes()
         base = os.path.dirname(os.path.abspath(self["config"])) if self["config"] else "."
         config = fromDict(data, modes=modes, base=base)
+        prestart.check(config, modes)
         try:
             mode = choose(modes, config.mode, "mode", "mode")
         except ConfigError as e:

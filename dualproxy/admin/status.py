@@ -82,8 +82,18 @@ def document(service) -> dict:
             "evictions": cache.evictions, "hit_ratio": round(cache.hitRatio, 4),
         },
         "reloads": dict(metrics.reloads),
-        "config": redacted(config),
+        "config": _configDocument(config),
     }
+
+
+def _configDocument(config) -> dict:
+    """
+    The config as its file is laid out: each mode's settings under the
+    mode's name, beside the shared tables.
+    """
+    document = redacted(config)
+    document.update(document.pop("modes"))
+    return document
 
 
 def _milliseconds(seconds):

@@ -35,7 +35,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from ..interfaces import ICacheEntry, ICacheStore, ICacheStoreFactory, ICacheWriter
-from ..plugins import checkOptions
+from ..plugins import checkOptions, positiveOption
 
 _log = Logger()
 
@@ -345,8 +345,7 @@ class DiskStoreFactory:
     name = "disk"
 
     def __call__(self, options: Mapping) -> DiskStore:
-        known = ("path", "max_bytes", "max_object_size")
-        checkOptions(options, known, "the disk store")
+        checkOptions(options, ("path", "max_bytes", "max_object_size"), "the disk store")
         path = options.get("path")
         if not isinstance(path, str) or not path:
             raise ValueError(f"path: expected the cache directory, got {path!r}")
@@ -356,14 +355,8 @@ class DiskStoreFactory:
             raise ValueError(f"path: cannot create {path!r}: {error.strerror}") from None
         if not os.access(path, os.W_OK | os.X_OK):
             raise ValueError(f"path: {path!r} is not a writable directory")
-        sizes = {"max_bytes": 1 << 30, "max_object_size": 64 << 20}
-        for option in sizes:
-            if option in options:
-                value = options[option]
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"{option}: expected a positive number of bytes, got {value!r}")
-                sizes[option] = value
-        return DiskStore(path, sizes["max_bytes"], sizes["max_object_size"])
+        return DiskStore(path, positiveOption(options, "max_bytes", 1 << 30, "a positive number of bytes"),
+                         positiveOption(options, "max_object_size", 64 << 20, "a positive number of bytes"))
 
 
 disk = DiskStoreFactory()

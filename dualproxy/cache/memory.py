@@ -12,7 +12,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from ..interfaces import ICacheEntry, ICacheStore, ICacheStoreFactory, ICacheWriter
-from ..plugins import checkOptions
+from ..plugins import checkOptions, positiveOption
 
 
 @implementer(ICacheEntry)
@@ -110,16 +110,9 @@ class MemoryStoreFactory:
     name = "memory"
 
     def __call__(self, options: Mapping) -> MemoryStore:
-        known = ("max_bytes", "max_object_size")
-        checkOptions(options, known, "the memory store")
-        sizes = {"max_bytes": 256 << 20, "max_object_size": 16 << 20}
-        for option in known:
-            if option in options:
-                value = options[option]
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"{option}: expected a positive number of bytes, got {value!r}")
-                sizes[option] = value
-        return MemoryStore(sizes["max_bytes"], sizes["max_object_size"])
+        checkOptions(options, ("max_bytes", "max_object_size"), "the memory store")
+        return MemoryStore(positiveOption(options, "max_bytes", 256 << 20, "a positive number of bytes"),
+                           positiveOption(options, "max_object_size", 16 << 20, "a positive number of bytes"))
 
 
 memory = MemoryStoreFactory()

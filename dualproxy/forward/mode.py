@@ -22,6 +22,16 @@ class ForwardMode(ProxyMode):
     description = "relay absolute-URI requests and CONNECT tunnels for many clients"
     defaultListen = ("tcp:3128:interface=127.0.0.1",)
 
+    def parseSettings(self, table, base):
+        from .settings import parseForward
+
+        return parseForward(table, base)
+
+    def checkSettings(self, settings, config):
+        from .settings import checkForward
+
+        checkForward(settings, config)
+
     def makeHandler(self, root, config, filters):
         from ..policy.auth import PasswordFile, ProxyAuthenticator
         from ..routing.pages import pageTarget

@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from ..http.message import Headers, Refusal
 from ..interfaces import IRateLimiter, IRateLimiterFactory
-from ..plugins import checkOptions
+from ..plugins import checkOptions, positiveOption
 
 # Keys longer than this (a client-chosen header value) are stored as their
 # hash, so that max_keys bounds memory and not just the number of buckets.
@@ -118,18 +118,14 @@ class MemoryRateLimiterFactory:
     name = "memory"
 
     def __call__(self, options: Mapping) -> MemoryRateLimiter:
-        known = ("rate", "burst", "max_keys")
-        checkOptions(options, known, "the memory limiter")
+        checkOptions(options, ("rate", "burst", "max_keys"), "the memory limiter")
         rate = options.get("rate")
         if not (_isNumber(rate) and rate > 0):
             raise ValueError(f"rate: expected a positive number of requests per second, got {rate!r}")
         burst = options.get("burst", max(1.0, rate))
         if not (_isNumber(burst) and burst >= 1):
             raise ValueError(f"burst: expected a number of requests of 1 or more, got {burst!r}")
-        maxKeys = options.get("max_keys", 100000)
-        if isinstance(maxKeys, bool) or not isinstance(maxKeys, int) or maxKeys < 1:
-            raise ValueError(f"max_keys: expected a positive integer, got {maxKeys!r}")
-        return MemoryRateLimiter(float(rate), float(burst), maxKeys)
+        return MemoryRateLimiter(float(rate), float(burst), positiveOption(options, "max_keys", 100000))
 
 
 memory = MemoryRateLimiterFactory()

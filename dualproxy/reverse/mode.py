@@ -25,6 +25,16 @@ class ReverseMode(ProxyMode):
     description = "route inbound requests by host and path to balanced backends"
     defaultListen = ("tcp:8080:interface=127.0.0.1",)
 
+    def parseSettings(self, table, base):
+        from .settings import parseReverse
+
+        return parseReverse(table, base)
+
+    def checkSettings(self, settings, config):
+        from .settings import checkReverse
+
+        checkReverse(settings, config)
+
     def makeHandler(self, root, config, filters):
         from ..plugins import loadBalancer
         from ..routing.pages import pageTarget

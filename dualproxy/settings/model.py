@@ -279,8 +279,9 @@ class Config:
     """
     Everything dualproxy was told to do, validated.
 
-    @ivar extra: the raw tables named after a mode that is not built in,
-        for that mode to interpret.
+    @ivar modes: each mode's settings by the mode's name (its top-level
+        table), as the mode's C{parseSettings} made them; a mode without one
+        gets its table raw and read-only.
     """
 
     mode: str = "forward"
@@ -290,9 +291,19 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
-    forward: ForwardSettings = field(default_factory=ForwardSettings)
-    reverse: ReverseSettings = field(default_factory=ReverseSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     admin: Optional[AdminSettings] = None
-    extra: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    modes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def forward(self) -> ForwardSettings:
+        return self.modes.get("forward", _DEFAULT_FORWARD)
+
+    @property
+    def reverse(self) -> ReverseSettings:
+        return self.modes.get("reverse", _DEFAULT_REVERSE)
+
+
+_DEFAULT_FORWARD = ForwardSettings()
+_DEFAULT_REVERSE = ReverseSettings()

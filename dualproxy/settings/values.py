@@ -7,9 +7,10 @@ raises L{ConfigError}.  No I/O: a mode's settings module builds on these.
 from __future__ import annotations
 
 import math
+import os
 import re
 from ipaddress import ip_network
-from typing import Any, Callable, Collection, Mapping, Tuple
+from typing import Any, Callable, Collection, Dict, Mapping, Tuple
 from urllib.parse import SplitResult, urlsplit
 
 from .model import Network
@@ -68,9 +69,17 @@ def status(key: str, value: Any) -> int:
 
 
 def positive(key: str, value: Any) -> int:
+    return _atLeast(key, value, 1)
+
+
+def count(key: str, value: Any) -> int:
+    return _atLeast(key, value, 0)
+
+
+def _atLeast(key: str, value: Any, least: int) -> int:
     number = integer(key, value)
-    if number < 1:
-        raise ConfigError(key, f"must be 1 or more, got {number}")
+    if number < least:
+        raise ConfigError(key, f"must be {least} or more, got {number}")
     return number
 
 
@@ -92,6 +101,17 @@ def checkKeys(table: Mapping[str, Any], prefix: str, known: Collection[str]) -> 
     for name in table:
         if name not in known:
             raise ConfigError(f"{prefix}{name}", f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def parsed(table: Mapping[str, Any], prefix: str, parsers: Mapping[str, Callable[[str, Any], Any]]) -> Dict[str, Any]:
+    """
+    The keys of C{table}, each checked by its parser: the keyword arguments
+    of a settings class whose fields are the parsers' names.
+
+    @raise ConfigError: for a key no parser knows.
+    """
+    checkKeys(table, prefix, parsers)
+    return {name: parse(prefix + name, table[name]) for name, parse in parsers.items() if name in table}
 
 
 def table(key: str, value: Any) -> Mapping[str, Any]:
@@ -209,6 +229,31 @@ def upgradeProtocol(key: str, value: Any) -> str:
         raise ConfigError(key, "h2c is never relayed (a backend's switch would carry requests past routing); "
                                "offer HTTP/2 over TLS instead")
     return text
+
+
+def path(key: str, value: Any, base: str) -> str:
+    """
+    A file or directory named in the config, absolute: relative to C{base},
+    the config file's directory.  Whether it exists is checked before
+    start-up (L{dualproxy.prestart}), not here.
+    """
+    return os.path.abspath(os.path.join(base, os.path.expanduser(nonEmptyString(key, value))))
+
+
+def endpoint(key: str, value: Any) -> str:
+    """
+    A Twisted server endpoint string, parsed (not listened on) to be sure
+    it names a known type with valid arguments.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    description = nonEmptyString(key, value)
+    try:
+        serverFromString(reactor, description)
+    except Exception as e:
+        raise ConfigError(key, f"bad endpoint {description!r}: {oneLine(str(e)) or type(e).__name__}")
+    return description
 
 
 def pseudonym(key: str, value: Any) -> str:

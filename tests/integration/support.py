@@ -19,6 +19,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web import resource, server
 from zope.interface import implementer
 
+from dualproxy import prestart
 from dualproxy.config import fromDict
 from dualproxy.plugins import findModes
 
@@ -292,8 +293,10 @@ class Proxy:
     def __init__(self, settings: dict, filters=(), names: Optional[Dict[str, List[str]]] = None):
         data = {"access_log": "off", "listen": ["tcp:0:interface=127.0.0.1"]}
         data.update(settings)
-        self.config = fromDict(data)
-        mode = findModes()[self.config.mode]
+        modes = findModes()
+        self.config = fromDict(data, modes)
+        prestart.check(self.config, modes)
+        mode = modes[self.config.mode]
         self.service = mode.makeService(self.config, list(filters))
         self.service.startService()
         listener = self.service.listeners()[0]

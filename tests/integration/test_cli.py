@@ -30,6 +30,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from dualproxy.interfaces import IProxyMode
+from dualproxy.settings import values
 
 
 class Greeting(Protocol):
@@ -44,9 +45,15 @@ class EchoTestMode:
     description = "greets every connection"
     defaultListen = ("tcp:0:interface=127.0.0.1",)
 
+    def parseSettings(self, table, base):
+        return values.parsed(table, "echo-test.", {"greeting": values.nonEmptyString}).get("greeting", "hello")
+
+    def checkSettings(self, settings, config):
+        pass
+
     def makeService(self, config, filters):
         factory = Factory.forProtocol(Greeting)
-        factory.greeting = config.extra.get("echo-test", {}).get("greeting", "third-party mode")
+        factory.greeting = config.modes["echo-test"]
         return StreamServerEndpointService(serverFromString(reactor, config.listen[0]), factory)
 
 
@@ -153,6 +160,18 @@ class ThirdPartyModeTests(SynchronousTestCase):
         self.assertEqual(code, 1, err)
         self.assertNotIn("Traceback", err)
         self.assertEqual(err.splitlines(), ["dualproxy: unknown mode 'nope' (known: echo-test, forward, reverse)"])
+
+    def test_thirdPartySettingsChecked(self):
+        """
+        A third-party mode's table is checked by the mode, and its mistakes
+        stop start-up with the same one line as a built-in table's.
+        """
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            f.write('mode = "echo-test"\n\n["echo-test"]\ngreeting = 1\n')
+        code, out, err = twistd("--config", config, paths=(self.dropins,))
+        self.assertEqual(code, 1, err)
+        self.assertEqual(err.splitlines(), ["dualproxy: echo-test.greeting: expected a string, got an integer"])
 
     def test_runsThirdPartyMode(self):
         """

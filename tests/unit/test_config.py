@@ -14,17 +14,34 @@ from ipaddress import ip_network
 from twisted.trial.unittest import SynchronousTestCase
 
 from dualproxy.plugins import findModes, loadFilters
-from dualproxy.config import (
+from dualproxy import prestart
+from dualproxy.config import ConfigError, fromDict, loadFile
+from dualproxy.settings.model import (
     Config,
-    ConfigError,
     DnsSettings,
     ForwardSettings,
     ParentProxy,
+    ReverseSettings,
     Timeouts,
     UpstreamSettings,
-    fromDict,
-    loadFile,
 )
+
+def checked(data, **kwargs) -> Config:
+    """
+    C{data} parsed, then checked as before start-up: what twistd does.
+    """
+    config = fromDict(data, **kwargs)
+    prestart.check(config, findModes())
+    return config
+
+
+class EchoMode:
+    """
+    A third-party mode without settings hooks: its table stays raw.
+    """
+
+    name = "echo"
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -156,7 +173,7 @@ class FromDictErrorTests(SynchronousTestCase):
         one-line message C{"<key>: <problem>"}.
         """
         for data, key, problem in ERRORS:
-            error = self.assertRaises(ConfigError, fromDict, data)
+            error = self.assertRaises(ConfigError, checked, data)
             self.assertEqual((error.key, problem in error.problem), (key, True), f"{data!r}: {error}")
             self.assertEqual(str(error), f"{key}: {error.problem}")
             self.assertNotIn("\n", str(error))
@@ -166,12 +183,12 @@ class FromDictErrorTests(SynchronousTestCase):
         A directory is not a password file.
         """
         directory = os.path.dirname(self.mktemp())
-        error = self.assertRaises(ConfigError, fromDict, {"forward": {"auth_file": directory}})
+        error = self.assertRaises(ConfigError, checked, {"forward": {"auth_file": directory}})
         self.assertEqual(error.key, "forward.auth_file")
         self.assertIn("cannot read", error.problem)
 
     def test_unusableCipherList(self):
-        error = self.assertRaises(ConfigError, fromDict, {"tls": {"ciphers": "NOTHING-REAL"}})
+        error = self.assertRaises(ConfigError, checked, {"tls": {"ciphers": "NOTHING-REAL"}})
         self.assertEqual(str(error), "tls.ciphers: no usable cipher in 'NOTHING-REAL'")
 
     def test_malformedPasswordFile(self):
@@ -181,8 +198,19 @@ class FromDictErrorTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("# users\nalice-without-hash\n")
-        error = self.assertRaises(ConfigError, fromDict, {"forward": {"auth_file": path}})
-        self.assertEqual(str(error), f"forward.auth_file: {path}: line 2: expected user:hash")
+        error = self.assertRaises(ConfigError, checked, {"forward": {"auth_file": path}})
+        self.assertEqual(str(error), f"forward.auth_file: {os.path.abspath(path)}: line 2: expected user:hash")
+
+    def test_parsingReadsNoFile(self):
+        """
+        Parsing takes a missing file as a path; the pre-start step refuses it,
+        naming the key and the absolute path.
+        """
+        data = {"forward": {"tls_ca": "missing.pem"}, "mode": "forward"}
+        config = fromDict(data, base="/nonexistent")
+        self.assertEqual(config.forward.tls_ca, "/nonexistent/missing.pem")
+        error = self.assertRaises(ConfigError, prestart.check, config, findModes())
+        self.assertEqual(str(error), "forward.tls_ca: '/nonexistent/missing.pem' is not a file")
 
     def test_unknownModeTableWithoutModes(self):
         """
@@ -192,7 +220,7 @@ class FromDictErrorTests(SynchronousTestCase):
         self.assertEqual(str(error).split(" (")[0], "echo: unknown key")
 
     def test_extraModeTableMustBeTable(self):
-        error = self.assertRaises(ConfigError, fromDict, {"echo": 1}, modes=["forward", "echo"])
+        error = self.assertRaises(ConfigError, fromDict, {"echo": 1}, modes={"echo": EchoMode()})
         self.assertEqual(str(error), "echo: expected a table, got an integer")
 
 
@@ -203,7 +231,7 @@ class FromDictTests(SynchronousTestCase):
         to 443 only, no parent, the mode's own listeners.
         """
         config = fromDict({})
-        self.assertEqual(config, Config())
+        self.assertEqual(config, Config(modes={"forward": ForwardSettings(), "reverse": ReverseSettings()}))
         self.assertEqual(config.mode, "forward")
         self.assertEqual(config.listen, ())
         self.assertEqual(config.access_log, "combined")
@@ -222,7 +250,7 @@ class FromDictTests(SynchronousTestCase):
         self.assertIn("Cookie", forward.anonymous_headers)
         self.assertIsNone(forward.auth_file)
         self.assertEqual(forward.auth_realm, "dualproxy")
-        self.assertEqual(dict(config.extra), {})
+        self.assertEqual(set(config.modes), {"forward", "reverse"})
 
     def test_everything(self):
         """
@@ -273,7 +301,7 @@ class FromDictTests(SynchronousTestCase):
                 x_forwarded_for=(ip_network("10.0.0.0/8"),),
                 anonymous=True,
                 anonymous_headers=("Cookie",),
-                auth_file=users,
+                auth_file=os.path.abspath(users),
                 auth_realm="Staff only",
             ),
         )
@@ -298,10 +326,13 @@ class FromDictTests(SynchronousTestCase):
         Tables named after a known mode that is not built in are kept raw
         for that mode; the built-in tables are still validated.
         """
-        config = fromDict({"mode": "echo", "echo": {"greeting": "hi"}}, modes=["forward", "echo"])
+        modes = dict(findModes(), echo=EchoMode())
+        config = fromDict({"mode": "echo", "echo": {"greeting": "hi"}, "forward": {"via": "edge"}}, modes=modes)
         self.assertEqual(config.mode, "echo")
-        self.assertEqual(dict(config.extra), {"echo": {"greeting": "hi"}})
-        self.assertRaises(TypeError, operator.setitem, config.extra, "x", {})
+        self.assertEqual(dict(config.modes["echo"]), {"greeting": "hi"})
+        self.assertEqual(config.forward.via, "edge")
+        self.assertRaises(TypeError, operator.setitem, config.modes["echo"], "x", {})
+        self.assertRaises(TypeError, operator.setitem, config.modes, "x", {})
 
     def test_frozen(self):
         config = fromDict({})
@@ -366,7 +397,7 @@ class ExampleConfigTests(SynchronousTestCase):
         paths = sorted(glob.glob(os.path.join(REPO, "conf", "*.toml")))
         self.assertTrue(paths)
         for path in paths:
-            config = fromDict(loadFile(path), base=os.path.dirname(path))
+            config = checked(loadFile(path), base=os.path.dirname(path))
             self.assertIsInstance(config, Config, path)
             service = findModes()[config.mode].makeService(config, loadFilters(config.filters))
             self.assertTrue(list(service), path)

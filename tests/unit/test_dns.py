@@ -13,7 +13,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.names import dns, error
 from twisted.trial.unittest import SynchronousTestCase
 
-from dualproxy.config import Backend
+from dualproxy.settings.model import Backend
 from dualproxy.reverse.dns import BackendResolver, makeResolver, nextDelay, serverAddress, systemServers
 from dualproxy.reverse.health import Health
 from dualproxy.reverse.pool import BackendState

@@ -25,7 +25,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from dualproxy.config import ForwardSettings, Timeouts
+from dualproxy.settings.model import ForwardSettings, Timeouts
 from dualproxy.forward.proxy import ForwardHandler
 from dualproxy.http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead
 from dualproxy.http.parser import DEFAULT_LIMITS, Limits, MessageReader

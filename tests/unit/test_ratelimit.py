@@ -11,7 +11,8 @@ import hashlib
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from dualproxy.config import ConfigError, RateLimitSettings, fromDict
+from dualproxy.config import ConfigError, fromDict
+from dualproxy.settings.model import RateLimitSettings
 from dualproxy.http.message import Headers, Refusal
 from dualproxy.interfaces import IRateLimiter, IRateLimiterFactory
 from dualproxy.plugins import findModes, findRateLimiters, loadRateLimiter

@@ -16,18 +16,32 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from dualproxy import plugins, tap
-from dualproxy.config import ParentProxy
+from dualproxy.forward.mode import ForwardMode
+from dualproxy.proxymode import ProxyMode
+from dualproxy.settings.model import ParentProxy
 from dualproxy.interfaces import IProxyMode, IRequestFilter
 
 
 @implementer(IPlugin, IProxyMode)
-class FakeMode:
+class FakeMode(ProxyMode):
+    """
+    A mode that records what it was given; one named forward reads and
+    checks its table as the built-in one does.
+    """
+
     description = "a mode that records what it was given"
 
     def __init__(self, name, defaultListen=("tcp:3128:interface=127.0.0.1",)):
         self.name = name
         self.defaultListen = defaultListen
         self.made = []
+        self.settings = ForwardMode() if name == "forward" else ProxyMode()
+
+    def parseSettings(self, table, base):
+        return self.settings.parseSettings(table, base)
+
+    def checkSettings(self, settings, config):
+        self.settings.checkSettings(settings, config)
 
     def makeService(self, config, filters):
         self.made.append((config, filters))
@@ -205,7 +219,7 @@ class OptionsTests(SynchronousTestCase):
         """
         path = self.configFile('mode = "echo"\n[echo]\ngreeting = "hi"\n')
         options = self.parse("--config", path)
-        self.assertEqual(dict(options.config.extra["echo"]), {"greeting": "hi"})
+        self.assertEqual(dict(options.config.modes["echo"]), {"greeting": "hi"})
 
     def test_makeService(self):
         """
