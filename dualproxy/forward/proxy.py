@@ -5,6 +5,7 @@ how each request reaches its origin (directly or through a parent proxy).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 from twisted.internet.defer import Deferred
@@ -20,15 +21,16 @@ from ..http.proxystatus import (
     PROXY_LOOP_DETECTED,
 )
 from ..http.rules import (
+    Hop,
+    RewritePolicy,
     absoluteTarget,
     addVia,
     connectTarget,
-    frameBody,
-    frameResponse,
     isServerWideOptions,
-    stripHopByHop,
+    rewriteRequest,
+    rewriteResponse,
 )
-from ..relay.connect import asRefusal, connectTCP, resolve
+from ..relay.connect import asRefusal, connectHost
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
 from ..filters import FilterChain
@@ -70,8 +72,12 @@ class ForwardHandler:
             settings.deny_destinations, settings.allow_destinations, settings.connect_ports
         )
         self.pseudonym = settings.via.encode("ascii")
+        # Privacy: by default nothing reveals the client; X-Forwarded-For
+        # only for the configured client networks.
         self.forwardedFor = ClientACL(settings.x_forwarded_for) if settings.x_forwarded_for else None
-        self.stripped = tuple(name.lower().encode("ascii") for name in settings.anonymous_headers)
+        stripped = tuple(name.lower().encode("ascii") for name in settings.anonymous_headers)
+        self.rewrite = RewritePolicy(via=self.pseudonym, remove=stripped if settings.anonymous else ())
+        self.rewriteIdentified = dataclasses.replace(self.rewrite, xForwardedFor=True)
         self.parent = settings.parent
         self.resolver = reactor.nameResolver
         self._tlsCreators: dict = {}
@@ -135,13 +141,11 @@ class ForwardHandler:
         # Request filters see every request, hits included.
         if cache is not None and not self.filters.filters and cache.serveFresh(exchange, uri):
             return
-        headers = request.headers.copy()
-        stripHopByHop(headers)
-        headers.remove(b"host")
-        headers.insert(b"Host", authority)
-        self._identify(exchange, headers)
-        addVia(headers, request.version, self.pseudonym)
-        frameBody(headers, request)
+        client = exchange.clientHost
+        identified = self.forwardedFor is not None and client and self.forwardedFor.allows(client)
+        # The client's own forwarding fields stay: this proxy vouches for none.
+        headers = rewriteRequest(request, self.rewriteIdentified if identified else self.rewrite,
+                                 Hop(client, trusted=True), host=authority)
         wholeServer = isServerWideOptions(request)
         if self.parent is not None:
             # The parent needs the absolute form to know where to go, and
@@ -164,27 +168,11 @@ class ForwardHandler:
         else:
             relay(exchange, outgoing)
 
-    def _identify(self, exchange, headers: Headers) -> None:
-        """
-        Privacy: by default nothing reveals the client; X-Forwarded-For
-        only for the configured client networks.
-        """
-        if self.settings.anonymous:
-            headers.remove(*self.stripped)
-        if self.forwardedFor is not None and exchange.clientHost and self.forwardedFor.allows(
-            exchange.clientHost
-        ):
-            prior = headers.get(b"x-forwarded-for")
-            mine = exchange.clientHost.encode("ascii")
-            headers.set(b"X-Forwarded-For", prior + b", " + mine if prior else mine)
-
     def _filterResponse(self, request: RequestHead):
-        filters, pseudonym = self.filters, self.pseudonym
+        filters, policy = self.filters, self.rewrite
 
         def onResponse(head: ResponseHead) -> None:
-            stripHopByHop(head.headers)
-            frameResponse(head)
-            addVia(head.headers, head.version, pseudonym)
+            rewriteResponse(head, policy)
             filters.response(request, head)
 
         return onResponse
@@ -201,11 +189,11 @@ class ForwardHandler:
         if parent is not None:
             what = f"parent proxy {parent.host}:{parent.port}"
             return ("parent", parent.host, parent.port), lambda: self._open(
-                parent.host, parent.port, what, checked=False), what
+                parent.host, parent.port, checked=False), what
         what = f"origin {host}:{port}"
         if scheme == "https":
-            return (scheme, host, port), lambda: self._open(host, port, what, True, self._originTLS(host)), what
-        return (host, port), lambda: self._open(host, port, what, checked=True), what
+            return (scheme, host, port), lambda: self._open(host, port, True, self._originTLS(host)), what
+        return (host, port), lambda: self._open(host, port, checked=True), what
 
     def _originTLS(self, host: str):
         """
@@ -221,26 +209,13 @@ class ForwardHandler:
             creator = self._tlsCreators[host] = clientCreator(host, self.settings.tls_ca)
         return creator
 
-    def _open(self, host: str, port: int, what: str, checked: bool, tls=None) -> Deferred:
-        """
-        Resolve and connect.  The address checked against the destination
-        policy is the very address connected to, so a name cannot resolve
-        to a public address for the check and a private one for the connect.
-        """
+    def _open(self, host: str, port: int, checked: bool, tls=None) -> Deferred:
+        return connectHost(self.reactor, self.resolver, host, port, self.timeouts, tls,
+                           check=self._addressRefusal if checked else None)
 
-        def connect(addresses):
-            refusal = None
-            for address in addresses:
-                reason = self.destinations.checkAddress(address) if checked else None
-                if reason is None:
-                    return connectTCP(self.reactor, address, port,
-                                      self.timeouts.connect, self.timeouts.upstream_read, tls)
-                refusal = refusal or Refusal(403, reason, errorType=DESTINATION_IP_PROHIBITED)
-            raise refusal
-
-        # A lookup that never answers counts against the connect timeout.
-        looked = resolve(self.resolver, host, port).addTimeout(self.timeouts.connect, self.reactor)
-        return looked.addCallback(connect)
+    def _addressRefusal(self, address: str) -> Optional[Refusal]:
+        reason = self.destinations.checkAddress(address)
+        return None if reason is None else Refusal(403, reason, errorType=DESTINATION_IP_PROHIBITED)
 
     # CONNECT tunnels
 

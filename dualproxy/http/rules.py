@@ -6,6 +6,7 @@ functions on L{Headers}.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Collection, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -233,3 +234,119 @@ def frameResponse(head: ResponseHead) -> None:
     headers.remove(b"content-length")
     if value is not None:
         headers.add(b"Content-Length", value)
+
+
+@dataclass(frozen=True)
+class RewritePolicy:
+    """
+    What a mode adds to and takes from every message it relays, fixed at
+    start-up: the forward proxy's Via and anonymity, the reverse proxy's
+    forwarding fields.
+
+    @ivar via: the pseudonym of a Via entry added both ways, or None.
+    @ivar remove: request fields dropped (lower case): the anonymous
+        proxy's identifying fields.
+    """
+
+    via: Optional[bytes] = None
+    remove: Tuple[bytes, ...] = ()
+    xForwardedFor: bool = False
+    xForwardedProto: bool = False
+    xForwardedHost: bool = False
+    forwarded: bool = False
+
+
+@dataclass(frozen=True)
+class Hop:
+    """
+    Who sent a request and how, as the forwarding fields tell the next hop.
+
+    @ivar client: the sender's IP address (None: unknown, a UNIX socket).
+    @ivar trusted: its own forwarding fields are extended, not replaced.
+    @ivar proto: C{b"http"} or C{b"https"}.
+    @ivar host: the Host it asked for, if any.
+    """
+
+    client: Optional[str]
+    trusted: bool
+    proto: bytes = b"http"
+    host: Optional[bytes] = None
+
+
+def rewriteRequest(request: RequestHead, policy: RewritePolicy, hop: Hop, host: Optional[bytes] = None,
+                   upgrade: Optional[bytes] = None) -> Headers:
+    """
+    The fields to send upstream for C{request}: its hop-by-hop fields gone,
+    the body framed one way, the policy's fields added.
+
+    @param host: a Host to send first instead of the request's.
+    @param upgrade: the Upgrade to pass on (from L{offeredUpgrade}).
+    """
+    headers = request.headers.copy()
+    stripHopByHop(headers)
+    if upgrade is not None:
+        headers.add(b"Connection", b"Upgrade")
+        headers.add(b"Upgrade", upgrade)
+    if host is not None:
+        headers.remove(b"host")
+        headers.insert(b"Host", host)
+    if policy.remove:
+        headers.remove(*policy.remove)
+    _addForwarding(headers, policy, hop)
+    if policy.via is not None:
+        addVia(headers, request.version, policy.via)
+    frameBody(headers, request)
+    return headers
+
+
+def rewriteResponse(head: ResponseHead, policy: RewritePolicy) -> None:
+    """
+    Make a response fit to relay: its hop-by-hop fields gone (a 101 keeps
+    the Upgrade it switched to), its length declared once, the policy's
+    Via added.
+    """
+    upgrade = head.headers.get(b"upgrade") if head.status == 101 else None
+    stripHopByHop(head.headers)
+    frameResponse(head)
+    if upgrade is not None:
+        head.headers.add(b"Connection", b"Upgrade")
+        head.headers.add(b"Upgrade", upgrade)
+    if policy.via is not None:
+        addVia(head.headers, head.version, policy.via)
+
+
+def _addForwarding(headers: Headers, policy: RewritePolicy, hop: Hop) -> None:
+    """
+    Add the sender's address, scheme and requested host.
+
+    What an untrusted sender put in these fields is a claim nobody checked,
+    so it is replaced; a trusted proxy's chain is extended (RFC 7239
+    section 8.1).
+    """
+    if not hop.trusted:
+        headers.remove(b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded")
+    if policy.xForwardedFor:
+        prior = headers.getAll(b"x-forwarded-for")
+        headers.set(b"X-Forwarded-For", b", ".join(prior + [hop.client.encode("ascii") if hop.client else b"unknown"]))
+    if policy.xForwardedProto and b"x-forwarded-proto" not in headers:
+        headers.add(b"X-Forwarded-Proto", hop.proto)
+    if policy.xForwardedHost and hop.host is not None and b"x-forwarded-host" not in headers:
+        headers.add(b"X-Forwarded-Host", hop.host)
+    if policy.forwarded:
+        element = b"for=" + forwardedNode(hop.client) + b";proto=" + hop.proto
+        if hop.host is not None:
+            element += b';host="' + hop.host.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        prior = headers.getAll(b"forwarded")
+        headers.set(b"Forwarded", b", ".join(prior + [element]))
+
+
+def forwardedNode(client: Optional[str]) -> bytes:
+    """
+    A node for RFC 7239 section 6: IPv6 addresses quoted and bracketed,
+    an unknown client (a UNIX socket) as C{unknown}.
+    """
+    if client is None:
+        return b"unknown"
+    if ":" in client:
+        return b'"[' + client.encode("ascii") + b']"'
+    return client.encode("ascii")

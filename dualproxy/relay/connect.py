@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from typing import List
+from typing import Callable, List, Optional, Sequence
 
 from twisted.internet import defer, error
 from twisted.internet.defer import Deferred
@@ -96,6 +96,38 @@ def connectTCP(reactor, address: str, port: int, timeout: float, readTimeout: fl
     if tls is not None:
         endpoint = wrapClientTLS(tls, endpoint)
     return endpoint.connect(_OneConnection(UpstreamProtocol(reactor, readTimeout)))
+
+
+def connectHost(reactor, resolver, host: str, port: int, timeouts, tls=None, addresses: Sequence[str] = (),
+                check: Optional[Callable[[str], Optional[Refusal]]] = None) -> Deferred:
+    """
+    The one way an upstream connection is opened: resolve C{host} (unless
+    C{addresses} already says where it is), then connect to the first
+    address C{check} lets through.
+
+    The address checked is the very address connected to, so a name cannot
+    resolve to an allowed address for the check and another for the
+    connect.  A lookup that never answers counts against the connect
+    timeout.
+
+    @param timeouts: the L{dualproxy.settings.model.Timeouts}.
+    @param check: the refusal for an address that may not be used, or None.
+    @return: a L{Deferred} firing with the connected L{UpstreamProtocol},
+        or failing with the first refusal when no address may be used.
+    """
+
+    def connect(addresses: Sequence[str]) -> Deferred:
+        refusal = None
+        for address in addresses:
+            reason = check(address) if check is not None else None
+            if reason is None:
+                return connectTCP(reactor, address, port, timeouts.connect, timeouts.upstream_read, tls)
+            refusal = refusal or reason
+        raise refusal
+
+    if addresses:
+        return connect(addresses)
+    return resolve(resolver, host, port).addTimeout(timeouts.connect, reactor).addCallback(connect)
 
 
 def outOfResources(failure: Failure) -> bool:

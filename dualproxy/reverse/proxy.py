@@ -13,11 +13,11 @@ from zope.interface import implementer
 from ..policy.acl import ClientACL
 from ..http.message import Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import DESTINATION_UNAVAILABLE
-from ..http.rules import absoluteTarget, frameBody, frameResponse, offeredUpgrade, stripHopByHop
+from ..http.rules import Hop, RewritePolicy, absoluteTarget, offeredUpgrade, rewriteRequest, rewriteResponse
 from ..interfaces import IExchangeHandler
 from ..core.exchange import ExchangeContext
 from ..relay.client import isIdempotent
-from ..relay.connect import connectTCP, outOfResources, resolve
+from ..relay.connect import connectHost, outOfResources
 from ..relay.pool import ConnectionPool
 from ..relay.relay import Relay
 from ..filters import FilterChain
@@ -25,7 +25,6 @@ from ..policy.ratelimit import RateLimit
 from ..routing.targets import RoutingRequest, Target
 from ..routing.tree import VirtualHosts, hostName, route, splitTarget
 from ..settings.model import RouteSettings
-from .headers import addForwarding
 from .pool import BackendPool, BackendState
 
 
@@ -53,6 +52,7 @@ class PoolTarget(Target):
         super().__init__(**kw)
         self.handler = handler
         self.pool = pool
+        self.host = pool.settings.host.encode("ascii") if pool.settings.host is not None else None
         self.upgrades = frozenset(protocol.encode("ascii") for protocol in upgrades)
         self.stripPrefix = stripPrefix
         self.cache = cache
@@ -74,24 +74,15 @@ class PoolTarget(Target):
             # Request filters see every request, hits included.
             if not handler.filters.filters and cache.serveFresh(exchange, uri):
                 return
-        headers = incoming.headers.copy()
-        upgrade = offeredUpgrade(headers, self.upgrades)
-        stripHopByHop(headers)
-        if upgrade is not None:
-            headers.add(b"Connection", b"Upgrade")
-            headers.add(b"Upgrade", upgrade)
-        if self.pool.settings.host is not None:
-            headers.set(b"Host", self.pool.settings.host.encode("ascii"))
-        elif host is None:
-            # An HTTP/1.0 request named no site; an HTTP/1.1 one must have
-            # Host, empty when there is no authority (RFC 9112 section 3.2).
-            headers.add(b"Host", b"")
-        settings = handler.settings
-        addForwarding(
-            headers, exchange.clientHost, handler.trusted.allows(exchange.clientHost),
-            b"https" if exchange.channel.secure else b"http", host,
-            settings.x_forwarded_for, settings.x_forwarded_proto, settings.x_forwarded_host, settings.forwarded,
-        )
+        upgrade = offeredUpgrade(incoming.headers, self.upgrades)
+        # An HTTP/1.0 request may name no site; an HTTP/1.1 one must have
+        # Host, empty when there is no authority (RFC 9112 section 3.2).
+        sentHost = self.host
+        if sentHost is None and host is None:
+            sentHost = b""
+        client = exchange.clientHost
+        hop = Hop(client, handler.trusted.allows(client), b"https" if exchange.channel.secure else b"http", host)
+        headers = rewriteRequest(incoming, handler.rewrite, hop, host=sentHost, upgrade=upgrade)
         subjectHeader = handler.clientSubjectHeader
         if subjectHeader is not None:
             # Only the TLS layer may vouch for a client certificate.
@@ -99,7 +90,6 @@ class PoolTarget(Target):
             subject = exchange.channel.clientSubject()
             if subject is not None:
                 headers.add(subjectHeader, subject.encode("utf-8"))
-        frameBody(headers, incoming)
         self.adjust(headers)
         path = request.path
         if self.stripPrefix:
@@ -204,12 +194,7 @@ class PoolRelay(Relay):
                 backend.health.requestFailed(self.handler.reactor.seconds())
             else:
                 backend.health.requestSucceeded()
-        upgrade = head.headers.get(b"upgrade") if head.status == 101 else None
-        stripHopByHop(head.headers)
-        frameResponse(head)
-        if upgrade is not None:
-            head.headers.add(b"Connection", b"Upgrade")
-            head.headers.add(b"Upgrade", upgrade)
+        rewriteResponse(head, self.handler.rewrite)
         self.handler.filters.response(self.head, head)
 
 
@@ -228,6 +213,8 @@ class ReverseHandler:
         self.filters = FilterChain(filters)
         self.accessLog = accessLog
         self.trusted = ClientACL(settings.trusted_proxies)
+        self.rewrite = RewritePolicy(xForwardedFor=settings.x_forwarded_for, xForwardedProto=settings.x_forwarded_proto,
+                                     xForwardedHost=settings.x_forwarded_host, forwarded=settings.forwarded)
         self.clientSubjectHeader: Optional[bytes] = None
         self.resolver = reactor.nameResolver
         self.routes = VirtualHosts()
@@ -294,13 +281,5 @@ class ReverseHandler:
         A new connection to a backend, to the address its name resolved to
         last, or, before the first lookup is done, to whichever it has now.
         """
-        timeouts = self.timeouts
-
-        def connect(addresses):
-            return connectTCP(self.reactor, addresses[0], backend.port, timeouts.connect,
-                              timeouts.upstream_read, backend.tls)
-
-        if backend.addresses:
-            return connect(backend.addresses)
-        looked = resolve(self.resolver, backend.host, backend.port).addTimeout(timeouts.connect, self.reactor)
-        return looked.addCallback(connect)
+        return connectHost(self.reactor, self.resolver, backend.host, backend.port, self.timeouts, backend.tls,
+                           addresses=backend.addresses)

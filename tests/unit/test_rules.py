@@ -9,6 +9,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dualproxy.http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
 from dualproxy.http.rules import (
+    Hop,
+    RewritePolicy,
     absoluteTarget,
     addVia,
     connectTarget,
@@ -16,6 +18,8 @@ from dualproxy.http.rules import (
     frameResponse,
     isServerWideOptions,
     offeredUpgrade,
+    rewriteRequest,
+    rewriteResponse,
     stripHopByHop,
     upgradeOffered,
     wantsKeepAlive,
@@ -377,6 +381,77 @@ class UpgradeTests(SynchronousTestCase):
         self.assertTrue(upgradeOffered(b"websocket, x/2", switched(b"x/1")))
         self.assertFalse(upgradeOffered(b"websocket", switched(b"h2c")))
         self.assertFalse(upgradeOffered(b"websocket", switched(b"websocket, h2c")))
+
+
+class RewriteTests(SynchronousTestCase):
+    """
+    What each mode's policy makes of a relayed request and response.
+    """
+
+    REVERSE = RewritePolicy(xForwardedFor=True, xForwardedProto=True, xForwardedHost=True, forwarded=True)
+
+    def request(self, *fields, framing=NO_BODY, length=0, method=b"GET"):
+        return RequestHead(method, b"/", b"HTTP/1.1", Headers(list(fields)), framing=framing, length=length)
+
+    def test_untrustedClaimsReplaced(self):
+        """
+        RFC 7239 section 8.1: forwarding fields from a sender nobody trusts
+        are replaced by what the proxy saw.
+        """
+        request = self.request((b"Host", b"a.example"), (b"X-Forwarded-For", b"6.6.6.6"),
+                               (b"X-Forwarded-Proto", b"https"), (b"Forwarded", b"for=6.6.6.6"))
+        headers = rewriteRequest(request, self.REVERSE, Hop("10.0.0.5", False, b"http", b"a.example"))
+        self.assertEqual(list(headers), [
+            (b"Host", b"a.example"), (b"X-Forwarded-For", b"10.0.0.5"), (b"X-Forwarded-Proto", b"http"),
+            (b"X-Forwarded-Host", b"a.example"), (b"Forwarded", b'for=10.0.0.5;proto=http;host="a.example"'),
+        ])
+        self.assertEqual(request.headers.get(b"x-forwarded-for"), b"6.6.6.6", "the request is left as it was")
+
+    def test_trustedChainExtended(self):
+        request = self.request((b"X-Forwarded-For", b"1.2.3.4"), (b"X-Forwarded-Proto", b"https"),
+                               (b"Forwarded", b"for=1.2.3.4"))
+        headers = rewriteRequest(request, self.REVERSE, Hop("::1", True, b"http", None))
+        self.assertEqual(headers.get(b"x-forwarded-for"), b"1.2.3.4, ::1")
+        self.assertEqual(headers.getAll(b"x-forwarded-proto"), [b"https"])
+        self.assertEqual(headers.get(b"forwarded"), b'for=1.2.3.4, for="[::1]";proto=http')
+        self.assertNotIn(b"x-forwarded-host", headers)
+
+    def test_unknownClient(self):
+        headers = rewriteRequest(self.request(), self.REVERSE, Hop(None, False))
+        self.assertEqual(headers.get(b"x-forwarded-for"), b"unknown")
+        self.assertEqual(headers.get(b"forwarded"), b"for=unknown;proto=http")
+
+    def test_forwardPolicy(self):
+        """
+        The forward proxy's policy: hop-by-hop fields gone, Host first, the
+        anonymous fields removed, Via added, the body framed one way; no
+        forwarding field unless asked.
+        """
+        policy = RewritePolicy(via=b"edge", remove=(b"cookie",))
+        request = self.request((b"Cookie", b"a=1"), (b"Connection", b"close, X-Secret"), (b"X-Secret", b"1"),
+                               (b"Host", b"wrong"), (b"Accept", b"*/*"), framing=LENGTH, length=3, method=b"POST")
+        headers = rewriteRequest(request, policy, Hop("10.0.0.5", True), host=b"a.example:80")
+        self.assertEqual(list(headers), [(b"Host", b"a.example:80"), (b"Accept", b"*/*"), (b"Via", b"1.1 edge"),
+                                         (b"Content-Length", b"3")])
+
+    def test_upgradePassedOn(self):
+        headers = rewriteRequest(self.request((b"Connection", b"Upgrade"), (b"Upgrade", b"websocket, h2c")),
+                                 RewritePolicy(), Hop(None, True), upgrade=b"websocket")
+        self.assertEqual(list(headers), [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")])
+
+    def test_response(self):
+        """
+        A response loses its hop-by-hop fields and gets the policy's Via;
+        a 101 keeps the Upgrade it switched to.
+        """
+        head = ResponseHead(200, b"OK", Headers([(b"Connection", b"keep-alive"), (b"Content-Length", b"2, 2")]),
+                            framing=LENGTH, length=2)
+        rewriteResponse(head, RewritePolicy(via=b"edge"))
+        self.assertEqual(list(head.headers), [(b"Content-Length", b"2"), (b"Via", b"1.1 edge")])
+        switched = ResponseHead(101, b"Switching Protocols",
+                                Headers([(b"Connection", b"upgrade"), (b"Upgrade", b"websocket")]), framing=NO_BODY)
+        rewriteResponse(switched, RewritePolicy())
+        self.assertEqual(list(switched.headers), [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")])
 
 
 @fromTable(ABSOLUTE, "checkAbsolute")
