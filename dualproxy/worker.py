@@ -1,7 +1,8 @@
 """
 One worker process of a supervised proxy (see L{dualproxy.workers}): the
 same command line as C{twistd dualproxy}, served on listening sockets the
-supervisor passed down, with a private admin socket the supervisor reads.
+supervisor passed down (this worker's own for a TCP listener, a shared one
+otherwise), with a private admin socket the supervisor reads.
 
 Usage (by the supervisor only): python -m dualproxy.worker INDEX ADMIN-SOCKET
 FDS-JSON DUALPROXY-OPTIONS...
@@ -27,6 +28,7 @@ def main(argv: List[str]) -> None:
     from . import listeners
     from .config import AdminSettings
     from .tap import Options
+    from .workers import checkListenersUnchanged
 
     listeners.ADOPTED.update({description: int(fd) for description, fd in json.loads(fds).items()})
     options = Options()
@@ -38,11 +40,19 @@ def main(argv: List[str]) -> None:
         private = AdminSettings(listen=f"unix:{adminSocket}:mode=600")
         return mode, dataclasses.replace(config, admin=private), filters
 
+    def reload():
+        # A listener the supervisor did not bind would be this worker's
+        # alone; one it bound but no worker adopts would queue connections
+        # that nobody accepts.
+        mode, config, filters = load()
+        checkListenersUnchanged(list(config.listen) + list(config.tls.listen), listeners.ADOPTED)
+        return mode, config, filters
+
     mode, config, filters = load()
     # The supervisor logs each line with its own time and the worker's name.
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout, timeFormat=None)], redirectStandardIO=False)
     service = mode.makeService(config, filters)
-    service.configure = load
+    service.configure = reload
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

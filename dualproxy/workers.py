@@ -2,11 +2,19 @@
 Several processes serving one configuration (C{--workers N}).
 
 The supervisor binds every listener itself and hands the open sockets to N
-worker processes, which all accept on them: the kernel spreads connections
-and no port is ever unbound.  It restarts a worker that dies, passes SIGHUP
-(reload) and SIGTERM (drain) on, and serves the admin listener for all of
-them: each worker's metrics labelled C{worker="N"}, status and series
-merged.  Each worker has its own rate-limit buckets and cache.
+worker processes.  A TCP listener (plain or TLS) is N sockets on the same
+address, bound with C{SO_REUSEPORT}: worker I accepts on socket I only, and
+the kernel spreads new connections over the sockets evenly (by a hash of the
+addresses).  A UNIX-socket listener, or any listener where C{SO_REUSEPORT} is
+not available, is one socket all the workers accept on.  The supervisor keeps
+every socket open while it runs: no port is ever unbound, and a restarted
+worker adopts the socket its predecessor had, connections queued on it
+meanwhile included.
+
+It restarts a worker that dies, passes SIGHUP (reload) and SIGTERM (drain)
+on, and serves the admin listener for all of them: each worker's metrics
+labelled C{worker="N"}, status and series merged.  Each worker has its own
+rate-limit buckets and cache.
 """
 
 from __future__ import annotations
@@ -15,18 +23,23 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.application.service import MultiService
-from twisted.internet import protocol
+from twisted.internet import protocol, tcp
+from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .listeners import ListenerService
+from .settings.values import ConfigError
 
 log = Logger()
 
@@ -55,6 +68,184 @@ class _NeverAccepted(protocol.Factory):
     """
 
     noisy = False
+
+
+# Where worker processes find the listening sockets passed down: descriptor
+# 3 and up, in the order of the listeners.
+FIRST_DESCRIPTOR = 3
+
+
+def reusePortAvailable() -> bool:
+    """
+    Whether this system lets several sockets listen on one port with
+    C{SO_REUSEPORT} (Linux 3.9 and later, the BSDs, macOS; not Windows).
+    """
+    option = getattr(socket, "SO_REUSEPORT", None)
+    if option is None:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, option, 1)
+        except OSError:
+            return False
+    return True
+
+
+def workerSockets(sockets: Mapping[str, Sequence[int]], index: int) -> Dict[str, int]:
+    """
+    The socket worker C{index} accepts on for each listener: its own when
+    the listener has one per worker, else the one every worker shares.
+
+    @param sockets: each listener's description, with the supervisor's
+        descriptors for it: one per worker, in worker order, or a single
+        shared one.
+    """
+    assigned = {}
+    for description, descriptors in sockets.items():
+        if len(descriptors) == 1:
+            assigned[description] = descriptors[0]
+        elif 0 <= index < len(descriptors):
+            assigned[description] = descriptors[index]
+        else:
+            raise IndexError(f"{description} has {len(descriptors)} sockets, none for worker {index}")
+    return assigned
+
+
+def childDescriptors(assigned: Mapping[str, int],
+                     first: int = FIRST_DESCRIPTOR) -> Tuple[Dict[str, int], Dict[int, int]]:
+    """
+    How a worker's sockets are passed down: which descriptor it finds each
+    listener on (what L{dualproxy.listeners.ADOPTED} gets), and the
+    C{childFDs} entries that put the supervisor's descriptors there.
+    """
+    numbers: Dict[str, int] = {}
+    childFDs: Dict[int, int] = {}
+    for offset, (description, descriptor) in enumerate(assigned.items()):
+        numbers[description] = first + offset
+        childFDs[first + offset] = descriptor
+    return numbers, childFDs
+
+
+def checkListenersUnchanged(descriptions: Iterable[str], passedDown: Iterable[str]) -> None:
+    """
+    A worker's reloaded configuration must listen where the supervisor
+    bound: the listeners take a restart with workers.
+
+    @raise ConfigError: naming what was added or removed.
+    """
+    wanted = list(dict.fromkeys(descriptions))
+    bound = list(dict.fromkeys(passedDown))
+    added = [description for description in wanted if description not in bound]
+    removed = [description for description in bound if description not in wanted]
+    if added or removed:
+        change = "; ".join(filter(None, [
+            "added " + ", ".join(added) if added else "",
+            "removed " + ", ".join(removed) if removed else "",
+        ]))
+        raise ConfigError("listen", f"with --workers, changing the listeners takes a restart ({change})")
+
+
+class _ReusePort(tcp.Port):
+    """
+    A TCP port bound with C{SO_REUSEPORT}: one of several sockets listening
+    on the same address, each with its own accept queue.
+    """
+
+    def createInternetSocket(self):
+        made = super().createInternetSocket()
+        made.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return made
+
+
+def _probe(interface: str, port: int, family: int) -> int:
+    """
+    Bind C{interface}:C{port} without C{SO_REUSEPORT} and let it go: a port
+    in use fails here even if its holder set C{SO_REUSEPORT} (another
+    supervisor), as it does without workers.
+
+    @return: the port, the one the system chose for 0.
+    @raise CannotListenError: if it cannot be bound.
+    """
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                address = socket.getaddrinfo(interface, port, family, socket.SOCK_STREAM, 0,
+                                             socket.AI_NUMERICHOST | socket.AI_PASSIVE)[0][4]
+            else:
+                address = (interface, port)
+            probe.bind(address)
+            return probe.getsockname()[1]
+    except OSError as e:
+        raise CannotListenError(interface, port, e)
+
+
+def bindPerWorker(reactor, port: int, backlog: int, interface: str, count: int) -> List[IListeningPort]:
+    """
+    C{count} sockets listening on C{interface}:C{port} with C{SO_REUSEPORT},
+    none accepting yet (for port 0: all on the port chosen for the first).
+
+    @raise CannotListenError: if any cannot be bound, after closing those
+        that were.
+    """
+    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+    port = _probe(interface, port, family)
+    ports: List[IListeningPort] = []
+    try:
+        for _ in range(count):
+            listening = _ReusePort(port, _NeverAccepted(), backlog, interface, reactor)
+            listening.startListening()
+            listening.stopReading()
+            ports.append(listening)
+    except CannotListenError:
+        for done in ports:
+            done.stopListening()
+        raise
+    return ports
+
+
+class _PerWorkerReactor:
+    """
+    The reactor, for one endpoint, except that listening on TCP binds
+    C{count} sockets with C{SO_REUSEPORT} (see L{bindPerWorker}): any
+    endpoint that listens on TCP (C{tcp:}, C{tcp6:}) gets one per worker,
+    the others (C{unix:}, ...) listen as usual.
+    """
+
+    def __init__(self, reactor, count: int):
+        self._reactor = reactor
+        self._count = count
+        self.ports: List[IListeningPort] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._reactor, name)
+
+    def listenTCP(self, port: int, factory, backlog: int = 50, interface: str = "") -> IListeningPort:
+        self.ports = bindPerWorker(self._reactor, port, backlog, interface, self._count)
+        return self.ports[0]
+
+
+def listenerSockets(reactor, description: str, count: int) -> List[IListeningPort]:
+    """
+    The supervisor's sockets for one listener, listening but not accepting
+    (only the workers accept): C{count} for a TCP endpoint, one per worker;
+    one for any other, that every worker shares.
+
+    @raise CannotListenError: or whatever else the endpoint fails with.
+    """
+    perWorker = _PerWorkerReactor(reactor, count)
+    outcome: list = []
+    serverFromString(perWorker if count > 1 else reactor, description).listen(_NeverAccepted()).addBoth(
+        outcome.append)
+    if not outcome:
+        raise RuntimeError("the endpoint does not listen at once")
+    if isinstance(outcome[0], Failure):
+        raise outcome[0].value
+    if perWorker.ports:
+        return perWorker.ports
+    port = outcome[0]
+    port.stopReading()
+    return [port]
 
 
 class _Worker(protocol.ProcessProtocol):
@@ -93,7 +284,8 @@ class Supervisor(MultiService):
         self.reactor = reactor
         self.workers: Dict[int, _Worker] = {}
         self.restarts = 0
-        self._ports: Dict[str, object] = {}
+        # Each listener's sockets: one per worker, or one they all share.
+        self._ports: Dict[str, List[IListeningPort]] = {}
         self._delays: Dict[int, float] = {}
         self._directory = tempfile.mkdtemp(prefix="dualproxy-admin-")
         self._previous = None
@@ -103,17 +295,21 @@ class Supervisor(MultiService):
 
     def privilegedStartService(self) -> None:
         descriptions = list(self.config.listen) + list(self.config.tls.listen)
+        perWorker = reusePortAvailable()
+        if not perWorker:
+            log.warn("SO_REUSEPORT is not available: the workers share each listening socket, "
+                     "and the kernel may not spread connections evenly over them")
         for description in descriptions:
-            outcome: list = []
-            serverFromString(self.reactor, description).listen(_NeverAccepted()).addBoth(outcome.append)
-            if not outcome or isinstance(outcome[0], Failure):
-                reason = outcome[0].getErrorMessage() if outcome else "the endpoint does not listen at once"
-                sys.stderr.write(f"dualproxy: cannot listen on {description}: {reason}\n")
+            try:
+                self._ports[description] = listenerSockets(self.reactor, description,
+                                                           self.count if perWorker else 1)
+            except Exception as e:
+                for ports in self._ports.values():
+                    for port in ports:
+                        port.stopListening()
+                self._ports.clear()
+                sys.stderr.write(f"dualproxy: cannot listen on {description}: {e}\n")
                 raise SystemExit(1)
-            port = outcome[0]
-            # Only the workers accept.
-            port.stopReading()
-            self._ports[description] = port
         super().privilegedStartService()
 
     def startService(self) -> None:
@@ -134,12 +330,18 @@ class Supervisor(MultiService):
             self._previous = signal.signal(signal.SIGHUP, lambda number, frame: self.reactor.callFromThread(
                 self.reload))
 
+    def passedDown(self, index: int) -> Tuple[Dict[str, int], Dict[int, int]]:
+        """
+        The listening sockets worker C{index} gets, each time it starts:
+        the descriptor it finds each listener on, and the supervisor's
+        descriptor put there (see L{workerSockets}, L{childDescriptors}).
+        """
+        return childDescriptors(workerSockets(
+            {description: [port.fileno() for port in ports] for description, ports in self._ports.items()}, index))
+
     def spawn(self, index: int) -> None:
-        fds = {}
-        childFDs: Dict[int, object] = {0: "w", 1: "r", 2: "r"}
-        for offset, (description, port) in enumerate(self._ports.items()):
-            fds[description] = 3 + offset
-            childFDs[3 + offset] = port.fileno()
+        fds, passed = self.passedDown(index)
+        childFDs: Dict[int, object] = {0: "w", 1: "r", 2: "r", **passed}
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
         worker = _Worker(self, index)
@@ -192,8 +394,9 @@ class Supervisor(MultiService):
             self._previous = None
         ended = [worker.ended for worker in self.workers.values()]
         self._signal("TERM")
-        for port in self._ports.values():
-            port.stopListening()
+        for ports in self._ports.values():
+            for port in ports:
+                port.stopListening()
         self._ports.clear()
         done = gatherResults(ended) if ended else succeed(None)
         return done.addCallback(lambda _: shutil.rmtree(self._directory, ignore_errors=True))

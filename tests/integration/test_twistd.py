@@ -16,8 +16,11 @@ from typing import Optional
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import CannotListenError
 from twisted.python.filepath import FilePath
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
+
+from dualproxy.workers import listenerSockets, reusePortAvailable
 
 from ..certs import CertificateAuthority
 from .support import CLEAN_ENV, REPO, Origin, StreamingOrigin, curl, pattern
@@ -381,9 +384,10 @@ class WorkerTests(TwistdTestCase):
     @inlineCallbacks
     def test_workersSharePortAndReplaceTheDead(self):
         """
-        With --workers 2 both workers accept on the supervisor's socket, the
-        supervisor's admin listener shows them both, and a killed worker is
-        replaced while the port keeps answering.
+        With --workers 2 each worker accepts on its own SO_REUSEPORT socket
+        of the supervisor's, the supervisor's admin listener shows them
+        both, and a killed worker is replaced on the same socket while the
+        port keeps answering: fresh connections reach both.
         """
         origin = Origin("a")
         self.addCleanup(origin.stop)
@@ -408,16 +412,20 @@ class WorkerTests(TwistdTestCase):
         started = re.compile(b"worker %d: .*HTTPServerFactory starting on" % victim["worker"])
         while not started.search(child.output, before):
             yield child.waitFor(b"HTTPServerFactory starting on")
-        for _ in range(6):
-            out, err, code = yield curl(f"http://127.0.0.1:{port}/name")
-            self.assertEqual(out, b"a")
+        # Fresh connections spread over both workers' own sockets: the
+        # replacement adopted its predecessor's.
+        out, err, code = yield curl("-H", "Connection: close", *[f"http://127.0.0.1:{port}/name"] * 40)
+        self.assertEqual(out, b"a" * 40, err)
         status = yield self.status(admin)
         self.assertEqual(len(status["workers"]), 2)
         self.assertNotIn(victim["pid"], [worker["pid"] for worker in status["workers"]])
         out, err, code = yield curl(f"http://127.0.0.1:{admin}/metrics")
         self.assertIn(b"dualproxy_worker_restarts_total 1.0", out)
-        self.assertIn(b'worker="0"', out)
-        self.assertIn(b'worker="1"', out)
+        answered = {"0": 0.0, "1": 0.0}
+        for worker, count in re.findall(rb'^dualproxy_requests_total\{.*worker="(\d)".*\} (\S+)$', out, re.M):
+            answered[worker.decode()] += float(count)
+        self.assertEqual(sum(answered.values()), 40)
+        self.assertTrue(all(answered.values()), f"each worker answers some: {answered}")
         # SIGTERM drains the workers before the supervisor exits.
         os.kill(pid, signal.SIGTERM)
         yield child.ended
@@ -458,3 +466,42 @@ class DrainTests(TwistdTestCase):
         self.assertTrue(out.endswith(b"a"))
         yield child.ended
         self.assertIn(b"Server Shut Down", child.output)
+
+
+class PerWorkerSocketTests(TestCase):
+    def setUp(self):
+        if not reusePortAvailable():
+            raise SkipTest("SO_REUSEPORT is not available here")
+
+    def test_socketsShareOnePort(self):
+        """
+        For port 0 the supervisor binds one socket per worker, all on the
+        port the first got, each its own accept queue, none accepting yet.
+        """
+        ports = listenerSockets(reactor, "tcp:0:interface=127.0.0.1", 3)
+        self.addCleanup(lambda: [port.stopListening() for port in ports])
+        self.assertEqual(len({port.fileno() for port in ports}), 3)
+        self.assertEqual(len({port.getHost().port for port in ports}), 1)
+        self.assertTrue(all(port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for port in ports))
+
+    def test_portInUse(self):
+        """
+        A port another process holds, even with SO_REUSEPORT, is refused as
+        it is without workers.
+        """
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        taken = holder.getsockname()[1]
+        self.assertRaises(CannotListenError, listenerSockets, reactor, f"tcp:{taken}:interface=127.0.0.1", 2)
+
+    def test_unixSocketShared(self):
+        """
+        A UNIX-socket listener is one socket all workers share.
+        """
+        path = self.mktemp()
+        ports = listenerSockets(reactor, f"unix:{path}", 2)
+        self.addCleanup(lambda: [port.stopListening() for port in ports])
+        self.assertEqual(len(ports), 1)
