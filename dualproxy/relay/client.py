@@ -5,6 +5,8 @@ origin, backend or parent proxy, carrying one request at a time.
 
 from __future__ import annotations
 
+import socket
+import sys
 from typing import Optional
 
 from twisted.internet.interfaces import IPushProducer
@@ -16,8 +18,12 @@ from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
 from ..http.parser import Limits, MessageReader
 from ..http.proxystatus import CONNECTION_READ_TIMEOUT, CONNECTION_TERMINATED
 from ..tls import upstreamTLSError
+from ..twistedcompat import socketTransport
 from . import splice
 from ..http.rules import wantsKeepAlive
+
+# Linux only; its value is fixed by the kernel ABI where Python lacks it.
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12 if sys.platform.startswith("linux") else None)
 
 
 def responseLimits(maxHead: int) -> Limits:
@@ -31,6 +37,26 @@ def responseLimits(maxHead: int) -> Limits:
 
 
 DEFAULT_RESPONSE_LIMITS = responseLimits(LimitSettings.max_response_header_bytes)
+
+
+def quickAckSocket(transport) -> Optional[socket.socket]:
+    """
+    The TCP socket under C{transport} (and any TLS layers) if it can be
+    told to acknowledge at once (C{TCP_QUICKACK}), else None.
+
+    A backend that writes a response's head and body in two sends with
+    Nagle on holds the body until the head is acknowledged, and a Linux
+    receiver in request/response rhythm delays that acknowledgement by
+    40 ms; asking for a quick ACK as each part is read sends the pending
+    ACK at once.
+    """
+    if TCP_QUICKACK is None:
+        return None
+    owner = socketTransport(transport)
+    handle = owner.getHandle() if owner is not None and hasattr(owner, "getHandle") else None
+    if getattr(handle, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return handle
 
 
 @implementer(IPushProducer)
@@ -74,10 +100,12 @@ class UpstreamProtocol(Protocol):
         self._tunnelPeer = None
         self._spliceSink = None
         self._splicer = None
+        self._quickAck: Optional[socket.socket] = None
 
     def connectionMade(self) -> None:
         UpstreamProtocol.openCount += 1
         self.lastActivity = self.clock.seconds()
+        self._quickAck = quickAckSocket(self.transport)
 
     # Sending
 
@@ -132,6 +160,10 @@ class UpstreamProtocol(Protocol):
             self.reader.feed(data)
         except Refusal as refusal:
             self._fail(refusal)
+        if self._quickAck is not None and self.listener is not None and self._tunnelPeer is None:
+            # More of this response is due (a response read whole costs
+            # no system call).
+            self._acknowledgeAtOnce()
         if self._tunnelPeer is not None:
             # A 101 turned the connection into a tunnel mid-read.
             leftover = self.reader.drain()
@@ -145,6 +177,14 @@ class UpstreamProtocol(Protocol):
             return
         if self._spliceSink is not None:
             self._maybeSplice()
+
+    def _acknowledgeAtOnce(self) -> None:
+        # Re-armed on every read: the kernel leaves quick-ACK mode by
+        # itself, and asking sends an ACK that is pending.
+        try:
+            self._quickAck.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+        except OSError:
+            self._quickAck = None
 
     # Large bodies, socket to socket
 

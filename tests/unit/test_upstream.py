@@ -1,21 +1,27 @@
 """
 The upstream side's own rules in memory: the bounds on a response head
 ([limits] max_response_header_bytes) and where they apply, and an upstream
-that does not speak HTTP told apart by its first bytes.
+that does not speak HTTP told apart by its first bytes, and quick ACKs
+for a response that arrives in parts.
 """
 
 from __future__ import annotations
 
+import socket
+
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from dualproxy.http.message import LENGTH, Headers, Refusal, RequestHead
 from dualproxy.http.parser import MessageReader
 from dualproxy.http.proxystatus import HTTP_PROTOCOL_ERROR, HTTP_RESPONSE_HEADER_SECTION_SIZE
-from dualproxy.relay.client import DEFAULT_RESPONSE_LIMITS, responseLimits
+from dualproxy.relay.client import (
+    DEFAULT_RESPONSE_LIMITS, TCP_QUICKACK, UpstreamProtocol, quickAckSocket, responseLimits,
+)
 from dualproxy.relay.pool import ConnectionPool
 from dualproxy.relay.relay import Relay
 from dualproxy.server.http1 import HTTPServerChannel
@@ -228,6 +234,9 @@ class Listener:
     def responseHead(self, head):
         pass
 
+    def responseBody(self, data):
+        pass
+
     def responseEnded(self):
         pass
 
@@ -297,3 +306,101 @@ class ReusedConnectionTests(SynchronousTestCase):
         self.reused.connectionLost(Failure(ConnectionDone()))
         self.assertIn(b"error=http_response_incomplete;", self.client.value())
         self.assertEqual(len(self.upstreams.made), 1, "sent again")
+
+
+class _Handle:
+    """
+    A TCP socket as far as quick ACKs go: notes the options set on it.
+    """
+
+    def __init__(self, family=socket.AF_INET, refuse=False):
+        self.family = family
+        self.refuse = refuse
+        self.options = []
+
+    def setsockopt(self, level, option, value):
+        if self.refuse:
+            raise OSError("not here")
+        self.options.append((level, option, value))
+
+
+class _SocketTransport(FileDescriptor):
+    """
+    A socket transport in memory: the type L{socketTransport} looks for,
+    with a recorded handle.
+    """
+
+    def __init__(self, handle):
+        super().__init__(Clock())
+        self.handle = handle
+        self.written = []
+
+    def getHandle(self):
+        return self.handle
+
+    def write(self, data):
+        self.written.append(data)
+
+    def abortConnection(self):
+        pass
+
+    def loseConnection(self):
+        pass
+
+
+class QuickAckTests(SynchronousTestCase):
+    """
+    A response that arrives in parts has each part acknowledged at once
+    (TCP_QUICKACK re-armed on every read); a response read whole costs no
+    system call.
+    """
+
+    def setUp(self):
+        if TCP_QUICKACK is None:
+            raise SkipTest("TCP_QUICKACK is Linux's")
+
+    def connect(self, handle):
+        upstream = UpstreamProtocol(Clock(), 5.0)
+        upstream.makeConnection(_SocketTransport(handle))
+        failures = []
+        upstream.send(RequestHead(b"GET", b"/", b"HTTP/1.1", Headers([(b"Host", b"origin")])), Listener(failures))
+        return upstream, failures
+
+    def test_partsAcknowledgedAtOnce(self):
+        handle = _Handle()
+        upstream, failures = self.connect(handle)
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+        self.assertEqual(handle.options, [(socket.IPPROTO_TCP, TCP_QUICKACK, 1)])
+        upstream.dataReceived(b"ab")
+        self.assertEqual(len(handle.options), 2)
+        upstream.dataReceived(b"cd")
+        self.assertEqual(len(handle.options), 2, "nothing more is due")
+        self.assertEqual(failures, [])
+
+    def test_wholeResponseNoCall(self):
+        handle = _Handle(socket.AF_INET6)
+        upstream, failures = self.connect(handle)
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(handle.options, [])
+
+    def test_notTCP(self):
+        """
+        A UNIX-socket upstream, or an in-memory transport, is left alone.
+        """
+        self.assertIsNone(quickAckSocket(_SocketTransport(_Handle(socket.AF_UNIX))))
+        self.assertIsNone(quickAckSocket(StringTransport()))
+        self.assertIsNotNone(quickAckSocket(_SocketTransport(_Handle())))
+
+    def test_refusedOnceThenLeftAlone(self):
+        """
+        A socket that refuses the option is not asked again, and the
+        response goes on.
+        """
+        handle = _Handle(refuse=True)
+        upstream, failures = self.connect(handle)
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+        handle.refuse = False
+        upstream.dataReceived(b"ab")
+        self.assertEqual(handle.options, [])
+        upstream.dataReceived(b"cd")
+        self.assertEqual(failures, [])
