@@ -317,6 +317,86 @@ def twistdDualproxy(python: str, *options: str) -> List[str]:
     return [python, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "dualproxy", *options]
 
 
+# proxy.py (https://github.com/abhinavsingh/proxy.py), a contender of forward.py
+# and reverse.py when its `proxy` executable is found (see findProxypy).
+PROXYPY = "proxypy"
+PROXYPY_FALLBACK = Path("/tmp/venv-proxypy/bin/proxy")
+
+
+def addProxypyArgument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--proxypy",
+        metavar="PATH",
+        help="proxy.py's `proxy` executable, for the proxypy contender"
+        f" [default: `proxy` on PATH, else {PROXYPY_FALLBACK} if it exists]",
+    )
+
+
+def findProxypy(script: str, arguments: argparse.Namespace) -> Optional[Dict[str, str]]:
+    """
+    proxy.py's executable and version, or None, after printing one line,
+    when none was given and none is found. A C{--proxypy} that cannot run is
+    an error (L{BenchError}).
+    """
+    given = arguments.proxypy
+    if given is not None:
+        executable = shutil.which(given)
+        if executable is None:
+            raise BenchError(f"--proxypy {given}: not an executable")
+    else:
+        executable = shutil.which("proxy")
+        if executable is None and os.access(PROXYPY_FALLBACK, os.X_OK):
+            executable = str(PROXYPY_FALLBACK)
+        if executable is None:
+            print(
+                f"{script}: no proxy.py (`proxy` on PATH or {PROXYPY_FALLBACK}), so no {PROXYPY} line"
+                " (python3 -m venv /tmp/venv-proxypy && /tmp/venv-proxypy/bin/pip install proxy.py;"
+                " or --proxypy PATH)",
+                file=sys.stderr,
+            )
+            return None
+    try:
+        completed = subprocess.run(
+            [executable, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BenchError(f"cannot run {executable} --version: {e}") from e
+    output = completed.stdout.decode(errors="replace").strip()
+    if completed.returncode != 0:
+        raise BenchError(f"{executable} --version exited with status {completed.returncode}: {output[-200:]}")
+    return {"executable": executable, "version": output.splitlines()[-1] if output else "?"}
+
+
+def proxypyPeer(script: str, arguments: argparse.Namespace) -> Optional[Dict[str, str]]:
+    """
+    When C{arguments.peers} has L{PROXYPY}: find proxy.py (L{findProxypy}),
+    print one line naming it, or take it out of C{arguments.peers} when there
+    is none. Sets C{arguments.proxypyExecutable}; returns what
+    L{findProxypy} does, for the JSON report.
+    """
+    found = findProxypy(script, arguments) if PROXYPY in arguments.peers else None
+    if found is None and PROXYPY in arguments.peers:
+        arguments.peers.remove(PROXYPY)
+    elif found is not None:
+        print(f"# proxy.py {found['version']} ({found['executable']})", flush=True)
+    arguments.proxypyExecutable = found["executable"] if found else None
+    return found
+
+
+def proxypyArgv(executable: str, port: int, scratch: Path, *options: str) -> List[str]:
+    """
+    proxy.py on C{HOST}:C{port}, one acceptor and one worker (threadless, its
+    default on Linux), its folders in C{scratch} (it makes them at start-up)
+    rather than in ~/.proxy; the rest at proxy.py's defaults.
+    """
+    data = scratch / PROXYPY
+    return [
+        executable, "--hostname", HOST, "--port", str(port), "--num-acceptors", "1", "--num-workers", "1",
+        "--data-dir", str(data), "--ca-cert-dir", str(data / "certificates"), "--cache-dir", str(data / "cache"),
+        *options,
+    ]  # fmt: skip
+
+
 def startServers(processes: Processes, scratch: Path, servers: Sequence[Server], origin: int) -> List[Contender]:
     """
     Start C{servers} in order; return their contenders once every one
@@ -339,9 +419,16 @@ def startServers(processes: Processes, scratch: Path, servers: Sequence[Server],
     return contenders
 
 
-def ratios(results: Sequence[Result]) -> Dict[str, float]:
+def ratios(results: Sequence[Result], over: str = "stock") -> Dict[str, float]:
+    """
+    dualproxy's requests/s over C{over}'s, for each size both were measured at.
+    """
     rate = {(r.contender, r.size): r.requests_per_sec for r in results}
-    return {size: rate[("dualproxy", size)] / rate[("stock", size)] for size in SIZES if rate.get(("stock", size))}
+    return {
+        size: rate[("dualproxy", size)] / rate[(over, size)]
+        for size in SIZES
+        if rate.get((over, size)) and ("dualproxy", size) in rate
+    }
 
 
 def printTable(results: Sequence[Result], out: IO[str]) -> None:
@@ -353,8 +440,9 @@ def printTable(results: Sequence[Result], out: IO[str]) -> None:
             f" {r.non_2xx + r.socket_errors:>7}",
             file=out,
         )
-    for size, ratio in ratios(results).items():
-        print(f"dualproxy/stock requests/s, {size}: {ratio:.2f}x", file=out)
+    for over in ("stock", PROXYPY):
+        for size, ratio in ratios(results, over).items():
+            print(f"dualproxy/{over} requests/s, {size}: {ratio:.2f}x", file=out)
 
 
 def baseParser(doc: str, defaultConfig: Path) -> argparse.ArgumentParser:
@@ -390,6 +478,22 @@ def addOutputArguments(parser: argparse.ArgumentParser, ports: Dict[str, int]) -
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (origin files, server logs)")
+
+
+def peersParser(known: Sequence[str]) -> Callable[[str], List[str]]:
+    """
+    The C{type} of a C{--peers} option: names from C{known}, comma-separated,
+    or C{none}.
+    """
+
+    def parsePeers(value: str) -> List[str]:
+        names = [name.strip() for name in value.split(",") if name.strip() and name.strip() != "none"]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown peer {unknown[0]!r} (known: {', '.join(known)}, none)")
+        return names
+
+    return parsePeers
 
 
 def checkArguments(parser: argparse.ArgumentParser, arguments: argparse.Namespace, ports: Sequence[int]) -> None:
@@ -432,13 +536,20 @@ def begin(script: str, arguments: argparse.Namespace, load: str) -> Optional[Tup
     return python, cores
 
 
-def run(script: str, arguments: argparse.Namespace, makeServers: ServerList, tools: Sequence[str] = ()) -> int:
+def run(
+    script: str,
+    arguments: argparse.Namespace,
+    makeServers: ServerList,
+    tools: Sequence[str] = (),
+    report: Optional[Dict[str, object]] = None,
+) -> int:
     """
     The whole benchmark: start everything, run wrk against each contender for
     each size, stop everything, print the table, write the JSON report.
 
     @param script: the script's name, to begin messages with.
     @param tools: programs needed besides nginx and wrk.
+    @param report: more entries for the JSON report (say, proxy.py's version).
     @return: the exit status.
     """
     required = ("nginx", "wrk", *tools)
@@ -474,7 +585,10 @@ def run(script: str, arguments: argparse.Namespace, makeServers: ServerList, too
         processes.stopAll()
         dropScratch(script, scratch, arguments.keep)
     printTable(results, sys.stdout)
-    writeReport(arguments, python, cores.proxy is not None, results, dualproxy_over_stock=ratios(results))
+    extra: Dict[str, object] = {"dualproxy_over_stock": ratios(results)}
+    if any(r.contender == PROXYPY for r in results):
+        extra["dualproxy_over_proxypy"] = ratios(results, PROXYPY)
+    writeReport(arguments, python, cores.proxy is not None, results, **extra, **(report or {}))
     return 0
 
 

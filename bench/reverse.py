@@ -2,28 +2,32 @@
 Reverse-proxy benchmark: wrk through dualproxy's reverse mode and through
 Twisted's stock reverse proxy to an nginx origin, 1 KiB and 1 MiB responses,
 all in one run so that the ratio between them is what counts; nginx and
-HAProxy as reverse proxies give reference lines.
+HAProxy as reverse proxies give reference lines, proxy.py (a Python proxy) a
+line to compare dualproxy with.
 
 Usage: python bench/reverse.py [--python PYTHON] [--duration 10] [--json FILE]
-(see bench/README.md). Needs nginx and wrk on PATH; HAProxy is optional.
+(see bench/README.md). Needs nginx and wrk on PATH; HAProxy and proxy.py are
+optional.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from common import BENCH, HOST, ORIGIN_PORT, Contender, Cores, Server, pythonEnv, twistdDualproxy
+from common import BENCH, HOST, ORIGIN_PORT, PROXYPY, BenchError, Contender, Cores, Server, pythonEnv, twistdDualproxy
 import common
 
 NGINX_PORT = 28081  # as shared/peers/rp.conf's
 HAPROXY_PORT = 28082  # as shared/peers/hap.cfg's
 STOCK_PORT = 28083  # as shared/peers/twrp.py's
-DUALPROXY_PORT = 28088  # all five move by --port-offset
-PEERS = ("nginx", "haproxy")
+PROXYPY_PORT = 28084
+DUALPROXY_PORT = 28088  # all six move by --port-offset
+PEERS = ("nginx", "haproxy", PROXYPY)
 
 
 def servers(arguments: argparse.Namespace, scratch: Path, cores: Cores) -> List[Server]:
@@ -57,15 +61,20 @@ def servers(arguments: argparse.Namespace, scratch: Path, cores: Cores) -> List[
         conf = common.fillTemplate("hap.cfg", scratch, port=HAPROXY_PORT + offset, origin=origin)
         haproxy = ["haproxy", "-db", "-f", str(conf)]
         found.append(Server(Contender("haproxy", HAPROXY_PORT + offset), haproxy, cores.proxy))
+    if PROXYPY in arguments.peers:
+        # proxypy_reverse.py routes every path to the origin, keeping one origin connection per client
+        # connection (see there why); proxy.py runs on its own interpreter, not on --python.
+        proxypy = common.proxypyArgv(
+            arguments.proxypyExecutable, PROXYPY_PORT + offset, scratch,
+            "--enable-reverse-proxy", "--plugins", "proxypy_reverse.ReverseToOrigin",
+        )  # fmt: skip
+        env = dict(os.environ, PROXYPY_ORIGIN=str(origin))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")]))
+        found.append(Server(Contender(PROXYPY, PROXYPY_PORT + offset), proxypy, cores.proxy, env))
     return found
 
 
-def parsePeers(value: str) -> List[str]:
-    names = [name.strip() for name in value.split(",") if name.strip() and name.strip() != "none"]
-    unknown = [name for name in names if name not in PEERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown peer {unknown[0]!r} (known: {', '.join(PEERS)}, none)")
-    return names
+parsePeers = common.peersParser(PEERS)
 
 
 def parseArguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -74,14 +83,16 @@ def parseArguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--peers",
         type=parsePeers,
         default=list(PEERS),
-        help="reference reverse proxies to run too, comma-separated, or none; haproxy is skipped when not installed"
-        " [default: nginx,haproxy]",
+        help="other reverse proxies to run too, comma-separated, or none; haproxy and proxypy are skipped when not"
+        " installed [default: nginx,haproxy,proxypy]",
     )
+    common.addProxypyArgument(parser)
     ports = {
         "origin": ORIGIN_PORT,
         "nginx": NGINX_PORT,
         "haproxy": HAPROXY_PORT,
         "stock": STOCK_PORT,
+        "proxypy": PROXYPY_PORT,
         "dualproxy": DUALPROXY_PORT,
     }
     common.addOutputArguments(parser, ports)
@@ -95,7 +106,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "haproxy" in arguments.peers and shutil.which("haproxy") is None:
         print("reverse.py: no haproxy on PATH, so no haproxy line (apt-get install -y haproxy)", file=sys.stderr)
         arguments.peers.remove("haproxy")
-    return common.run("reverse.py", arguments, servers)
+    try:
+        proxypy = common.proxypyPeer("reverse.py", arguments)
+    except BenchError as e:
+        print(f"reverse.py: {e}", file=sys.stderr)
+        return 1
+    return common.run("reverse.py", arguments, servers, report={"proxypy": proxypy} if proxypy else None)
 
 
 if __name__ == "__main__":

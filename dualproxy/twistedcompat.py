@@ -20,8 +20,9 @@ try:
 except ImportError:  # the http2 extra is not installed
     H2Connection = None
 
-#: What a TCP transport must have for L{flushed} and L{pendingOutput}.
-_BUFFER_FIELDS = ("dataBuffer", "offset", "_tempDataLen")
+#: What a TCP transport must have for L{flushed}, L{pendingOutput} and
+#: L{writeThrough}.
+_BUFFER_FIELDS = ("dataBuffer", "offset", "_tempDataLen", "_writeDisconnected")
 
 
 def socketTransport(transport) -> Optional[FileDescriptor]:
@@ -49,6 +50,50 @@ def flushed(transport) -> bool:
     overtake them.
     """
     return transport._tempDataLen == 0 and transport.offset == len(transport.dataBuffer)
+
+
+def noDelay(transport) -> None:
+    """
+    Turn Nagle's algorithm off on the TCP socket under C{transport} (as
+    nginx's C{tcp_nodelay}): a response's head and body written apart must
+    not wait for the peer's delayed ACK of the head.
+    """
+    owner = socketTransport(transport)
+    setTcpNoDelay = getattr(owner, "setTcpNoDelay", None)
+    if setTcpNoDelay is not None:
+        try:
+            setTcpNoDelay(True)
+        except OSError:
+            pass  # not TCP after all (a UNIX socket), or already closed
+
+
+def canWriteThrough(transport) -> bool:
+    """
+    Whether L{writeThrough} may send on C{transport} directly: a plain
+    socket transport (TCP, UNIX) whose buffers this module can read.
+    """
+    return isinstance(transport, FileDescriptor) and hasattr(transport, "socket") and buffered(transport)
+
+
+def writeThrough(transport, data: bytes) -> None:
+    """
+    Write C{data} to a transport L{canWriteThrough} allows: straight to its
+    socket while nothing is queued before it and it is open for writing,
+    so a small write costs the reactor no round of write readiness; what
+    the socket does not take is queued as by C{transport.write}.
+    """
+    if transport.connected and not transport.disconnecting and not transport._writeDisconnected and flushed(
+            transport):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            # Would block, or the connection broke: the transport finds out
+            # which when it writes.
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 def pendingOutput(transport) -> Optional[tuple]:

@@ -30,9 +30,6 @@ HOP_BY_HOP = frozenset(
 )
 
 
-_HOP_BY_HOP = tuple(HOP_BY_HOP)
-
-
 # Fields a Connection header may not take away.
 _END_TO_END = (b"content-length", b"host")
 
@@ -47,7 +44,8 @@ def stripHopByHop(headers: Headers) -> None:
     the end of the connection), the other says which site it is for.
     """
     named = headers.tokens(b"connection") + headers.tokens(b"proxy-connection")
-    headers.remove(*_HOP_BY_HOP, *[name for name in named if name not in _END_TO_END])
+    extra = [name for name in named if name not in _END_TO_END]
+    headers.removeAny(HOP_BY_HOP.union(extra) if extra else HOP_BY_HOP)
 
 
 #: Upgrades never relayed: a backend's 101 to h2c would open an HTTP/2

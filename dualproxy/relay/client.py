@@ -18,7 +18,7 @@ from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
 from ..http.parser import Limits, MessageReader
 from ..http.proxystatus import CONNECTION_READ_TIMEOUT, CONNECTION_TERMINATED
 from ..tls import upstreamTLSError
-from ..twistedcompat import socketTransport
+from ..twistedcompat import canWriteThrough, noDelay, socketTransport, writeThrough
 from . import splice
 from ..http.rules import wantsKeepAlive
 
@@ -101,11 +101,14 @@ class UpstreamProtocol(Protocol):
         self._spliceSink = None
         self._splicer = None
         self._quickAck: Optional[socket.socket] = None
+        self._writeThrough = False
 
     def connectionMade(self) -> None:
         UpstreamProtocol.openCount += 1
         self.lastActivity = self.clock.seconds()
         self._quickAck = quickAckSocket(self.transport)
+        noDelay(self.transport)
+        self._writeThrough = canWriteThrough(self.transport)
 
     # Sending
 
@@ -124,7 +127,10 @@ class UpstreamProtocol(Protocol):
         self._interimSince = None
         self.reader.expectResponse(head.method)
         self.lastActivity = self._sentAt = now = self.clock.seconds()
-        self.transport.write(head.serialize())
+        if self._writeThrough:
+            writeThrough(self.transport, head.serialize())
+        else:
+            self.transport.write(head.serialize())
         if self._timer is None:
             self._timer = self.clock.callLater(self.readTimeout, self._checkTimeout)
         elif self._timer.getTime() > now + self.readTimeout:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -31,7 +30,7 @@ from ..http.message import LENGTH, NO_BODY, Refusal, RequestHead, ResponseHead
 from ..http.parser import DEFAULT_LIMITS, Limits, MessageReader
 from ..http.proxystatus import HTTP_REQUEST_ERROR, NAME, proxyStatus
 from ..interfaces import IClientChannel
-from ..twistedcompat import flushed, pendingOutput
+from ..twistedcompat import canWriteThrough, noDelay, pendingOutput, writeThrough
 
 _log = Logger()
 
@@ -90,9 +89,8 @@ class HTTPServerChannel(ReadingControl, Protocol):
             if self.clientHost is not None:
                 self.factory.perClient[self.clientHost] = self.factory.perClient.get(self.clientHost, 0) + 1
         self.secure = ISSLTransport.providedBy(self.transport)
-        # A plain socket transport (TCP, UNIX) may be written to directly
-        # while its own buffers are empty.
-        self._writeThrough = isinstance(self.transport, FileDescriptor) and hasattr(self.transport, "socket")
+        self._writeThrough = canWriteThrough(self.transport)
+        noDelay(self.transport)
         self._lastActivity = self.clock.seconds()
         self._idleCall = self.clock.callLater(self.idleTimeout, self._checkIdle)
         self.handler.connectionMade(self)
@@ -240,29 +238,25 @@ class HTTPServerChannel(ReadingControl, Protocol):
             self.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, head.headers.serialize()))
 
     def writeHead(self, exchange: Exchange, head: ResponseHead) -> None:
+        # Queued: the body's first bytes, most often written next in the
+        # same turn of the reactor, go out with it in one send.
         self.transport.write(self.frameHead(exchange, head))
 
     def respond(self, exchange: Exchange, head: ResponseHead, body: bytes) -> None:
         """
         A whole response in one write, sent at once if nothing is queued
-        before it: a small answer then costs the reactor no round of write
-        readiness.
+        before it (see L{writeThrough}).
         """
         data = self.frameHead(exchange, head)
         if exchange.sendsBody:
             data += body
-        transport = self.transport
-        if self._writeThrough and flushed(transport):
-            try:
-                sent = transport.socket.send(data)
-            except OSError:
-                # Would block, or the connection broke: the transport finds
-                # out which when it writes.
-                sent = 0
-            data = data[sent:]
-            if not data:
-                return
-        transport.write(data)
+        if self._writeThrough:
+            writeThrough(self.transport, data)
+        else:
+            self.transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
 
     def frameHead(self, exchange: Exchange, head: ResponseHead) -> bytes:
         """
