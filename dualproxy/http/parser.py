@@ -11,7 +11,7 @@ transfer codings, obs-fold and malformed chunks are errors, never guesses.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Optional, Tuple
 
 from .message import (
     CHUNKED,
@@ -71,6 +71,19 @@ DEFAULT_LIMITS = Limits()
 #: are normal (100 Continue, 102 Processing, 103 Early Hints); an endless run
 #: would keep the exchange alive for ever.
 MAX_INTERIM = 16
+
+
+def _headEnd(data: bytes) -> Optional[Tuple[int, int]]:
+    """
+    Where the first empty line ends a head: its start and end, or None.
+    CRLF heads are found by a plain search; a bare LF before the first
+    CRLF CRLF sends the search to the regular expression.
+    """
+    crlf = data.find(b"\r\n\r\n")
+    if crlf >= 0 and data.find(b"\n\n", 0, crlf + 2) < 0 and data.find(b"\n\r\n", 0, crlf + 3) < 0:
+        return crlf, crlf + 4
+    end = _HEAD_END.search(data)
+    return None if end is None else end.span()
 
 
 class MessageReader:
@@ -176,7 +189,7 @@ class MessageReader:
             data = data.lstrip(b"\r\n")
             if not data:
                 return b""
-        end = _HEAD_END.search(data)
+        end = _headEnd(data)
         if end is None:
             if not self.isRequest:
                 self._checkStatusLineStart(data)
@@ -192,10 +205,11 @@ class MessageReader:
             if newline - (data[newline - 1:newline] == b"\r") > self.limits.maxLine:
                 raise self._startLineTooLong()
             return None
-        if end.start() > self.limits.maxHead:
+        start, stop = end
+        if start > self.limits.maxHead:
             self._tooLarge(data)
-        head = data[: end.start()]
-        rest = data[end.end():]
+        head = data[:start]
+        rest = data[stop:]
         if self.isRequest:
             self._dispatchRequest(head)
         else:

@@ -44,7 +44,7 @@ def stripHopByHop(headers: Headers) -> None:
     the end of the connection), the other says which site it is for.
     """
     named = headers.tokens(b"connection") + headers.tokens(b"proxy-connection")
-    extra = [name for name in named if name not in _END_TO_END]
+    extra = [name for name in named if name not in _END_TO_END and name not in HOP_BY_HOP]
     headers.removeAny(HOP_BY_HOP.union(extra) if extra else HOP_BY_HOP)
 
 

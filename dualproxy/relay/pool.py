@@ -49,13 +49,23 @@ class ConnectionPool(Service):
         a new one from C{connect()}; either way a L{Deferred} firing with an
         L{UpstreamProtocol}.
         """
-        idle = None if fresh else self._idle.get(key)
+        upstream = None if fresh else self.takeIdle(key)
+        if upstream is not None:
+            return succeed(upstream)
+        return connect().addCallback(self._adopt, key)
+
+    def takeIdle(self, key: Hashable) -> Optional[UpstreamProtocol]:
+        """
+        An idle connection for C{key}, lent at once, or None: a relay on a
+        kept-alive connection need not go through a L{Deferred}.
+        """
+        idle = self._idle.get(key)
         while idle:
             upstream = idle.pop()
             if upstream.transport.connected and not upstream.transport.disconnecting:
                 upstream.reused = True
-                return succeed(self._lend(upstream))
-        return connect().addCallback(self._adopt, key)
+                return self._lend(upstream)
+        return None
 
     def _adopt(self, upstream: UpstreamProtocol, key: Hashable) -> UpstreamProtocol:
         upstream.pool = self

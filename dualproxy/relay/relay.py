@@ -64,6 +64,10 @@ class Relay:
     def start(self) -> None:
         self._started = self.pool.clock.seconds()
         self.exchange.onAbort = self._clientGone
+        upstream = self.pool.takeIdle(self.key)
+        if upstream is not None:
+            self._connected(upstream)
+            return
         self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
 
     def _connected(self, upstream: UpstreamProtocol) -> None:

@@ -28,7 +28,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dualproxy.settings.model import ForwardSettings, Timeouts
 from dualproxy.forward.proxy import ForwardHandler
 from dualproxy.http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead
-from dualproxy.http.parser import DEFAULT_LIMITS, Limits, MessageReader
+from dualproxy.http.parser import _HEAD_END, DEFAULT_LIMITS, Limits, MessageReader, _headEnd
 from dualproxy.http.rules import HOP_BY_HOP, absoluteTarget, frameBody, stripHopByHop
 from dualproxy.relay.client import UpstreamProtocol
 from dualproxy.relay.pool import ConnectionPool
@@ -693,3 +693,19 @@ class ForwardProxyProperties(SynchronousTestCase):
             # Cut short after its head was sent: the client must see it so.
             event("cut short")
             self.assertTrue(len(got) == 0 or not got[0].ended)
+
+
+class HeadEndTests(SynchronousTestCase):
+    """
+    The plain search for a head's end agrees with the regular expression
+    that defines it, however CRLF and bare LF are mixed.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b": ", b"\r\n\r\n", b"\n\n"]), max_size=12))
+    @example([b"a\n\r\n", b"a", b"\r\n\r\n"])
+    @example([b"a\r\n\n", b"\r\n\r\n"])
+    def test_sameAsTheExpression(self, pieces):
+        data = b"".join(pieces)
+        end = _HEAD_END.search(data)
+        self.assertEqual(_headEnd(data), None if end is None else end.span())
