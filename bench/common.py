@@ -222,14 +222,14 @@ def wrk(
     return output
 
 
-_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
 def _latencyMs(output: str, percentile: int) -> float:
     match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.MULTILINE)
     if match is None:
         raise BenchError(f"no {percentile}% latency in wrk's output:\n{output}")
-    return float(match.group(1)) * _UNITS_MS[match.group(2)]
+    return float(match.group(1)) * UNITS_MS[match.group(2)]
 
 
 def parseWrk(contender: str, size: str, output: str) -> Result:

@@ -4,8 +4,8 @@ with Nagle on, as Python's http.server and many WSGI servers do: the body
 waits for the head's ACK, which a receiver in request/response rhythm
 delays by up to 40 ms unless it asks for a quick ACK.
 
-Usage: python bench/nagle_origin.py --port 28090 [--size 1024]
-(bench/reverse.py --nagle starts it for its Nagle row).
+Usage: python bench/nagle_origin.py --port 28180 [--size 1024]
+(bench/nagle.py starts it, in front of dualproxy, nginx and haproxy).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """
-One access-log line per request, through twisted.logger.
+One access-log line per request, through twisted.logger or to a file of
+its own.
 
-The line is rendered here (Combined Log Format or a JSON object) and also
-carried as structured fields, so an observer can use either.
+The line is rendered here (Combined Log Format or a JSON object).  Through
+twisted.logger it is also carried as structured fields, so an observer can
+use either; a file (C{access_log_file}) takes the lines buffered, as
+nginx's C{access_log} path does, which costs a request far less.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import json
 import time
 from typing import Optional
 
+from twisted.application.service import Service
 from twisted.logger import Logger
 
 FORMATS = ("combined", "json", "off")
+
+_log = Logger()
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -30,15 +36,74 @@ def _text(value: Optional[bytes]) -> str:
     return value.decode("latin-1").replace("\\", "\\\\").replace('"', '\\"')
 
 
+class AccessLogFile(Service):
+    """
+    Access-log lines appended to a file, written when a second has passed
+    since the first line waiting or when C{limit} bytes wait, and at once
+    once the service has stopped (requests finishing after a reload).  The
+    file is opened for each write, so logrotate needs no signal; with
+    several workers each appends whole lines.
+
+    What cannot be written is dropped and said once in the log, so a full
+    disk costs lines, not memory.
+    """
+
+    def __init__(self, path: str, clock, delay: float = 1.0, limit: int = 64 * 1024):
+        self.path = path
+        self.clock = clock
+        self.delay = delay
+        self.limit = limit
+        self._lines: list = []
+        self._size = 0
+        self._call = None
+        self._failing = False
+
+    def stopService(self):
+        self.flush()
+        return super().stopService()
+
+    def write(self, line: str) -> None:
+        self._lines.append(line)
+        self._size += len(line) + 1
+        if self._size >= self.limit or not self.running:
+            self.flush()
+        elif self._call is None:
+            self._call = self.clock.callLater(self.delay, self.flush)
+
+    def flush(self) -> None:
+        if self._call is not None:
+            if self._call.active():
+                self._call.cancel()
+            self._call = None
+        lines, self._lines, self._size = self._lines, [], 0
+        if not lines:
+            return
+        lines.append("")
+        try:
+            with open(self.path, "ab") as file:
+                file.write("\n".join(lines).encode("utf-8", "replace"))
+        except OSError as e:
+            if not self._failing:
+                _log.error("cannot write the access log {path}: {reason}; its lines are dropped until it can",
+                           path=self.path, reason=e.strerror)
+            self._failing = True
+        else:
+            self._failing = False
+
+
+
 class AccessLog:
     """
     Called with each finished L{dualproxy.core.exchange.Exchange}.
+
+    @param file: where the lines go, if not through C{log}.
     """
 
-    def __init__(self, fmt: str, clock, log: Optional[Logger] = None):
+    def __init__(self, fmt: str, clock, log: Optional[Logger] = None, file: Optional[AccessLogFile] = None):
         self.format = fmt
         self.clock = clock
         self.log = log or Logger(namespace="dualproxy.access")
+        self.file = file
         self._second = -1
         self._stamp = ""
 
@@ -95,4 +160,7 @@ class AccessLog:
                 _text(referer),
                 _text(agent),
             )
-        self.log.info("{line}", line=line, status=status, client=client, errorType=errorType)
+        if self.file is not None:
+            self.file.write(line)
+        else:
+            self.log.info("{line}", line=line, status=status, client=client, errorType=errorType)

@@ -152,6 +152,7 @@ SHARED: Dict[str, Callable[[str, Any, str], Any]] = {
     "mode": lambda key, value, base: values.nonEmptyString(key, value),
     "listen": lambda key, value, base: values.arrayOf(values.endpoint)(key, value),
     "access_log": lambda key, value, base: _accessLog(key, value),
+    "access_log_file": values.path,
     "filters": lambda key, value, base: values.arrayOf(values.nonEmptyString)(key, value),
     "timeouts": lambda key, value, base: _timeouts(values.table(key, value)),
     "upstream": lambda key, value, base: _upstream(values.table(key, value)),

@@ -26,6 +26,8 @@ def check(config: Config, modes: Mapping[str, Any]) -> None:
         was given them.
     """
     _tls(config.tls)
+    if config.access_log_file is not None and config.access_log != "off":
+        appendable("access_log_file", config.access_log_file)
     if config.admin is not None and config.admin.auth_file is not None:
         passwordFile("admin.auth_file", config.admin.auth_file)
     for name, settings in config.modes.items():
@@ -45,6 +47,18 @@ def _tls(settings: TLSSettings) -> None:
         existingFile("tls.client_ca", settings.client_ca)
     for index, files in enumerate(settings.certificates):
         certificatePair(f"tls.certificates[{index}]", files)
+
+
+def appendable(key: str, path: str) -> None:
+    """
+    The file can be opened for appending (and is made if missing), as the
+    access log will be.
+    """
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise ConfigError(key, f"cannot open {path!r} for appending: {e.strerror}")
 
 
 def existingFile(key: str, path: str) -> None:

@@ -56,6 +56,12 @@ class Options(usage.Options):
             "Access log format: combined (Combined Log Format), json (one object per line) or off "
             "[default: combined].",
         ],
+        [
+            "access-log-file",
+            None,
+            None,
+            "Append the access log to this file, buffered, instead of the twistd log [default: the twistd log].",
+        ],
     ]
 
     def __init__(self):
@@ -144,6 +150,9 @@ class Options(usage.Options):
         for option, key in (("mode", "mode"), ("access-log", "access_log")):
             if self[option] is not None:
                 merged[key] = self[option]
+        if self["access-log-file"] is not None:
+            # Named on the command line: relative to where twistd runs.
+            merged["access_log_file"] = os.path.abspath(self["access-log-file"])
         if self["listen"]:
             merged["listen"] = list(self["listen"])
         if self["backend"]:

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from twisted.application.service import MultiService
 from twisted.internet.defer import maybeDeferred
 
-from ..accesslog import AccessLog
+from ..accesslog import AccessLog, AccessLogFile
 from ..interfaces import IRateLimiter
 from ..listeners import PAUSES, ListenerService
 from ..metrics import Metrics
@@ -105,7 +105,11 @@ class ProxyService(MultiService):
         self.drain.setServiceParent(self)
 
     def _accessLog(self, config) -> Callable[[object], None]:
-        log = AccessLog(config.access_log, self.reactor)
+        file = None
+        if config.access_log_file is not None and config.access_log != "off":
+            file = AccessLogFile(config.access_log_file, self.reactor)
+            file.setServiceParent(self)
+        log = AccessLog(config.access_log, self.reactor, file=file)
         metrics = self.metrics
 
         def finished(exchange) -> None:

@@ -287,6 +287,7 @@ class Config:
     mode: str = "forward"
     listen: Tuple[str, ...] = ()
     access_log: str = "combined"
+    access_log_file: Optional[str] = None
     filters: Tuple[str, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)

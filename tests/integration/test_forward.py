@@ -607,6 +607,24 @@ class AccessLogTests(ForwardTestCase):
         )
 
     @inlineCallbacks
+    def test_ownFile(self):
+        """
+        With access_log_file the lines go to that file, not through the
+        log observers, once the service stops at the latest.
+        """
+        origin = self.startOrigin()
+        path = self.mktemp()
+        proxy = self.startProxy({"access_log": "combined", "access_log_file": path, **settings()})
+        events = self.capture()
+        yield curl("-x", proxy.url, "-A", "ua/1", origin.url("/bytes/42"))
+        yield proxy.stop()
+        self.assertEqual([e for e in events if e.get("log_namespace") == "dualproxy.access"], [])
+        with open(path) as written:
+            lines = written.read().splitlines()
+        self.assertEqual(len(lines), 1)
+        self.assertRegex(lines[0], r'"GET http://127\.0\.0\.1:\d+/bytes/42 HTTP/1\.1" 200 42 "-" "ua/1"$')
+
+    @inlineCallbacks
     def test_jsonLines(self):
         origin = self.startOrigin()
         path = self.mktemp()

@@ -114,6 +114,9 @@ ERRORS = [
     ),
     ({"forward": {"auth_file": "/nonexistent/users"}}, "forward.auth_file", "cannot read '/nonexistent/users'"),
     ({"forward": {"auth_file": ""}}, "forward.auth_file", "must not be empty"),
+    ({"access_log_file": "/nonexistent/access.log"}, "access_log_file",
+     "cannot open '/nonexistent/access.log' for appending: No such file or directory"),
+    ({"access_log_file": ""}, "access_log_file", "must not be empty"),
     ({"forward": {"auth_realm": 'a"b'}}, "forward.auth_realm", "without quotes or backslashes"),
     ({"forward": {"auth_realm": "a\nb"}}, "forward.auth_realm", "printable ASCII"),
     ({"cache": 1}, "cache", "expected a table, got an integer"),
@@ -211,6 +214,15 @@ class FromDictErrorTests(SynchronousTestCase):
         self.assertEqual(config.forward.tls_ca, "/nonexistent/missing.pem")
         error = self.assertRaises(ConfigError, prestart.check, config, findModes())
         self.assertEqual(str(error), "forward.tls_ca: '/nonexistent/missing.pem' is not a file")
+
+    def test_accessLogFileRelativeToTheConfig(self):
+        """
+        A relative access_log_file is the config file's neighbour; with the
+        access log off it is not opened.
+        """
+        config = fromDict({"access_log_file": "logs/access.log", "access_log": "off"}, base="/nonexistent")
+        self.assertEqual(config.access_log_file, "/nonexistent/logs/access.log")
+        prestart.check(config, findModes())
 
     def test_unknownModeTableWithoutModes(self):
         """

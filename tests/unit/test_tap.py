@@ -5,6 +5,7 @@ and mistakes reported as one line on stderr.
 
 from __future__ import annotations
 
+import os
 import io
 import sys
 from ipaddress import ip_network
@@ -113,6 +114,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.config.listen, ("tcp:7:interface=127.0.0.1",))
 
     def test_everyOption(self):
+        accessLog = self.mktemp()
         options = self.parse(
             "--listen", "tcp:0",
             "--listen", "tcp:1",
@@ -123,10 +125,12 @@ class OptionsTests(SynchronousTestCase):
             "--connect-port", "8443",
             "--parent", "http://u:p@parent:3128",
             "--access-log", "json",
+            "--access-log-file", accessLog,
         )
         config = options.config
         self.assertEqual(config.listen, ("tcp:0", "tcp:1"))
         self.assertEqual(config.access_log, "json")
+        self.assertEqual(config.access_log_file, os.path.abspath(accessLog))
         self.assertEqual(config.forward.allow_clients, (ip_network("10.0.0.0/8"), ip_network("::1/128")))
         self.assertEqual(config.forward.allow_destinations, (ip_network("192.168.0.0/16"),))
         self.assertEqual(config.forward.connect_ports, (443, 8443))
