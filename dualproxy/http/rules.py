@@ -6,6 +6,7 @@ functions on L{Headers}.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import Collection, Optional, Tuple
 from urllib.parse import urlsplit
@@ -115,9 +116,12 @@ def wantsKeepAlive(version: bytes, headers: Headers) -> bool:
 _SIMPLE_AUTHORITY = re.compile(r"([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?\Z")
 
 
+@lru_cache(maxsize=1024)
 def splitAuthority(authority: str, defaultPort: int) -> Tuple[str, int]:
     """
     Host and port of C{host[:port]} or C{[v6]:port}; raises L{Refusal} 400.
+    Remembered for the hosts seen most: a forward proxy's clients name the
+    same few again and again.
     """
     simple = _SIMPLE_AUTHORITY.match(authority)
     if simple is not None:

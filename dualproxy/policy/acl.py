@@ -10,6 +10,7 @@ unless the operator re-enables them explicitly.
 from __future__ import annotations
 
 import socket
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -140,11 +141,13 @@ class ClientACL:
         return allowed
 
 
+@lru_cache(maxsize=1024)
 def _literal(host: str) -> Optional[Address]:
     """
     The IP address C{host} (already lower-cased, without brackets) spells,
     including the legacy IPv4 forms ("0x7f.1", "2130706433") that resolvers
-    still accept, or C{None} for a name.
+    still accept, or C{None} for a name; remembered for the hosts seen
+    most.
     """
     address = _parseAddress(host.replace("%25", "%"))  # RFC 6874 zone ID
     if address is not None:
