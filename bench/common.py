@@ -397,6 +397,23 @@ def proxypyArgv(executable: str, port: int, scratch: Path, *options: str) -> Lis
     ]  # fmt: skip
 
 
+def reverseProxyPeers(peers: Sequence[str], scratch: Path, origin: int, nginxPort: int, haproxyPort: int,
+                      core: Optional[int]) -> List[Server]:
+    """
+    nginx (rp.conf) and HAProxy (hap.cfg) as reverse proxies to C{origin},
+    those of them C{peers} names.
+    """
+    found = []
+    if "nginx" in peers:
+        conf = fillTemplate("rp.conf", scratch, port=nginxPort, origin=origin)
+        nginx = ["nginx", "-p", str(scratch), "-e", str(scratch / "logs" / "rp.err"), "-c", str(conf)]
+        found.append(Server(Contender("nginx", nginxPort), nginx + ["-g", "daemon off;"], core))
+    if "haproxy" in peers:
+        conf = fillTemplate("hap.cfg", scratch, port=haproxyPort, origin=origin)
+        found.append(Server(Contender("haproxy", haproxyPort), ["haproxy", "-db", "-f", str(conf)], core))
+    return found
+
+
 def startServers(processes: Processes, scratch: Path, servers: Sequence[Server], origin: int) -> List[Contender]:
     """
     Start C{servers} in order; return their contenders once every one

@@ -53,14 +53,8 @@ def servers(arguments: argparse.Namespace, scratch: Path, cores: Cores) -> List[
             cores.proxy,
         ),
     ]
-    if "nginx" in arguments.peers:
-        conf = common.fillTemplate("rp.conf", scratch, port=NGINX_PORT + offset, origin=origin)
-        nginx = ["nginx", "-p", str(scratch), "-e", str(scratch / "logs" / "rp.err"), "-c", str(conf)]
-        found.append(Server(Contender("nginx", NGINX_PORT + offset), nginx + ["-g", "daemon off;"], cores.proxy))
-    if "haproxy" in arguments.peers:
-        conf = common.fillTemplate("hap.cfg", scratch, port=HAPROXY_PORT + offset, origin=origin)
-        haproxy = ["haproxy", "-db", "-f", str(conf)]
-        found.append(Server(Contender("haproxy", HAPROXY_PORT + offset), haproxy, cores.proxy))
+    found += common.reverseProxyPeers(arguments.peers, scratch, origin, NGINX_PORT + offset, HAPROXY_PORT + offset,
+                                      cores.proxy)
     if PROXYPY in arguments.peers:
         # proxypy_reverse.py routes every path to the origin, keeping one origin connection per client
         # connection (see there why); proxy.py runs on its own interpreter, not on --python.
