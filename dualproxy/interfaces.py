@@ -78,11 +78,6 @@ class IClientChannel(Interface):
         Write the final response head, choosing the body's framing.
         """
 
-    def write(data):
-        """
-        Write response body bytes, already framed.
-        """
-
     def exchangeDone(exchange):
         """
         The response is complete: tell the handler, then read the next

@@ -11,6 +11,7 @@ tests/unit/test_twistedcompat.py instead of misbehaving in production.
 
 from __future__ import annotations
 
+import socket
 from typing import Optional
 
 from twisted.internet.abstract import FileDescriptor
@@ -56,15 +57,16 @@ def noDelay(transport) -> None:
     """
     Turn Nagle's algorithm off on the TCP socket under C{transport} (as
     nginx's C{tcp_nodelay}): a response's head and body written apart must
-    not wait for the peer's delayed ACK of the head.
+    not wait for the peer's delayed ACK of the head.  Set on the socket
+    itself: Twisted's C{setTcpNoDelay} logs a traceback for a UNIX socket.
     """
     owner = socketTransport(transport)
-    setTcpNoDelay = getattr(owner, "setTcpNoDelay", None)
-    if setTcpNoDelay is not None:
+    handle = getattr(owner, "socket", None)
+    if getattr(handle, "family", None) in (socket.AF_INET, socket.AF_INET6):
         try:
-            setTcpNoDelay(True)
+            handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
-            pass  # not TCP after all (a UNIX socket), or already closed
+            pass  # closed already
 
 
 def canWriteThrough(transport) -> bool:

@@ -270,9 +270,9 @@ class Exchange:
             return
         self.bytesSent += len(data)
         if self._chunked:
-            self.channel.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.channel.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
         else:
-            self.channel.write(data)
+            self.channel.transport.write(data)
 
     def registerProducer(self, producer: IPushProducer) -> None:
         """
@@ -287,7 +287,7 @@ class Exchange:
         if self.finished:
             return
         if self._chunked:
-            self.channel.write(b"0\r\n\r\n")
+            self.channel.transport.write(b"0\r\n\r\n")
         self.finished = True
         self.channel.exchangeDone(self)
 

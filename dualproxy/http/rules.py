@@ -6,8 +6,8 @@ functions on L{Headers}.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Collection, Optional, Tuple
 from urllib.parse import urlsplit
 

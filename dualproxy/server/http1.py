@@ -255,9 +255,6 @@ class HTTPServerChannel(ReadingControl, Protocol):
         else:
             self.transport.write(data)
 
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
     def frameHead(self, exchange: Exchange, head: ResponseHead) -> bytes:
         """
         Choose the framing the client can read: the upstream's length, else

@@ -74,9 +74,6 @@ class _StreamChannel(ReadingControl):
             fields.append((b"strict-transport-security", self.hsts))
         self.transport.writeHeaders(b"HTTP/2", b"%d" % head.status, head.reason, _FieldList(fields))
 
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
     def exchangeDone(self, exchange: Exchange) -> None:
         self.handler.exchangeDone(exchange)
         if not exchange.aborted:

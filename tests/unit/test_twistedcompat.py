@@ -21,7 +21,7 @@ from .sources import ADAPTER, modules
 #: Twisted names only the adapter may use.
 PRIVATE_NAMES = frozenset(
     ["dataBuffer", "_tempDataLen", "_tempDataBuffer", "_outboundStreamQueues", "_sendingDeferred",
-     "_consumerBlocked"]
+     "_consumerBlocked", "_writeDisconnected"]
 )
 
 
@@ -35,7 +35,7 @@ class _Wrapper:
         self.transport = transport
 
 
-class SocketBufferTests(SynchronousTestCase):
+class _SocketPair:
     """
     A real TCP transport over a socket pair, its writes driven by hand.
     """
@@ -65,6 +65,8 @@ class SocketBufferTests(SynchronousTestCase):
             pass
         return total
 
+
+class SocketBufferTests(_SocketPair, SynchronousTestCase):
     def test_idleTransportIsFlushed(self) -> None:
         self.assertTrue(twistedcompat.buffered(self.connection))
         self.assertTrue(twistedcompat.flushed(self.connection))
@@ -100,6 +102,57 @@ class SocketBufferTests(SynchronousTestCase):
         self.assertIs(twistedcompat.socketTransport(layered), self.connection)
         self.connection.write(b"x")
         self.assertEqual(twistedcompat.pendingOutput(layered), twistedcompat.pendingOutput(self.connection))
+
+
+class WriteThroughTests(_SocketPair, SynchronousTestCase):
+    """
+    Writes straight to the socket while nothing is queued, queued behind
+    what is.
+    """
+
+    def test_sentAtOnce(self) -> None:
+        self.assertTrue(twistedcompat.canWriteThrough(self.connection))
+        twistedcompat.writeThrough(self.connection, b"x" * 10)
+        self.assertTrue(twistedcompat.flushed(self.connection), "nothing left for the reactor")
+        self.assertEqual(self.drain(), 10)
+
+    def test_queuedBehindPendingBytes(self) -> None:
+        self.connection.write(b"a")
+        twistedcompat.writeThrough(self.connection, b"b")
+        self.assertEqual(self.drain(), 0, "b may not overtake a")
+        self.connection.doWrite()
+        self.assertEqual(self.peer.recv(10), b"ab")
+
+    def test_restQueuedWhenTheSocketIsFull(self) -> None:
+        size = 4 << 20
+        twistedcompat.writeThrough(self.connection, b"x" * size)
+        self.assertFalse(twistedcompat.flushed(self.connection))
+        received = self.drain()
+        while not twistedcompat.flushed(self.connection):
+            self.connection.doWrite()
+            received += self.drain()
+        self.assertEqual(received, size)
+
+    def test_notAfterLoseConnection(self) -> None:
+        self.connection.loseConnection()
+        twistedcompat.writeThrough(self.connection, b"late")
+        self.assertEqual(self.drain(), 0)
+
+    def test_noDelay(self) -> None:
+        twistedcompat.noDelay(_Wrapper(self.connection))  # a socket pair is not TCP: no error either
+
+
+class NoDelayTests(SynchronousTestCase):
+    def test_tcpSocket(self) -> None:
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        ours = socket.create_connection(listener.getsockname())
+        self.addCleanup(ours.close)
+        connection = tcp.Connection(ours, Protocol(), MemoryReactor())
+        twistedcompat.noDelay(_Wrapper(connection))
+        self.assertTrue(ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
 
 class MemoryTransportTests(SynchronousTestCase):
