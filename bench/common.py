@@ -397,6 +397,28 @@ def proxypyArgv(executable: str, port: int, scratch: Path, *options: str) -> Lis
     ]  # fmt: skip
 
 
+def dropMissingHaproxy(script: str, peers: List[str]) -> None:
+    """
+    Take haproxy out of C{peers}, saying so, when it is not installed.
+    """
+    if "haproxy" in peers and shutil.which("haproxy") is None:
+        print(f"{script}: no haproxy on PATH, so no haproxy line (apt-get install -y haproxy)", file=sys.stderr)
+        peers.remove("haproxy")
+
+
+def runWithProxypy(script: str, arguments: argparse.Namespace, makeServers: ServerList) -> int:
+    """
+    L{run}, with proxy.py found first when C{arguments.peers} asks for it
+    (L{proxypyPeer}) and named in the JSON report.
+    """
+    try:
+        proxypy = proxypyPeer(script, arguments)
+    except BenchError as e:
+        print(f"{script}: {e}", file=sys.stderr)
+        return 1
+    return run(script, arguments, makeServers, report={"proxypy": proxypy} if proxypy else None)
+
+
 def reverseProxyPeers(peers: Sequence[str], scratch: Path, origin: int, nginxPort: int, haproxyPort: int,
                       core: Optional[int]) -> List[Server]:
     """

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from common import BENCH, HOST, ORIGIN_PORT, PROXYPY, BenchError, Contender, Cores, Server, pythonEnv, twistdDualproxy
+from common import BENCH, HOST, ORIGIN_PORT, PROXYPY, Contender, Cores, Server, pythonEnv, twistdDualproxy
 import common
 
 DUALPROXY_PORT = 28087
@@ -72,12 +72,7 @@ def parseArguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     arguments = parseArguments(argv)
-    try:
-        proxypy = common.proxypyPeer("forward.py", arguments)
-    except BenchError as e:
-        print(f"forward.py: {e}", file=sys.stderr)
-        return 1
-    return common.run("forward.py", arguments, servers, report={"proxypy": proxypy} if proxypy else None)
+    return common.runWithProxypy("forward.py", arguments, servers)
 
 
 if __name__ == "__main__":

@@ -165,9 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if missing:
         print(f"{SCRIPT}: no {' or '.join(missing)} on PATH; apt-get install -y {' '.join(required)}", file=sys.stderr)
         return 1
-    if "haproxy" in arguments.peers and shutil.which("haproxy") is None:
-        print(f"{SCRIPT}: no haproxy on PATH, so no haproxy line (apt-get install -y haproxy)", file=sys.stderr)
-        arguments.peers.remove("haproxy")
+    common.dropMissingHaproxy(SCRIPT, arguments.peers)
     load = (
         f"wrk -t1 -c{arguments.connections} -d{arguments.duration}s to nagle_origin.py"
         f" ({arguments.size}-byte bodies, head and body in two sends)"

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from common import BENCH, HOST, ORIGIN_PORT, PROXYPY, BenchError, Contender, Cores, Server, pythonEnv, twistdDualproxy
+from common import BENCH, HOST, ORIGIN_PORT, PROXYPY, Contender, Cores, Server, pythonEnv, twistdDualproxy
 import common
 
 NGINX_PORT = 28081  # as shared/peers/rp.conf's
@@ -97,15 +96,8 @@ def parseArguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     arguments = parseArguments(argv)
-    if "haproxy" in arguments.peers and shutil.which("haproxy") is None:
-        print("reverse.py: no haproxy on PATH, so no haproxy line (apt-get install -y haproxy)", file=sys.stderr)
-        arguments.peers.remove("haproxy")
-    try:
-        proxypy = common.proxypyPeer("reverse.py", arguments)
-    except BenchError as e:
-        print(f"reverse.py: {e}", file=sys.stderr)
-        return 1
-    return common.run("reverse.py", arguments, servers, report={"proxypy": proxypy} if proxypy else None)
+    common.dropMissingHaproxy("reverse.py", arguments.peers)
+    return common.runWithProxypy("reverse.py", arguments, servers)
 
 
 if __name__ == "__main__":

@@ -197,8 +197,9 @@ class ListenerService(Service):
         if fd is not None:
             with socket.socket(fileno=os.dup(fd)) as probe:
                 family = probe.family
-            # Shared with the other workers, and some socket objects (PyPy's)
-            # make it blocking: one blocked accept would stall this worker.
+            # Perhaps shared with the other workers (a UNIX socket, or no
+            # SO_REUSEPORT), and some socket objects (PyPy's) make it
+            # blocking: one blocked accept would stall this worker.
             os.set_blocking(fd, False)
             self.port = self.reactor.adoptStreamPort(fd, family, self.factory)
         else:

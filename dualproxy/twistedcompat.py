@@ -53,16 +53,27 @@ def flushed(transport) -> bool:
     return transport._tempDataLen == 0 and transport.offset == len(transport.dataBuffer)
 
 
-def noDelay(transport) -> None:
+def tcpSocket(transport) -> Optional[socket.socket]:
     """
-    Turn Nagle's algorithm off on the TCP socket under C{transport} (as
-    nginx's C{tcp_nodelay}): a response's head and body written apart must
-    not wait for the peer's delayed ACK of the head.  Set on the socket
-    itself: Twisted's C{setTcpNoDelay} logs a traceback for a UNIX socket.
+    The TCP socket under C{transport} and any TLS layers; None for a UNIX
+    socket or an in-memory transport.
     """
     owner = socketTransport(transport)
-    handle = getattr(owner, "socket", None)
+    getHandle = getattr(owner, "getHandle", None)
+    handle = getHandle() if getHandle is not None else None
     if getattr(handle, "family", None) in (socket.AF_INET, socket.AF_INET6):
+        return handle
+    return None
+
+
+def noDelay(handle: Optional[socket.socket]) -> None:
+    """
+    Turn Nagle's algorithm off on a L{tcpSocket} (as nginx's
+    C{tcp_nodelay}): a response's head and body written apart must not wait
+    for the peer's delayed ACK of the head.  Set on the socket itself:
+    Twisted's C{setTcpNoDelay} logs a traceback for a UNIX socket.
+    """
+    if handle is not None:
         try:
             handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:

@@ -304,10 +304,7 @@ class Supervisor(MultiService):
                 self._ports[description] = listenerSockets(self.reactor, description,
                                                            self.count if perWorker else 1)
             except Exception as e:
-                for ports in self._ports.values():
-                    for port in ports:
-                        port.stopListening()
-                self._ports.clear()
+                self._closePorts()
                 sys.stderr.write(f"dualproxy: cannot listen on {description}: {e}\n")
                 raise SystemExit(1)
         super().privilegedStartService()
@@ -329,6 +326,12 @@ class Supervisor(MultiService):
         if hasattr(signal, "SIGHUP"):
             self._previous = signal.signal(signal.SIGHUP, lambda number, frame: self.reactor.callFromThread(
                 self.reload))
+
+    def _closePorts(self) -> None:
+        for ports in self._ports.values():
+            for port in ports:
+                port.stopListening()
+        self._ports.clear()
 
     def passedDown(self, index: int) -> Tuple[Dict[str, int], Dict[int, int]]:
         """
@@ -394,10 +397,7 @@ class Supervisor(MultiService):
             self._previous = None
         ended = [worker.ended for worker in self.workers.values()]
         self._signal("TERM")
-        for ports in self._ports.values():
-            for port in ports:
-                port.stopListening()
-        self._ports.clear()
+        self._closePorts()
         done = gatherResults(ended) if ended else succeed(None)
         return done.addCallback(lambda _: shutil.rmtree(self._directory, ignore_errors=True))
 

@@ -18,11 +18,15 @@ from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
 from ..http.parser import Limits, MessageReader
 from ..http.proxystatus import CONNECTION_READ_TIMEOUT, CONNECTION_TERMINATED
 from ..tls import upstreamTLSError
-from ..twistedcompat import canWriteThrough, noDelay, socketTransport, writeThrough
+from ..twistedcompat import canWriteThrough, noDelay, tcpSocket, writeThrough
 from . import splice
 from ..http.rules import wantsKeepAlive
 
-# Linux only; its value is fixed by the kernel ABI where Python lacks it.
+# A backend that writes a response's head and body in two sends with Nagle
+# on holds the body until the head is acknowledged, and a Linux receiver in
+# request/response rhythm delays that acknowledgement by 40 ms; asking for a
+# quick ACK as each part is read sends the pending ACK at once.  Linux only;
+# its value is fixed by the kernel ABI where Python lacks it.
 TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12 if sys.platform.startswith("linux") else None)
 
 
@@ -37,26 +41,6 @@ def responseLimits(maxHead: int) -> Limits:
 
 
 DEFAULT_RESPONSE_LIMITS = responseLimits(LimitSettings.max_response_header_bytes)
-
-
-def quickAckSocket(transport) -> Optional[socket.socket]:
-    """
-    The TCP socket under C{transport} (and any TLS layers) if it can be
-    told to acknowledge at once (C{TCP_QUICKACK}), else None.
-
-    A backend that writes a response's head and body in two sends with
-    Nagle on holds the body until the head is acknowledged, and a Linux
-    receiver in request/response rhythm delays that acknowledgement by
-    40 ms; asking for a quick ACK as each part is read sends the pending
-    ACK at once.
-    """
-    if TCP_QUICKACK is None:
-        return None
-    owner = socketTransport(transport)
-    handle = owner.getHandle() if owner is not None and hasattr(owner, "getHandle") else None
-    if getattr(handle, "family", None) not in (socket.AF_INET, socket.AF_INET6):
-        return None
-    return handle
 
 
 @implementer(IPushProducer)
@@ -106,8 +90,9 @@ class UpstreamProtocol(Protocol):
     def connectionMade(self) -> None:
         UpstreamProtocol.openCount += 1
         self.lastActivity = self.clock.seconds()
-        self._quickAck = quickAckSocket(self.transport)
-        noDelay(self.transport)
+        handle = tcpSocket(self.transport)
+        noDelay(handle)
+        self._quickAck = handle if TCP_QUICKACK is not None else None
         self._writeThrough = canWriteThrough(self.transport)
 
     # Sending

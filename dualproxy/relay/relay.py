@@ -68,7 +68,8 @@ class Relay:
         if upstream is not None:
             self._connected(upstream)
             return
-        self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
+        # None idle: a new connection.
+        self.pool.acquire(self.key, self.connect, fresh=True).addCallbacks(self._connected, self._connectFailed)
 
     def _connected(self, upstream: UpstreamProtocol) -> None:
         exchange = self.exchange

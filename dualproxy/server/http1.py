@@ -30,7 +30,7 @@ from ..http.message import LENGTH, NO_BODY, Refusal, RequestHead, ResponseHead
 from ..http.parser import DEFAULT_LIMITS, Limits, MessageReader
 from ..http.proxystatus import HTTP_REQUEST_ERROR, NAME, proxyStatus
 from ..interfaces import IClientChannel
-from ..twistedcompat import canWriteThrough, noDelay, pendingOutput, writeThrough
+from ..twistedcompat import canWriteThrough, noDelay, pendingOutput, tcpSocket, writeThrough
 
 _log = Logger()
 
@@ -90,7 +90,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
                 self.factory.perClient[self.clientHost] = self.factory.perClient.get(self.clientHost, 0) + 1
         self.secure = ISSLTransport.providedBy(self.transport)
         self._writeThrough = canWriteThrough(self.transport)
-        noDelay(self.transport)
+        noDelay(tcpSocket(self.transport))
         self._lastActivity = self.clock.seconds()
         self._idleCall = self.clock.callLater(self.idleTimeout, self._checkIdle)
         self.handler.connectionMade(self)

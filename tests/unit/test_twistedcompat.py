@@ -138,8 +138,13 @@ class WriteThroughTests(_SocketPair, SynchronousTestCase):
         twistedcompat.writeThrough(self.connection, b"late")
         self.assertEqual(self.drain(), 0)
 
-    def test_noDelay(self) -> None:
-        twistedcompat.noDelay(_Wrapper(self.connection))  # a socket pair is not TCP: no error either
+    def test_noTCPSocket(self) -> None:
+        """
+        A socket pair is not TCP: no socket to set options on.
+        """
+        self.assertIsNone(twistedcompat.tcpSocket(_Wrapper(self.connection)))
+        self.assertIsNone(twistedcompat.tcpSocket(StringTransport()))
+        twistedcompat.noDelay(None)
 
 
 class NoDelayTests(SynchronousTestCase):
@@ -151,7 +156,9 @@ class NoDelayTests(SynchronousTestCase):
         ours = socket.create_connection(listener.getsockname())
         self.addCleanup(ours.close)
         connection = tcp.Connection(ours, Protocol(), MemoryReactor())
-        twistedcompat.noDelay(_Wrapper(connection))
+        handle = twistedcompat.tcpSocket(_Wrapper(connection))
+        self.assertIs(handle, ours)
+        twistedcompat.noDelay(handle)
         self.assertTrue(ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
 

@@ -20,7 +20,7 @@ from dualproxy.http.message import LENGTH, Headers, Refusal, RequestHead
 from dualproxy.http.parser import MessageReader
 from dualproxy.http.proxystatus import HTTP_PROTOCOL_ERROR, HTTP_RESPONSE_HEADER_SECTION_SIZE
 from dualproxy.relay.client import (
-    DEFAULT_RESPONSE_LIMITS, TCP_QUICKACK, UpstreamProtocol, quickAckSocket, responseLimits,
+    DEFAULT_RESPONSE_LIMITS, TCP_QUICKACK, UpstreamProtocol, responseLimits,
 )
 from dualproxy.relay.pool import ConnectionPool
 from dualproxy.relay.relay import Relay
@@ -310,15 +310,20 @@ class ReusedConnectionTests(SynchronousTestCase):
 
 class _Handle:
     """
-    A TCP socket as far as quick ACKs go: notes the options set on it.
+    A TCP socket as far as quick ACKs go: notes the quick-ACK requests
+    made of it, and whether Nagle was turned off.
     """
 
     def __init__(self, family=socket.AF_INET, refuse=False):
         self.family = family
         self.refuse = refuse
         self.options = []
+        self.noDelay = False
 
     def setsockopt(self, level, option, value):
+        if (level, option) == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            self.noDelay = bool(value)
+            return
         if self.refuse:
             raise OSError("not here")
         self.options.append((level, option, value))
@@ -369,6 +374,7 @@ class QuickAckTests(SynchronousTestCase):
     def test_partsAcknowledgedAtOnce(self):
         handle = _Handle()
         upstream, failures = self.connect(handle)
+        self.assertTrue(handle.noDelay)
         upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
         self.assertEqual(handle.options, [(socket.IPPROTO_TCP, TCP_QUICKACK, 1)])
         upstream.dataReceived(b"ab")
@@ -385,11 +391,14 @@ class QuickAckTests(SynchronousTestCase):
 
     def test_notTCP(self):
         """
-        A UNIX-socket upstream, or an in-memory transport, is left alone.
+        A UNIX-socket upstream is left alone.
         """
-        self.assertIsNone(quickAckSocket(_SocketTransport(_Handle(socket.AF_UNIX))))
-        self.assertIsNone(quickAckSocket(StringTransport()))
-        self.assertIsNotNone(quickAckSocket(_SocketTransport(_Handle())))
+        handle = _Handle(socket.AF_UNIX)
+        upstream, failures = self.connect(handle)
+        upstream.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+        upstream.dataReceived(b"ab")
+        self.assertEqual((handle.options, handle.noDelay), ([], False))
+        self.assertEqual(failures, [])
 
     def test_refusedOnceThenLeftAlone(self):
         """
