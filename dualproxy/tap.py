@@ -17,6 +17,7 @@ from . import prestart
 from .config import Config, ConfigError, fromDict, loadFile
 from .interfaces import IProxyMode, IRequestFilter
 from .plugins import choose, findModes, loadFilters
+from .twistedcompat import fastDispatch
 
 
 class Options(usage.Options):
@@ -229,12 +230,13 @@ def makeService(options: Options) -> IService:
         service = options.mode.makeService(options.config, options.filters)
     except ConfigError as e:
         options.fail(str(e))
-    if options.workerCount > 1:
-        from twisted.internet import reactor
+    from twisted.internet import reactor
 
+    if options.workerCount > 1:
         from .workers import Supervisor
 
         return Supervisor(_withoutWorkers(options.arguments), options.config, options.workerCount, reactor)
+    fastDispatch(reactor)
     if hasattr(service, "configure"):
         # SIGHUP and the admin listener reload from the same sources.
         service.configure = options.load

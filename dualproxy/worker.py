@@ -28,6 +28,7 @@ def main(argv: List[str]) -> None:
     from . import listeners
     from .config import AdminSettings
     from .tap import Options
+    from .twistedcompat import fastDispatch
     from .workers import checkListenersUnchanged
 
     listeners.ADOPTED.update({description: int(fd) for description, fd in json.loads(fds).items()})
@@ -53,6 +54,7 @@ def main(argv: List[str]) -> None:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout, timeFormat=None)], redirectStandardIO=False)
     service = mode.makeService(config, filters)
     service.configure = reload
+    fastDispatch(reactor)
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

@@ -11,6 +11,7 @@ import sys
 from ipaddress import ip_network
 
 from twisted.application.service import Service
+from twisted.internet import reactor
 from twisted.plugin import IPlugin
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -232,8 +233,11 @@ class OptionsTests(SynchronousTestCase):
         """
         path = self.configFile('filters = ["strip"]\n')
         options = self.parse("--config", path, "--mode", "echo")
+        dispatched = []
+        self.patch(tap, "fastDispatch", dispatched.append)
         service = tap.makeService(options)
         self.assertIsInstance(service, Service)
+        self.assertEqual(dispatched, [reactor], "the reactor dispatches without the legacy log context")
         self.assertEqual(self.echo.made, [(options.config, [self.filters["strip"]])])
         self.assertEqual(self.echo.made[0][0].listen, ("tcp:7:interface=127.0.0.1",))
         self.assertEqual(self.forward.made, [])

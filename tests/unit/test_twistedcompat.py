@@ -7,11 +7,13 @@ release moves what the adapter reads, these fail, not production.
 from __future__ import annotations
 
 import ast
+import errno
 import socket
 
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
+from twisted.python import log
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from dualproxy import twistedcompat
@@ -21,7 +23,7 @@ from .sources import ADAPTER, modules
 #: Twisted names only the adapter may use.
 PRIVATE_NAMES = frozenset(
     ["dataBuffer", "_tempDataLen", "_tempDataBuffer", "_outboundStreamQueues", "_sendingDeferred",
-     "_consumerBlocked", "_writeDisconnected"]
+     "_consumerBlocked", "_writeDisconnected", "_selectables", "_poller", "_doReadOrWrite"]
 )
 
 
@@ -195,6 +197,112 @@ class MendedH2ConnectionTests(SynchronousTestCase):
         self.assertIsNone(connection._consumerBlocked)
         self.assertEqual(twistedcompat.activeStreams(connection), 0)
         self.assertTrue(callable(connection.priority.block))
+
+
+class _Recorder(Protocol):
+    def __init__(self, failIn: str = "") -> None:
+        self.received = []
+        self.lost = []
+        self.failIn = failIn
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+        if self.failIn == "dataReceived":
+            raise ValueError("a bug in a protocol")
+
+    def connectionLost(self, reason) -> None:
+        self.lost.append(reason)
+        if self.failIn == "connectionLost":
+            raise KeyError("a bug in connectionLost")
+
+
+class FastDispatchTests(SynchronousTestCase):
+    """
+    A private epoll reactor (not the one running the suite) with the fast
+    dispatch installed, driven one iteration at a time.
+    """
+
+    def setUp(self) -> None:
+        if twistedcompat.EPollReactor is None:
+            raise SkipTest("no epoll here")
+        self.reactor = twistedcompat.EPollReactor()
+        self.sockets = []
+        self.addCleanup(self.closeReactor)
+        self.assertTrue(twistedcompat.fastDispatch(self.reactor))
+        # The legacy per-event log context is what the dispatch leaves out.
+        self.patch(log, "callWithLogger", self.fail)
+
+    def closeReactor(self) -> None:
+        self.reactor.removeAll()
+        self.reactor.waker.connectionLost(None)
+        self.reactor._poller.close()
+        for socket_ in self.sockets:
+            socket_.close()
+
+    def connect(self, protocol: Protocol):
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        self.sockets += [ours, peer]
+        connection = tcp.Connection(ours, protocol, self.reactor)
+        connection.connected = 1
+        protocol.makeConnection(connection)
+        self.reactor.addReader(connection)
+        return connection, peer
+
+    def test_readsReachTheProtocol(self) -> None:
+        protocol = _Recorder()
+        self.connect(protocol)[1].send(b"hello")
+        self.reactor.doIteration(1)
+        self.assertEqual(protocol.received, [b"hello"])
+        self.assertEqual(protocol.lost, [])
+
+    def test_writesReachThePeer(self) -> None:
+        connection, peer = self.connect(_Recorder())
+        connection.write(b"queued")
+        self.reactor.doIteration(1)
+        self.assertEqual(peer.recv(100), b"queued")
+
+    def test_closedPeerLosesTheConnection(self) -> None:
+        protocol = _Recorder()
+        self.connect(protocol)[1].close()
+        self.reactor.doIteration(1)
+        self.assertEqual(len(protocol.lost), 1)
+        self.assertEqual(self.reactor.getReaders(), [self.reactor.waker])
+
+    def test_failingProtocolIsLoggedAndDisconnected(self) -> None:
+        protocol = _Recorder(failIn="dataReceived")
+        self.connect(protocol)[1].send(b"x")
+        self.reactor.doIteration(1)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(len(protocol.lost), 1)
+
+    def test_failingConnectionLostIsLoggedAndTheLoopGoesOn(self) -> None:
+        failing, healthy = _Recorder(failIn="connectionLost"), _Recorder()
+        self.connect(failing)[1].close()
+        self.connect(healthy)[1].send(b"still served")
+        self.reactor.doIteration(1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        self.assertEqual(healthy.received, [b"still served"])
+
+    def test_interruptedPollIsAnEmptyIteration(self) -> None:
+        class Interrupted:
+            def __init__(self, number: int) -> None:
+                self.number = number
+
+            def poll(self, timeout, most):
+                raise OSError(self.number, "poll")
+
+        real = self.reactor._poller
+        self.addCleanup(setattr, self.reactor, "_poller", real)
+        self.reactor._poller = Interrupted(errno.EINTR)
+        self.assertIsNone(self.reactor.doIteration(0))
+        self.reactor._poller = Interrupted(errno.EBADF)
+        self.assertRaises(OSError, self.reactor.doIteration, 0)
+
+    def test_otherReactorsUntouched(self) -> None:
+        reactor = MemoryReactorClock()
+        self.assertFalse(twistedcompat.fastDispatch(reactor))
+        self.assertNotIn("doIteration", vars(reactor))
 
 
 class OnlyTheAdapterTests(SynchronousTestCase):
