@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Optional
+from typing import Dict, Optional
 
+from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
 from twisted.logger import Logger
 
 try:
+    from select import EPOLLOUT
+
     from twisted.internet.epollreactor import EPollReactor
 except ImportError:  # not Linux
     EPollReactor = None
@@ -121,36 +124,104 @@ def writeThrough(transport, data: bytes) -> None:
 
 def fastDispatch(reactor) -> bool:
     """
-    Have an epoll reactor hand each ready socket to its transport directly,
-    without wrapping every read and write in the legacy log context
-    (C{log.callWithLogger}): a tenth of a small request's CPU.  Only legacy
-    C{twisted.python.log} lines lose their connection prefix; the reactor's
-    own handling of a failing transport (logged, disconnected) is the same.
-    Whether the reactor is one this applies to.
+    Make an epoll reactor cheaper per event (see L{_EpollDispatch}); whether
+    C{reactor} is one this applies to.
     """
     if EPollReactor is None or type(reactor) is not EPollReactor:
         return False
-    selectables = reactor._selectables
-    readOrWrite = reactor._doReadOrWrite
+    _EpollDispatch(reactor).install()
+    return True
 
-    def doPoll(timeout: Optional[float]) -> None:
+
+class _EpollDispatch:
+    """
+    An epoll reactor's dispatch, mended for many small exchanges.
+
+    Each ready socket goes to its transport directly, without the legacy
+    log context (C{log.callWithLogger}) around every read and write: a
+    tenth of a small request's CPU.  Only legacy C{twisted.python.log} lines
+    lose their connection prefix; a failing transport is logged and
+    disconnected as before.
+
+    A connected TCP or UNIX transport that starts writing is not registered
+    with epoll at once: before the next poll it is simply asked to write.
+    Whatever it was given during the turn (a response's head and body)
+    goes out in one send, and only what the socket does not take waits for
+    write readiness: no C{epoll_ctl} pair and no extra event per response.
+    """
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self.selectables = reactor._selectables
+        self.writes = reactor._writes
+        self.readOrWrite = reactor._doReadOrWrite
+        self.register = reactor.addWriter
+        self.unregister = reactor.removeWriter
+        self.registered = reactor.getWriters
+        self.removeRegistered = reactor.removeAll
+        #: Writers to ask before the next poll, in the order they started.
+        self.eager: Dict[FileDescriptor, None] = {}
+
+    def install(self) -> None:
+        self.reactor.doIteration = self.doPoll
+        self.reactor.addWriter = self.addWriter
+        self.reactor.removeWriter = self.removeWriter
+        self.reactor.getWriters = self.getWriters
+        self.reactor.removeAll = self.removeAll
+
+    def addWriter(self, writer) -> None:
+        if writer in self.eager:
+            return
+        if isinstance(writer, tcp.Connection) and writer.connected and writer.fileno() not in self.writes:
+            self.eager[writer] = None
+        else:
+            self.register(writer)
+
+    def removeWriter(self, writer) -> None:
+        if writer in self.eager:
+            del self.eager[writer]
+        else:
+            self.unregister(writer)
+
+    def getWriters(self) -> list:
+        return self.registered() + list(self.eager)
+
+    def removeAll(self) -> list:
+        removed = self.removeRegistered()
+        removed += [writer for writer in self.eager if writer not in removed]
+        self.eager.clear()
+        return removed
+
+    def doPoll(self, timeout: Optional[float]) -> None:
+        self._writeEagerly()
         try:
-            events = reactor._poller.poll(-1 if timeout is None else timeout, len(selectables))
+            events = self.reactor._poller.poll(-1 if timeout is None else timeout, len(self.selectables))
         except OSError as e:
             if e.errno == errno.EINTR:
                 return
             raise
         for fd, event in events:
-            selectable = selectables.get(fd)
+            selectable = self.selectables.get(fd)
             if selectable is not None:
-                try:
-                    readOrWrite(selectable, fd, event)
-                except Exception:
-                    # A transport's connectionLost failed: the reactor goes on.
-                    _log.failure("handling an event for {selectable!r}", selectable=selectable)
+                self._dispatch(selectable, fd, event)
 
-    reactor.doIteration = doPoll
-    return True
+    def _writeEagerly(self) -> None:
+        eager = self.eager
+        while eager:
+            writer = next(iter(eager))
+            self._dispatch(writer, writer.fileno(), EPOLLOUT)
+            if writer in eager:
+                # The socket did not take it all (or the writer was handed
+                # more as it wrote): wait for write readiness.
+                del eager[writer]
+                self.register(writer)
+
+    def _dispatch(self, selectable, fd: int, event: int) -> None:
+        try:
+            self.readOrWrite(selectable, fd, event)
+        except Exception:
+            # A transport's connectionLost failed: the reactor goes on.
+            _log.failure("handling an event for {selectable!r}", selectable=selectable)
 
 
 def pendingOutput(transport) -> Optional[tuple]:

@@ -299,6 +299,66 @@ class FastDispatchTests(SynchronousTestCase):
         self.reactor._poller = Interrupted(errno.EBADF)
         self.assertRaises(OSError, self.reactor.doIteration, 0)
 
+    def test_writeGoesOutBeforeThePollUnregistered(self) -> None:
+        """
+        What a connection is given in one turn leaves in one send before
+        the next poll, epoll never asked about write readiness.
+        """
+        connection, peer = self.connect(_Recorder())
+        connection.write(b"head ")
+        connection.write(b"body")
+        self.assertIn(connection, self.reactor.getWriters())
+        self.assertNotIn(connection.fileno(), self.reactor._writes)
+        self.reactor.doIteration(0)
+        self.assertEqual(peer.recv(100), b"head body")
+        self.assertEqual(self.reactor.getWriters(), [])
+        self.assertNotIn(connection.fileno(), self.reactor._writes)
+
+    def test_whatTheSocketRefusesWaitsForReadiness(self) -> None:
+        connection, peer = self.connect(_Recorder())
+        connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        size = 4 << 20
+        connection.write(b"x" * size)
+        self.reactor.doIteration(0)
+        self.assertIn(connection.fileno(), self.reactor._writes, "registered with epoll")
+        received = 0
+        peer.setblocking(False)
+        while received < size:
+            try:
+                received += len(peer.recv(1 << 20))
+            except BlockingIOError:
+                self.reactor.doIteration(1)
+        self.assertEqual(received, size)
+        self.reactor.doIteration(0)
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_closeAfterWriteFlushesFirst(self) -> None:
+        protocol = _Recorder()
+        connection, peer = self.connect(protocol)
+        connection.write(b"last words")
+        connection.loseConnection()
+        self.reactor.doIteration(0)
+        self.assertEqual(peer.recv(100), b"last words")
+        self.assertEqual(peer.recv(100), b"", "closed")
+        self.assertEqual(len(protocol.lost), 1)
+
+    def test_removedWriterIsNotWritten(self) -> None:
+        connection, peer = self.connect(_Recorder())
+        connection.write(b"never")
+        self.assertIn(connection, self.reactor.removeAll())
+        self.assertEqual(self.reactor.getWriters(), [])
+        self.reactor.doIteration(0)
+        peer.setblocking(False)
+        self.assertRaises(BlockingIOError, peer.recv, 100)
+
+    def test_unconnectedWriterIsRegisteredAtOnce(self) -> None:
+        connection, _ = self.connect(_Recorder())
+        connection.connected = 0
+        connection.startWriting()
+        self.assertIn(connection.fileno(), self.reactor._writes)
+        connection.stopWriting()
+        self.assertNotIn(connection.fileno(), self.reactor._writes)
+
     def test_otherReactorsUntouched(self) -> None:
         reactor = MemoryReactorClock()
         self.assertFalse(twistedcompat.fastDispatch(reactor))
