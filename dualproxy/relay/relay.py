@@ -26,7 +26,9 @@ class Relay:
     from C{pool}, and the response back, with backpressure both ways.
 
     C{onResponse} rewrites the response head (hop-by-hop fields, Via,
-    filters) before the client sees it.  C{what} names the upstream in
+    filters) before the client sees it; None when a subclass defines it
+    as a method (an instance holding its own bound method would be a
+    reference cycle, left to the garbage collector on every request).  C{what} names the upstream in
     error messages.  C{upgrade} is the Upgrade the request offered (e.g.
     WebSocket): a 101 switching to one of those turns the connection into
     a tunnel; any other 101 is a 502.
@@ -41,7 +43,7 @@ class Relay:
         pool: ConnectionPool,
         key: Hashable,
         connect: Callable[[], Deferred],
-        onResponse: Callable[[ResponseHead], None],
+        onResponse: Optional[Callable[[ResponseHead], None]],
         what: str,
         upgrade: Optional[bytes] = None,
         response=None,
@@ -52,7 +54,8 @@ class Relay:
         self.pool = pool
         self.key = key
         self.connect = connect
-        self.onResponse = onResponse
+        if onResponse is not None:
+            self.onResponse = onResponse
         self.what = what
         self.upgrade = upgrade
         self.upstream: UpstreamProtocol = None
@@ -178,6 +181,10 @@ class Relay:
     def responseEnded(self) -> None:
         self.upstream = None
         self._stopProducing()
+        if self.exchange.onAbort == self._clientGone:
+            # Nothing left to stop; the exchange and this relay no longer
+            # hold each other, so both are freed as soon as they are done.
+            self.exchange.onAbort = None
         self.response.finish()
 
     def _stopProducing(self) -> None:

@@ -5,6 +5,7 @@ resource tree, and relay the ones routed to a pool to one of its backends.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import List, Optional, Sequence
 
 from twisted.internet.defer import Deferred
@@ -116,7 +117,7 @@ class PoolRelay(Relay):
 
     def __init__(self, exchange, head: RequestHead, handler: ReverseHandler, pool: BackendPool, upgrade: Optional[bytes],
                  response=None):
-        super().__init__(exchange, head, handler.connections, None, None, self._onResponse, "", upgrade, response)
+        super().__init__(exchange, head, handler.connections, None, None, None, "", upgrade, response)
         self.handler = handler
         self.backendPool = pool
         self.tried: List[BackendState] = []
@@ -147,7 +148,7 @@ class PoolRelay(Relay):
         exchange.context.backend = backend
         self.tried.append(backend)
         self.key = backend.key
-        self.connect = lambda: self.handler.open(backend)
+        self.connect = partial(self.handler.open, backend)
         self.what = f"backend {backend.name}"
         return True
 
@@ -187,7 +188,7 @@ class PoolRelay(Relay):
                 return
         super().responseFailed(refusal)
 
-    def _onResponse(self, head: ResponseHead) -> None:
+    def onResponse(self, head: ResponseHead) -> None:
         backend = self.exchange.context.backend
         if backend is not None:
             if head.status >= 500:

@@ -24,6 +24,7 @@ from .support import (
     Origin,
     Proxy,
     RawOrigin,
+    Survivors,
     curl,
     pattern,
     pythonClient,
@@ -166,6 +167,20 @@ class RelayTests(ForwardTestCase):
             out, err, code = yield curl("-x", proxy.url, origin.url("/bytes/10"))
             self.assertEqual((code, len(out)), (0, 10), err)
         self.assertEqual(origin.connections, 1)
+
+    @inlineCallbacks
+    def test_finishedExchangesFreedAtOnce(self):
+        """
+        Nothing a relayed request made waits for the garbage collector;
+        only the connection's last exchange stays, as its connection does.
+        """
+        origin = self.startOrigin()
+        proxy = self.startProxy()
+        survivors = Survivors(self)
+        out, err, code = yield pythonClient(REPEAT_CLIENT, proxy.address, origin.url("/bytes/10"), "20")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(survivors.made, 40, "20 exchanges, 20 relays")
+        self.assertLessEqual(len(survivors.alive()), 1, survivors.alive())
 
     @inlineCallbacks
     def test_idlePoolBounded(self):

@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from dualproxy.reverse.health import HealthCheck
 
-from .support import REPEAT_CLIENT, Origin, Proxy, RawOrigin, curl, pattern, pythonClient
+from .support import REPEAT_CLIENT, Origin, Proxy, RawOrigin, Survivors, curl, pattern, pythonClient
 
 # N requests on one connection, each as a different X-User; prints the
 # backend names, one per line.
@@ -100,6 +100,19 @@ class BalancingTests(ReverseTestCase):
         proxy = self.proxy({"app": pool(a)})
         yield self.names(proxy, 20)
         self.assertEqual(a.connections, 1)
+
+    @inlineCallbacks
+    def test_finishedExchangesFreedAtOnce(self):
+        """
+        Nothing a relayed request made waits for the garbage collector;
+        only the connection's last exchange stays, as its connection does.
+        """
+        a, = self.backends("a")
+        proxy = self.proxy({"app": pool(a)})
+        survivors = Survivors(self)
+        yield self.names(proxy, 20)
+        self.assertEqual(survivors.made, 40, "20 exchanges, 20 relays")
+        self.assertLessEqual(len(survivors.alive()), 1, survivors.alive())
 
     @inlineCallbacks
     def test_leastBusyAvoidsSlowBackend(self):
