@@ -58,6 +58,19 @@ class Headers:
         clone._lower = self._lower[:]
         return clone
 
+    def only(self, name: bytes) -> Optional[bytes]:
+        """
+        The value of the one C{name} field (lower case); None when there is
+        none or more than one.
+        """
+        lower = self._lower
+        if name not in lower:
+            return None
+        index = lower.index(name)
+        if name in lower[index + 1:]:
+            return None
+        return self._items[index][1]
+
     def get(self, name: bytes, default: Optional[bytes] = None) -> Optional[bytes]:
         """
         The first value of C{name} (lower case), or C{default}.
@@ -120,9 +133,12 @@ class Headers:
         lower = self._lower
         if names.isdisjoint(lower):
             return
-        kept = [(item, key) for item, key in zip(self._items, lower) if key not in names]
-        self._items = [item for item, _ in kept]
-        self._lower = [key for _, key in kept]
+        items = self._items
+        for name in names.intersection(lower):
+            while name in lower:
+                index = lower.index(name)
+                del lower[index]
+                del items[index]
 
     def serialize(self) -> bytes:
         return b"".join([key + b": " + value + b"\r\n" for key, value in self._items])

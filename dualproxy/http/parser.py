@@ -371,10 +371,13 @@ class MessageReader:
             message.framing = CHUNKED
             return
         if lengths:
-            values = {v.strip() for value in lengths for v in value.split(b",")}
-            if len(values) != 1:
-                raise self._refusal(400, "conflicting Content-Length values")
-            value = values.pop()
+            if len(lengths) == 1 and lengths[0].isdigit():
+                value = lengths[0]
+            else:
+                values = {v.strip() for value in lengths for v in value.split(b",")}
+                if len(values) != 1:
+                    raise self._refusal(400, "conflicting Content-Length values")
+                value = values.pop()
             if not value.isdigit() or len(value) > 18:
                 raise self._refusal(400, "invalid Content-Length")
             message.length = int(value)

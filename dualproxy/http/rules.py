@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Collection, Optional, Tuple
+from typing import Collection, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
 from .message import CHUNKED, LENGTH, Headers, Refusal, RequestHead, ResponseHead
@@ -31,6 +31,8 @@ HOP_BY_HOP = frozenset(
 )
 
 
+_CONNECTION_FIELDS = frozenset([b"connection", b"proxy-connection"])
+
 # Fields a Connection header may not take away.
 _END_TO_END = (b"content-length", b"host")
 
@@ -44,8 +46,10 @@ def stripHopByHop(headers: Headers) -> None:
     (a relayed 200 that lost its C{Content-Length: 0} would be read up to
     the end of the connection), the other says which site it is for.
     """
-    named = headers.tokens(b"connection") + headers.tokens(b"proxy-connection")
-    extra = [name for name in named if name not in _END_TO_END and name not in HOP_BY_HOP]
+    extra = None
+    if headers.hasAny(_CONNECTION_FIELDS):
+        named = headers.tokens(b"connection") + headers.tokens(b"proxy-connection")
+        extra = [name for name in named if name not in _END_TO_END and name not in HOP_BY_HOP]
     headers.removeAny(HOP_BY_HOP.union(extra) if extra else HOP_BY_HOP)
 
 
@@ -225,6 +229,9 @@ def frameResponse(head: ResponseHead) -> None:
     headers = head.headers
     if head.framing == LENGTH:
         value: Optional[bytes] = b"%d" % head.length
+        if headers.only(b"content-length") == value:
+            # Canonical already, as nearly every response is.
+            return
     elif b"content-length" not in headers:
         return
     elif head.status < 200 or head.status == 204:
@@ -258,8 +265,7 @@ class RewritePolicy:
     forwarded: bool = False
 
 
-@dataclass(frozen=True)
-class Hop:
+class Hop(NamedTuple):
     """
     Who sent a request and how, as the forwarding fields tell the next hop.
 

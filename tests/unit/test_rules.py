@@ -226,6 +226,22 @@ RESPONSE_FRAMING = [
         [(b"ETag", b'"x"'), (b"Content-Length", b"5")],
     ),
     (
+        "a canonical Content-Length stays where it was",
+        200,
+        LENGTH,
+        5,
+        [(b"Content-Length", b"5"), (b"ETag", b'"x"')],
+        [(b"Content-Length", b"5"), (b"ETag", b'"x"')],
+    ),
+    (
+        "a Content-Length that is not the body's is replaced by the body's",
+        200,
+        LENGTH,
+        5,
+        [(b"Content-Length", b"05"), (b"ETag", b'"x"')],
+        [(b"ETag", b'"x"'), (b"Content-Length", b"5")],
+    ),
+    (
         "RFC 9110 \u00a78.6: a body delimited otherwise gets no Content-Length",
         200,
         CHUNKED,
@@ -563,6 +579,22 @@ class HeadersTests(SynchronousTestCase):
         self.assertEqual(list(self.headers), [(b"CONTENT-type", b"text/plain")])
         self.headers.remove(b"absent")
         self.assertEqual(len(self.headers), 1)
+
+    def test_removeKeepsTheRestInOrder(self):
+        headers = Headers([(b"A", b"1"), (b"Cookie", b"1"), (b"B", b"2"), (b"COOKIE", b"2"), (b"Host", b"h"),
+                           (b"C", b"3")])
+        headers.removeAny(frozenset([b"cookie", b"host", b"absent"]))
+        self.assertEqual(list(headers), [(b"A", b"1"), (b"B", b"2"), (b"C", b"3")])
+        self.assertIsNone(headers.get(b"cookie"))
+        self.assertEqual(headers.get(b"c"), b"3")
+
+    def test_onlyOfASingleField(self):
+        """
+        only gives the value of a field sent once, else None.
+        """
+        self.assertEqual(self.headers.only(b"host"), b"a")
+        self.assertIsNone(self.headers.only(b"cookie"))
+        self.assertIsNone(self.headers.only(b"accept"))
 
     def test_copyIsIndependent(self):
         """
