@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .http.proxystatus import TLS_ALERT_RECEIVED, TLS_CERTIFICATE_ERROR, TLS_PROTOCOL_ERROR
+from .twistedcompat import tlsConnection
 
 __all__ = [
     "TLSConfigError",
@@ -310,7 +311,7 @@ class ServerTLS:
         return SSL.NO_OVERLAPPING_PROTOCOLS
 
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
-        return SSL.Connection(self._context, None)
+        return tlsConnection(self._context)
 
     def reload(self) -> None:
         """
@@ -373,7 +374,7 @@ class _UnverifiedClient:
         self._alpn = list(alpn)
 
     def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
-        connection = SSL.Connection(self._options.getContext(), None)
+        connection = tlsConnection(self._options.getContext())
         if self._serverName is not None:
             connection.set_tlsext_host_name(self._serverName)
         if self._alpn:

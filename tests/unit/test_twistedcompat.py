@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import ast
 import errno
+import os
 import socket
+
+from OpenSSL import SSL
 
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
@@ -18,12 +21,14 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from dualproxy import twistedcompat
 
+from ..certs import CertificateAuthority
 from .sources import ADAPTER, modules
 
 #: Twisted names only the adapter may use.
 PRIVATE_NAMES = frozenset(
     ["dataBuffer", "_tempDataLen", "_tempDataBuffer", "_outboundStreamQueues", "_sendingDeferred",
-     "_consumerBlocked", "_writeDisconnected", "_selectables", "_poller", "_doReadOrWrite"]
+     "_consumerBlocked", "_writeDisconnected", "_selectables", "_poller", "_doReadOrWrite", "_into_ssl",
+     "_from_ssl"]
 )
 
 
@@ -365,11 +370,114 @@ class FastDispatchTests(SynchronousTestCase):
         self.assertNotIn("doIteration", vars(reactor))
 
 
+class SizedConnectionTests(SynchronousTestCase):
+    """
+    A server and a client L{twistedcompat.tlsConnection} over memory BIOs,
+    the bytes moved between them by hand as Twisted's TLS layer moves them.
+    """
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        ca = CertificateAuthority(directory)
+        cert, key = ca.issue("server", names=["localhost"])
+        serverContext = SSL.Context(SSL.TLS_METHOD)
+        serverContext.use_certificate_file(cert)
+        serverContext.use_privatekey_file(key)
+        self.server = twistedcompat.tlsConnection(serverContext)
+        self.server.set_accept_state()
+        self.client = twistedcompat.tlsConnection(SSL.Context(SSL.TLS_METHOD))
+        self.client.set_connect_state()
+        self.asked = []
+        for _ in range(4):
+            for side in (self.client, self.server):
+                try:
+                    side.do_handshake()
+                except SSL.WantReadError:
+                    pass
+                self.move()
+
+    def move(self) -> None:
+        for source, sink in ((self.client, self.server), (self.server, self.client)):
+            while True:
+                try:
+                    data = source.bio_read(2 ** 15)
+                except SSL.WantReadError:
+                    break
+                sink.bio_write(data)
+
+    def readAll(self, side) -> list:
+        chunks = []
+        while True:
+            try:
+                chunks.append(side.recv(2 ** 15))
+            except SSL.WantReadError:
+                return chunks
+
+    def test_sizedWhereTheBindingsAllow(self) -> None:
+        self.assertIsInstance(self.server, twistedcompat.SizedConnection)
+        self.assertIsNotNone(self.server._into_ssl)
+        self.assertIsNotNone(self.server._from_ssl)
+
+    def test_smallMessageReadWhole(self) -> None:
+        self.client.send(b"GET / HTTP/1.1\r\n\r\n")
+        self.move()
+        self.assertEqual(self.readAll(self.server), [b"GET / HTTP/1.1\r\n\r\n"])
+
+    def test_readsAskForWhatWaits(self) -> None:
+        """
+        pyOpenSSL allocates what a read asks for: a small message must not
+        cost 32 KiB buffers.
+        """
+        asked = []
+        for name in ("recv", "bio_read"):
+            real = getattr(SSL.Connection, name)
+            self.patch(SSL.Connection, name, self.recording(real, name, asked))
+        self.client.send(b"GET / HTTP/1.1\r\n\r\n")
+        self.move()
+        self.assertEqual(self.readAll(self.server), [b"GET / HTTP/1.1\r\n\r\n"])
+        self.assertTrue(asked)
+        self.assertLess(max(size for _, size in asked), 256, asked)
+
+    @staticmethod
+    def recording(real, name: str, asked: list):
+        def read(connection, bufsiz, *args):
+            asked.append((name, bufsiz))
+            return real(connection, bufsiz, *args)
+
+        return read
+
+    def test_largeMessageReadARecordAtATime(self) -> None:
+        body = bytes(range(256)) * 400
+        sent = 0
+        while sent < len(body):
+            sent += self.server.send(body[sent:])
+        self.move()
+        chunks = self.readAll(self.client)
+        self.assertEqual(b"".join(chunks), body)
+        self.assertLessEqual(max(map(len, chunks)), 16384)
+
+    def test_ciphertextReadExactly(self) -> None:
+        self.client.send(b"x" * 100)
+        ciphertext = self.client.bio_read(2 ** 15)
+        self.assertGreater(len(ciphertext), 100)
+        self.assertRaises(SSL.WantReadError, self.client.bio_read, 2 ** 15)
+
+    def test_nothingWaitingIsWantRead(self) -> None:
+        self.assertRaises(SSL.WantReadError, self.server.recv, 2 ** 15)
+        self.assertRaises(SSL.WantReadError, self.server.bio_read, 2 ** 15)
+
+    def test_closeNotifyStillSeen(self) -> None:
+        self.client.shutdown()
+        self.move()
+        self.assertRaises(SSL.ZeroReturnError, self.server.recv, 2 ** 15)
+
+
 class OnlyTheAdapterTests(SynchronousTestCase):
     def test_noTwistedPrivatesElsewhere(self) -> None:
         """
-        No other module imports a private Twisted module or reads the
-        internals the adapter wraps.
+        No other module imports a private Twisted or pyOpenSSL module or
+        reads the internals the adapter wraps.
         """
         found = []
         for name, path in sorted(modules().items()):
@@ -382,7 +490,7 @@ class OnlyTheAdapterTests(SynchronousTestCase):
                     names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
                         alias.name for alias in node.names]
                     found += [f"{name}:{node.lineno} imports {module}" for module in names
-                              if module.startswith("twisted.") and any(
+                              if module.startswith(("twisted.", "OpenSSL.")) and any(
                                   part.startswith("_") for part in module.split("."))]
                 elif isinstance(node, ast.Attribute) and node.attr in PRIVATE_NAMES:
                     found.append(f"{name}:{node.lineno} .{node.attr}")
