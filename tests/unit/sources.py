@@ -9,7 +9,7 @@ from typing import Dict
 
 import dualproxy
 
-#: The one module allowed to use Twisted's private names (see docs/architecture.md).
+#: The one module allowed to use Twisted's and pyOpenSSL's private names (see docs/architecture.md).
 ADAPTER = "dualproxy.twistedcompat"
 
 ROOT = os.path.dirname(os.path.abspath(dualproxy.__file__))
