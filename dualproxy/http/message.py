@@ -141,7 +141,10 @@ class Headers:
                 del items[index]
 
     def serialize(self) -> bytes:
-        return b"".join([key + b": " + value + b"\r\n" for key, value in self._items])
+        items = self._items
+        if not items:
+            return b""
+        return b"\r\n".join(map(b": ".join, items)) + b"\r\n"
 
 
 class RequestHead:

@@ -12,6 +12,7 @@ a redirect.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 from twisted.web.resource import Resource, getChildForRequest
@@ -117,7 +118,12 @@ def hostName(headers: Headers) -> str:
     """
     The requested host, lower case, without port, for virtual hosting.
     """
-    host = headers.get(b"host") or b""
+    return _nameOf(headers.get(b"host") or b"")
+
+
+@lru_cache(maxsize=1024)
+def _nameOf(host: bytes) -> str:
+    # Remembered: a site's clients name the same few hosts again and again.
     if host.startswith(b"["):
         name = host.split(b"]")[0] + b"]"
     else:
