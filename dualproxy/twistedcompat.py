@@ -3,9 +3,8 @@ The one place that knows Twisted's (and pyOpenSSL's) private internals.
 
 dualproxy needs a few things Twisted has no public API for: whether a TCP
 transport still holds unsent bytes (a drain, an idle close and splice
-depend on it), an HTTP/2 connection mended for a proxy, and a reactor
-dispatch without the legacy log context, and TLS reads sized to what is
-there.  Each lives
+depend on it), an HTTP/2 connection mended for a proxy, a cheaper epoll
+dispatch, and TLS reads sized to what is waiting.  Each lives
 here, against the Twisted releases CI runs (the oldest supported and the
 newest), so a Twisted upgrade that moves them fails
 tests/unit/test_twistedcompat.py instead of misbehaving in production.

@@ -28,10 +28,10 @@ class Relay:
     C{onResponse} rewrites the response head (hop-by-hop fields, Via,
     filters) before the client sees it; None when a subclass defines it
     as a method (an instance holding its own bound method would be a
-    reference cycle, left to the garbage collector on every request).  C{what} names the upstream in
-    error messages.  C{upgrade} is the Upgrade the request offered (e.g.
-    WebSocket): a 101 switching to one of those turns the connection into
-    a tunnel; any other 101 is a 502.
+    reference cycle, left to the garbage collector on every request).
+    C{what} names the upstream in error messages.  C{upgrade} is the
+    Upgrade the request offered (e.g. WebSocket): a 101 switching to one of
+    those turns the connection into a tunnel; any other 101 is a 502.
     The response goes to C{response} (by default the exchange itself): a
     cache puts itself there to see, store or replace what comes back.
     """
