@@ -151,6 +151,8 @@ class _EpollDispatch:
     Whatever it was given during the turn (a response's head and body)
     goes out in one send, and only what the socket does not take waits for
     write readiness: no C{epoll_ctl} pair and no extra event per response.
+    A writer handed more while it writes (a pull producer) waits for write
+    readiness too, so one connection cannot hold the turn for a whole file.
     """
 
     def __init__(self, reactor) -> None:

@@ -14,10 +14,13 @@ import socket
 from OpenSSL import SSL
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.python import log
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from zope.interface import implementer
 
 from dualproxy import twistedcompat
 
@@ -336,6 +339,32 @@ class FastDispatchTests(SynchronousTestCase):
         self.assertEqual(received, size)
         self.reactor.doIteration(0)
         self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_pullProducerWaitsForReadiness(self) -> None:
+        """
+        A pull producer asked for more once its chunk went out is written
+        again only when epoll says so: one connection cannot hold the turn
+        for a whole file while its peer keeps reading.
+        """
+        connection, peer = self.connect(_Recorder())
+        chunks = []
+
+        @implementer(IPullProducer)
+        class Chunks:
+            def resumeProducing(self) -> None:
+                chunks.append(1)
+                connection.write(b"c" * 100)
+
+            def stopProducing(self) -> None:
+                pass
+
+        connection.registerProducer(Chunks(), False)  # asked at once
+        self.reactor.doIteration(0)
+        # Once after the eager send, once after the poll's write event;
+        # looping until the socket is full would be thousands of times.
+        self.assertEqual(len(chunks), 3)
+        self.assertEqual(peer.recv(1000), b"c" * 200)
+        self.assertIn(connection, self.reactor.getWriters(), "the third chunk waits for the next turn")
 
     def test_closeAfterWriteFlushesFirst(self) -> None:
         protocol = _Recorder()
