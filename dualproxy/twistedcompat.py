@@ -255,14 +255,15 @@ class SizedConnection(SSL.Connection):
         return SSL.Connection.bio_read(self, min(bufsiz, waiting or 1))
 
 
+#: L{SizedConnection} where the installed pyOpenSSL has what it reads.
+_TLSConnection = SizedConnection if hasattr(_lib, "BIO_get_mem_data") else SSL.Connection
+
+
 def tlsConnection(context: SSL.Context) -> SSL.Connection:
     """
-    A connection for Twisted's TLS layer: a L{SizedConnection} where the
-    installed pyOpenSSL has what it reads, else pyOpenSSL's own.
+    A memory-BIO connection for Twisted's TLS layer.
     """
-    if hasattr(_lib, "BIO_get_mem_data"):
-        return SizedConnection(context, None)
-    return SSL.Connection(context, None)
+    return _TLSConnection(context, None)
 
 
 def pendingOutput(transport) -> Optional[tuple]:
