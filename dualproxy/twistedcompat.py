@@ -3,9 +3,8 @@ The one place that knows Twisted's (and pyOpenSSL's) private internals.
 
 dualproxy needs a few things Twisted has no public API for: whether a TCP
 transport still holds unsent bytes (a drain, an idle close and splice
-depend on it), an HTTP/2 connection mended for a proxy, a cheaper epoll
-dispatch, and TLS reads sized to what is waiting.  Each lives
-here, against the Twisted releases CI runs (the oldest supported and the
+depend on it), a cheaper epoll dispatch, and TLS reads sized to what is
+waiting.  Each lives here, against the Twisted releases CI runs (the oldest supported and the
 newest), so a Twisted upgrade that moves them fails
 tests/unit/test_twistedcompat.py instead of misbehaving in production.
 """
@@ -29,11 +28,6 @@ try:
     from twisted.internet.epollreactor import EPollReactor
 except ImportError:  # not Linux
     EPollReactor = None
-
-try:
-    from twisted.web._http2 import H2Connection
-except ImportError:  # the http2 extra is not installed
-    H2Connection = None
 
 _log = Logger()
 
@@ -277,84 +271,3 @@ def pendingOutput(transport) -> Optional[tuple]:
     return id(transport.dataBuffer), transport.offset
 
 
-def activeStreams(connection) -> int:
-    """
-    How many streams an HTTP/2 connection (L{MendedH2Connection}) has open.
-    """
-    return len(getattr(connection, "streams", ()))
-
-
-def http2Available() -> bool:
-    return H2Connection is not None
-
-
-if H2Connection is not None:
-
-    class MendedH2Connection(H2Connection):
-        """
-        Twisted's HTTP/2 connection, mended for a proxy.
-
-        A proxy answers before a request body has all arrived (413, 403, an
-        upstream error): the client may go on sending the body, or reset
-        the stream, after the response has ended and Twisted has forgotten
-        the stream.  Such frames are dropped, their flow-control window
-        given back, instead of failing the whole connection with a KeyError.
-
-        A slow client must slow the upstreams down, whatever window it
-        grants, and a shut window must not cost a busy loop.
-        """
-
-        def _requestDataReceived(self, event):
-            if event.stream_id in self.streams:
-                H2Connection._requestDataReceived(self, event)
-            else:
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                self._tryToWriteControlData()
-
-        def _requestEnded(self, event):
-            if event.stream_id in self.streams:
-                H2Connection._requestEnded(self, event)
-
-        def _requestAborted(self, event):
-            if event.stream_id in self.streams:
-                H2Connection._requestAborted(self, event)
-
-        def _sendPrioritisedData(self, *args):
-            H2Connection._sendPrioritisedData(self, *args)
-            # Twisted keeps choosing a stream whose flow-control window is
-            # shut while it has data queued, sending nothing each time: a
-            # core spent until the client opens the window.  Such a stream
-            # leaves the rotation; the client's WINDOW_UPDATE brings it
-            # back (Twisted unblocks a stream with data queued then).
-            for streamID, queue in self._outboundStreamQueues.items():
-                if queue and isinstance(queue[0], bytes) and self.conn.local_flow_control_window(streamID) <= 0:
-                    self.priority.block(streamID)
-
-        def _handleWindowUpdate(self, event):
-            H2Connection._handleWindowUpdate(self, event)
-            if self._sendingDeferred is not None:
-                # A stream taken out of the rotation may have data queued
-                # and nothing more to write: the loop must look again.
-                waiting, self._sendingDeferred = self._sendingDeferred, None
-                waiting.callback(event.stream_id)
-
-        def pauseProducing(self):
-            """
-            The client stopped reading: stop every stream's producer (the
-            upstreams) too.  Twisted pauses them only when a stream's
-            flow-control window is used up, and a client may grant a window
-            of 2 GiB: the send queues would grow that far.
-            """
-            H2Connection.pauseProducing(self)
-            for stream in list(self.streams.values()):
-                stream.flowControlBlocked()
-
-        def resumeProducing(self):
-            H2Connection.resumeProducing(self)
-            if self._consumerBlocked is None:
-                # Still taking data after the queued frames went out.
-                for stream in list(self.streams.values()):
-                    stream.windowUpdated()
-
-else:
-    MendedH2Connection = None

@@ -18,7 +18,6 @@ from ..interfaces import IExchangeHandler
 from ..listeners import ListenError, ListenerService
 from ..server.http1 import HTTPServerChannel, HTTPServerFactory
 from ..server.http2 import NegotiatingFactory
-from ..twistedcompat import activeStreams
 
 
 class ListenerGroup(MultiService):
@@ -109,7 +108,7 @@ class ListenerGroup(MultiService):
             if isinstance(connection, HTTPServerChannel):
                 busy += connection.busy()
             else:
-                busy += activeStreams(connection.impl)
+                busy += len(connection.impl.streams)
         return busy
 
     # Reloading

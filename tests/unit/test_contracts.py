@@ -25,7 +25,7 @@ from dualproxy.interfaces import (
 from dualproxy.relay.relay import Relay
 from dualproxy.reverse.proxy import PoolRelay, ReverseContext, ReverseHandler
 from dualproxy.server.http1 import HTTPServerChannel
-from dualproxy.server.http2 import _StreamChannel
+from dualproxy.server.http2 import HTTP2Stream
 from dualproxy.service.listeners import RedirectToHTTPS
 
 
@@ -54,7 +54,7 @@ def _channel() -> HTTPServerChannel:
 class ContractTests(SynchronousTestCase):
     def test_clientChannels(self):
         self.assertTrue(verifyObject(IClientChannel, _channel()))
-        self.assertTrue(verifyClass(IClientChannel, _StreamChannel))
+        self.assertTrue(verifyClass(IClientChannel, HTTP2Stream))
 
     def test_responseSinks(self):
         exchange = Exchange(_channel(), RequestHead(b"GET", b"/", b"HTTP/1.1", Headers()))

@@ -9,7 +9,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from dualproxy import twistedcompat
 from dualproxy.server import http2
 
 from .test_server import RecordingHandler, answerOK, ok
@@ -17,6 +16,8 @@ from .test_server import RecordingHandler, answerOK, ok
 
 class _Factory:
     hsts = None
+    idleTimeout = 60.0
+    writeTimeout = 5.0
 
     def __init__(self, maxBody: int):
         self.handler = RecordingHandler(answerOK)
@@ -32,10 +33,7 @@ class EarlyAnswerTests(SynchronousTestCase):
         import h2.connection
 
         self.factory = _Factory(maxBody=1000)
-        self.server = twistedcompat.MendedH2Connection(self.factory.clock)
-        self.server.requestFactory = http2._StreamRequest
-        self.server.factory = self.factory
-        self.server.site = None
+        self.server = http2.HTTP2Connection(self.factory)
         self.transport = StringTransport()
         self.server.makeConnection(self.transport)
         self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))

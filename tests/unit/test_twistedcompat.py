@@ -181,32 +181,6 @@ class MemoryTransportTests(SynchronousTestCase):
         self.assertIsNone(twistedcompat.pendingOutput(transport))
 
 
-class MendedH2ConnectionTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        if not twistedcompat.http2Available():
-            raise SkipTest("the http2 extra is not installed")
-
-    def test_overridesExistInTwisted(self) -> None:
-        """
-        Each method the mended connection replaces is still Twisted's to
-        replace; a rename would leave ours silently unused.
-        """
-        base = twistedcompat.H2Connection
-        for name in ("_requestDataReceived", "_requestEnded", "_requestAborted", "_sendPrioritisedData",
-                     "_handleWindowUpdate", "pauseProducing", "resumeProducing"):
-            self.assertTrue(callable(getattr(base, name, None)), name)
-            self.assertIn(name, vars(twistedcompat.MendedH2Connection))
-
-    def test_stateItReadsExists(self) -> None:
-        connection = twistedcompat.MendedH2Connection(MemoryReactorClock())
-        connection.makeConnection(StringTransport())
-        self.assertEqual(connection._outboundStreamQueues, {})
-        self.assertIsNone(connection._sendingDeferred)
-        self.assertIsNone(connection._consumerBlocked)
-        self.assertEqual(twistedcompat.activeStreams(connection), 0)
-        self.assertTrue(callable(connection.priority.block))
-
-
 class _Recorder(Protocol):
     def __init__(self, failIn: str = "") -> None:
         self.received = []
