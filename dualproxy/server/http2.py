@@ -163,6 +163,8 @@ class HTTP2Stream(ReadingControl):
         try:
             head = requestHead(fields)
             length = head.headers.get(b"content-length")
+            # h2 rejects what int() cannot read, but before 4.4 it let
+            # "+5" through, which an HTTP/1.1 origin may read otherwise.
             if length is not None and not length.isdigit():
                 raise Refusal(400, "the Content-Length field is not a number")
         except Refusal as refusal:
@@ -438,7 +440,6 @@ class HTTP2Connection(Protocol):
         self.waiting: Dict[int, HTTP2Stream] = {}
         self.paused = False
         self._receiving = False
-        self._goingAway = False
         self._lastActive = 0.0
         self._idleCall = None
         self._abortCall = None
@@ -511,10 +512,8 @@ class HTTP2Connection(Protocol):
             stream.sendHeld()
 
     def _terminated(self, event) -> None:
-        # The client opens no more streams; those open may finish.
-        self._goingAway = True
-        if not self.streams:
-            self.transport.loseConnection()
+        # h2 sends nothing after a GOAWAY, so the open streams end here too.
+        self._close()
 
     # What streams ask of the connection
 
@@ -588,8 +587,6 @@ class HTTP2Connection(Protocol):
     def streamDone(self, stream: HTTP2Stream) -> None:
         self.streams.pop(stream.streamID, None)
         self.waiting.pop(stream.streamID, None)
-        if self._goingAway and not self.streams:
-            self.transport.loseConnection()
 
     # The client's reading: IPushProducer for the transport
 
@@ -635,8 +632,11 @@ class HTTP2Connection(Protocol):
     def _close(self) -> None:
         """
         Write what is queued (the GOAWAY) and close, forcibly if the client
-        does not take it within client_write.
+        does not take it within client_write.  h2 sends nothing more, so
+        the open streams' exchanges end now.
         """
+        for stream in list(self.streams.values()):
+            stream.clientGone()
         data = self.conn.data_to_send()
         if data:
             self.transport.write(data)

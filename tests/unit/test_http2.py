@@ -63,6 +63,11 @@ class EarlyAnswerTests(SynchronousTestCase):
         return [(event.stream_id, dict(event.headers)[b":status"]) for event in events
                 if isinstance(event, h2.events.ResponseReceived)]
 
+    def data(self, events) -> int:
+        import h2.events
+
+        return sum(len(event.data) for event in events if isinstance(event, h2.events.DataReceived))
+
     def test_bodyAfterTheAnswerIsDropped(self):
         """
         A 413 ends the stream while the client is still sending the body;
@@ -148,7 +153,237 @@ class BackpressureTests(EarlyAnswerTests):
         self.assertEqual(received, 70000)
         self.assertFalse(producer.paused)
 
-    def data(self, events) -> int:
+
+
+class HeadTests(SynchronousTestCase):
+    """
+    HTTP/2 fields to and from the HTTP/1.1-style heads the exchange core
+    uses.
+    """
+
+    def test_pseudoFieldsAndCookies(self):
+        head = http2.requestHead([(b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/a?b"),
+                                  (b":authority", b"www.test"), (b"cookie", b"a=1"), (b"accept", b"*/*"),
+                                  (b"cookie", b"b=2")])
+        self.assertEqual((head.method, head.target, head.version), (b"POST", b"/a?b", b"HTTP/2"))
+        self.assertEqual(list(head.headers), [(b"host", b"www.test"), (b"accept", b"*/*"), (b"cookie", b"a=1; b=2")])
+
+    def test_hostAgreeingWithAuthorityIsKeptOnce(self):
+        head = http2.requestHead([(b":method", b"GET"), (b":path", b"/"), (b":authority", b"a.test"),
+                                  (b"host", b"a.test")])
+        self.assertEqual(head.headers.getAll(b"host"), [b"a.test"])
+
+    def test_hostNamingAnotherAuthorityRefused(self):
+        with self.assertRaises(http2.Refusal) as caught:
+            http2.requestHead([(b":method", b"GET"), (b":path", b"/"), (b":authority", b"a.test"),
+                               (b"host", b"b.test")])
+        self.assertEqual(caught.exception.status, 400)
+
+    def test_connectRefused(self):
+        with self.assertRaises(http2.Refusal) as caught:
+            http2.requestHead([(b":method", b"CONNECT"), (b":authority", b"a.test:443")])
+        self.assertEqual(caught.exception.status, 501)
+
+    def test_responseFields(self):
+        head, _ = ok(b"x")
+        head.headers.add(b"Connection", b"keep-alive")
+        head.headers.add(b"Keep-Alive", b"timeout=5")
+        head.headers.add(b"X-Thing", b"1")
+        self.assertEqual(http2.responseFields(head, b"max-age=60"),
+                         [(b":status", b"200"), (b"content-length", b"1"), (b"x-thing", b"1"),
+                          (b"strict-transport-security", b"max-age=60")])
+
+
+class _PullProducer:
+    """
+    A pull producer like twisted.web's FileSender: a chunk each time it is
+    asked, then the end of the response.
+    """
+
+    def __init__(self, exchange, chunks):
+        self.exchange = exchange
+        self.chunks = list(chunks)
+        self.calls = 0
+
+    def resumeProducing(self):
+        self.calls += 1
+        self.exchange.write(self.chunks.pop(0))
+        if not self.chunks:
+            self.exchange.channel.transport.unregisterProducer()
+            self.exchange.finish()
+
+    def stopProducing(self):
+        pass
+
+
+class ConnectionTests(EarlyAnswerTests):
+    """
+    The connection's own behaviour: one write per batch, flow control of
+    request bodies, pull producers, GOAWAY, timeouts and resets.
+    """
+
+    def events(self, kind):
         import h2.events
 
-        return sum(len(event.data) for event in events if isinstance(event, h2.events.DataReceived))
+        return getattr(h2.events, kind)
+
+    def test_smallResponseInOneWriteWithEndStream(self):
+        """
+        A whole small answer goes out as HEADERS and DATA carrying
+        END_STREAM, in one write to the transport.
+        """
+        writes = []
+        original = self.transport.write
+        self.transport.write = lambda data: (writes.append(data), original(data))
+        self.factory.handler.answer = lambda exchange: exchange.respond(*ok(b"hello"))
+        events = self.request(1, "GET")
+        self.assertEqual(len(writes), 1)
+        data = [event for event in events if isinstance(event, self.events("DataReceived"))]
+        self.assertEqual([event.data for event in data], [b"hello"])
+        self.assertIsNotNone(data[0].stream_ended)
+
+    def test_interimResponsesPassed(self):
+        from dualproxy.http.message import ResponseHead
+
+        def answer(exchange):
+            exchange.writeInterim(ResponseHead(100, b"Continue"))
+            answerOK(exchange)
+
+        self.factory.handler.answer = answer
+        events = self.request(1, "GET")
+        interim = [dict(event.headers)[b":status"] for event in events
+                   if isinstance(event, self.events("InformationalResponseReceived"))]
+        self.assertEqual(interim, [b"100"])
+        self.assertEqual(self.statuses(events), [(1, b"200")])
+
+    def test_requestBodyReadAsTheExchangeTakesIt(self):
+        """
+        Until the exchange takes the body, what arrives is kept and its
+        window is not given back; taking it reopens the window.
+        """
+        from .test_server import BodySink
+
+        self.factory.handler.answer = None
+        self.factory.maxBody = 0
+        self.request(1, "POST", length=40000)
+        for _ in range(4):
+            self.client.send_data(1, b"x" * 10000)
+        self.client.end_stream(1)
+        self.send()
+        self.assertEqual(self.client.local_flow_control_window(1), 65535 - 40000)
+        exchange = self.factory.handler.exchanges[0]
+        sink = BodySink()
+        exchange.setBodySink(sink)
+        self.send()
+        self.assertEqual(b"".join(sink.data), b"x" * 40000)
+        self.assertTrue(sink.ended)
+        self.assertEqual(self.client.outbound_flow_control_window, 65535)
+
+    def test_pullProducer(self):
+        """
+        A pull producer (twisted.web's static files) is asked for chunks
+        until one does not fit the window; the end of the stream waits for
+        the client's WINDOW_UPDATE to send the rest.
+        """
+        producers = []
+
+        def answer(exchange):
+            head, _ = ok(b"x" * 70000)
+            exchange.writeHead(head)
+            producer = _PullProducer(exchange, [b"x" * 35000] * 2)
+            producers.append(producer)
+            exchange.channel.transport.registerProducer(producer, False)
+
+        self.factory.handler.answer = answer
+        received = self.data(self.request(1, "GET"))
+        self.assertEqual((received, producers[0].calls), (65535, 2))
+        self.client.increment_flow_control_window(10000)
+        self.client.increment_flow_control_window(10000, stream_id=1)
+        events = self.send()
+        self.assertEqual(received + self.data(events), 70000)
+        self.assertIn(1, [event.stream_id for event in events if isinstance(event, self.events("StreamEnded"))])
+
+    def test_clientGoAwayEndsOpenStreams(self):
+        """
+        h2 sends nothing after a client's GOAWAY: the open exchanges end
+        (their upstreams stop) and the connection closes.
+        """
+        exchanges = []
+        self.factory.handler.answer = exchanges.append
+        self.request(1, "GET")
+        self.client.close_connection()
+        self.send()
+        self.assertTrue(exchanges[0].aborted)
+        self.assertTrue(self.transport.disconnecting)
+        answerOK(exchanges[0])
+
+    def test_idleConnectionClosedWithGoAway(self):
+        self.request(1, "GET")
+        self.factory.clock.advance(59)
+        self.assertFalse(self.transport.disconnecting)
+        self.factory.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+        events = self.client.receive_data(self.transport.value())
+        self.assertEqual([event.error_code for event in events
+                          if isinstance(event, self.events("ConnectionTerminated"))], [0])
+        self.factory.clock.advance(5)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_streamWaitingForItsUpstreamIsNotIdle(self):
+        self.factory.handler.answer = lambda exchange: None
+        self.request(1, "GET")
+        self.factory.clock.advance(300)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_stalledClientIsIdle(self):
+        """
+        A stream whose client reads nothing does not keep the connection.
+        """
+        self.factory.handler.answer = lambda exchange: None
+        self.request(1, "GET")
+        self.server.pauseProducing()
+        self.factory.clock.advance(60)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertTrue(self.factory.handler.exchanges[0].aborted)
+
+    def test_resetFloodClosesTheConnection(self):
+        import h2.errors
+
+        self.factory.handler.answer = lambda exchange: None
+        for stream in range(1, 2 * (http2.RESET_BURST + 1), 2):
+            self.client.send_headers(stream, [(":method", "GET"), (":path", "/"), (":scheme", "https"),
+                                              (":authority", "a")], end_stream=True)
+            self.client.reset_stream(stream)
+            if self.transport.disconnecting:
+                break
+            self.server.dataReceived(self.client.data_to_send())
+        self.assertTrue(self.transport.disconnecting)
+        events = self.client.receive_data(self.transport.value())
+        self.assertIn(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
+                      [event.error_code for event in events if isinstance(event, self.events("ConnectionTerminated"))])
+
+    def test_protocolErrorClosesWithGoAway(self):
+        """
+        What h2 finds malformed (here a Content-Length that is no number)
+        closes the connection with the GOAWAY h2 queued.
+        """
+        self.client.send_headers(1, [(":method", "POST"), (":path", "/"), (":scheme", "https"), (":authority", "a"),
+                                     ("content-length", "five")])
+        events = self.send()
+        self.assertEqual([event.error_code for event in events
+                          if isinstance(event, self.events("ConnectionTerminated"))], [1])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.factory.handler.exchanges, [])
+
+    def test_signedContentLengthNeverHandled(self):
+        """
+        A Content-Length of "+5" (which h2 before 4.4 lets through) is
+        refused with 400 or a GOAWAY, never handed to the mode.
+        """
+        self.client.send_headers(1, [(":method", "POST"), (":path", "/"), (":scheme", "https"), (":authority", "a"),
+                                     ("content-length", "+5")])
+        events = self.send()
+        refused = self.statuses(events) == [(1, b"400")]
+        closed = any(isinstance(event, self.events("ConnectionTerminated")) for event in events)
+        self.assertTrue(refused or closed, events)
+        self.assertEqual(self.factory.handler.exchanges, [])
