@@ -120,7 +120,7 @@ class SNITests(TerminationTestCase):
 class HTTP2Tests(TerminationTestCase):
     def setUp(self):
         if not http2.available():
-            raise SkipTest("the http2 extra (h2, priority) is not installed")
+            raise SkipTest("the http2 extra (h2) is not installed")
         super().setUp()
 
     @inlineCallbacks

@@ -28,7 +28,7 @@ class _Factory:
 class EarlyAnswerTests(SynchronousTestCase):
     def setUp(self):
         if not http2.available():
-            raise SkipTest("the http2 extra (h2, priority) is not installed")
+            raise SkipTest("the http2 extra (h2) is not installed")
         import h2.config
         import h2.connection
 
