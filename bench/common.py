@@ -306,10 +306,13 @@ def prepareOrigin(scratch: Path, port: int, sizes: Dict[str, int] = SIZES,
 def pythonEnv() -> Dict[str, str]:
     """
     This environment with the repository root first on C{PYTHONPATH}, so that
-    dualproxy need not be installed.
+    dualproxy need not be installed, and PyPy's nursery enlarged unless set.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # PyPy's young generation, as `./dev run` and the workers set it
+    # (docs/operations.md, "Running on PyPy"); CPython ignores it.
+    env.setdefault("PYPY_GC_NURSERY", "32M")
     return env
 
 

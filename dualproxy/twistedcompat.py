@@ -4,8 +4,8 @@ The one place that knows Twisted's (and pyOpenSSL's) private internals.
 dualproxy needs a few things Twisted has no public API for: whether a TCP
 transport still holds unsent bytes (a drain, an idle close and splice
 depend on it), a cheaper epoll dispatch, and TLS reads sized to what is
-waiting.  Each lives here, against the Twisted releases CI runs (the oldest supported and the
-newest), so a Twisted upgrade that moves them fails
+waiting.  Each lives here, against the Twisted releases CI runs (the oldest
+supported and the newest), so a Twisted upgrade that moves them fails
 tests/unit/test_twistedcompat.py instead of misbehaving in production.
 """
 
@@ -269,5 +269,3 @@ def pendingOutput(transport) -> Optional[tuple]:
     if transport is None or flushed(transport):
         return None
     return id(transport.dataBuffer), transport.offset
-
-

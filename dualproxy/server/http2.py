@@ -352,6 +352,12 @@ class HTTP2Stream(ReadingControl):
         self.connection.streamDone(self)
         self.handler.connectionLost(self)
         self._stopPulling()
+        if self.producer is not None and not self._streaming:
+            # A pull producer (a static file) is told it will not be asked
+            # again, so it closes its file; a push producer is the relay's,
+            # stopped by the exchange.
+            self.producer.stopProducing()
+            self.producer = None
 
     def getPeer(self):
         return self.connection.transport.getPeer()
@@ -440,6 +446,7 @@ class HTTP2Connection(Protocol):
         self.waiting: Dict[int, HTTP2Stream] = {}
         self.paused = False
         self._receiving = False
+        self._closing = False
         self._lastActive = 0.0
         self._idleCall = None
         self._abortCall = None
@@ -468,6 +475,9 @@ class HTTP2Connection(Protocol):
             return
         try:
             for event in events:
+                if self._closing:
+                    # After our GOAWAY h2 sends nothing: the rest is moot.
+                    break
                 dispatch = _DISPATCH.get(type(event))
                 if dispatch is not None:
                     dispatch(self, event)
@@ -635,6 +645,7 @@ class HTTP2Connection(Protocol):
         does not take it within client_write.  h2 sends nothing more, so
         the open streams' exchanges end now.
         """
+        self._closing = True
         for stream in list(self.streams.values()):
             stream.clientGone()
         data = self.conn.data_to_send()

@@ -213,7 +213,7 @@ class _PullProducer:
             self.exchange.finish()
 
     def stopProducing(self):
-        pass
+        self.stopped = True
 
 
 class ConnectionTests(EarlyAnswerTests):
@@ -303,6 +303,24 @@ class ConnectionTests(EarlyAnswerTests):
         self.assertEqual(received + self.data(events), 70000)
         self.assertIn(1, [event.stream_id for event in events if isinstance(event, self.events("StreamEnded"))])
 
+    def test_pullProducerStoppedByAReset(self):
+        producers = []
+
+        def answer(exchange):
+            head, _ = ok(b"x" * 100000)
+            exchange.writeHead(head)
+            producer = _PullProducer(exchange, [b"x" * 35000] * 3)
+            producers.append(producer)
+            exchange.channel.transport.registerProducer(producer, False)
+
+        self.factory.handler.answer = answer
+        self.request(1, "GET")
+        self.assertFalse(getattr(producers[0], "stopped", False))
+        self.client.reset_stream(1)
+        self.send()
+        self.assertTrue(producers[0].stopped)
+        self.assertTrue(self.factory.handler.exchanges[0].aborted)
+
     def test_clientGoAwayEndsOpenStreams(self):
         """
         h2 sends nothing after a client's GOAWAY: the open exchanges end
@@ -361,6 +379,22 @@ class ConnectionTests(EarlyAnswerTests):
         events = self.client.receive_data(self.transport.value())
         self.assertIn(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
                       [event.error_code for event in events if isinstance(event, self.events("ConnectionTerminated"))])
+
+    def test_framesAfterAGoAwayIgnored(self):
+        """
+        A request in the same batch as the reset that used up the client's
+        allowance is not handled: h2 would send nothing for it.
+        """
+        self.factory.handler.answer = lambda exchange: None
+        self.server._resetTokens = 0
+        self.client.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "a")],
+                                 end_stream=True)
+        self.client.reset_stream(1)
+        self.client.send_headers(3, [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "a")],
+                                 end_stream=True)
+        self.server.dataReceived(self.client.data_to_send())
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(len(self.factory.handler.exchanges), 1)
 
     def test_protocolErrorClosesWithGoAway(self):
         """

@@ -1,6 +1,7 @@
 """
 How the supervisor hands listening sockets to its workers: pure assignment
-of descriptors, and the reload rule that listeners stay as bound.
+of descriptors, the reload rule that listeners stay as bound, and the
+workers' environment.
 """
 
 from __future__ import annotations
@@ -8,7 +9,13 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from dualproxy.settings.values import ConfigError
-from dualproxy.workers import FIRST_DESCRIPTOR, checkListenersUnchanged, childDescriptors, workerSockets
+from dualproxy.workers import (
+    FIRST_DESCRIPTOR,
+    checkListenersUnchanged,
+    childDescriptors,
+    workerEnvironment,
+    workerSockets,
+)
 
 
 class WorkerSocketsTests(TestCase):
@@ -69,3 +76,16 @@ class ListenersUnchangedTests(TestCase):
         self.assertIn("added tcp:8080", message)
         self.assertIn("removed tcp:443", message)
         self.assertIn("restart", message)
+
+
+class WorkerEnvironmentTests(TestCase):
+    def test_pathFirstAndNurseryOnPyPy(self):
+        env = workerEnvironment({"PYTHONPATH": "/x", "HOME": "/root"}, "/repo", pypy=True)
+        self.assertEqual(env, {"PYTHONPATH": "/repo:/x", "HOME": "/root", "PYPY_GC_NURSERY": "32M"})
+
+    def test_operatorsNurseryKept(self):
+        env = workerEnvironment({"PYPY_GC_NURSERY": "8M"}, "/repo", pypy=True)
+        self.assertEqual(env["PYPY_GC_NURSERY"], "8M")
+
+    def test_cpythonUnchanged(self):
+        self.assertEqual(workerEnvironment({}, "/repo", pypy=False), {"PYTHONPATH": "/repo"})
