@@ -279,46 +279,43 @@ class ConnectionTests(EarlyAnswerTests):
         self.assertTrue(sink.ended)
         self.assertEqual(self.client.outbound_flow_control_window, 65535)
 
+    def pulledAnswer(self, chunks: int) -> _PullProducer:
+        """
+        Ask for stream 1, answered by a pull producer of C{chunks} chunks of
+        35000 bytes.
+        """
+        producers = []
+
+        def answer(exchange):
+            head, _ = ok(b"x" * (35000 * chunks))
+            exchange.writeHead(head)
+            producers.append(_PullProducer(exchange, [b"x" * 35000] * chunks))
+            exchange.channel.transport.registerProducer(producers[0], False)
+
+        self.factory.handler.answer = answer
+        self.received = self.data(self.request(1, "GET"))
+        return producers[0]
+
     def test_pullProducer(self):
         """
         A pull producer (twisted.web's static files) is asked for chunks
         until one does not fit the window; the end of the stream waits for
         the client's WINDOW_UPDATE to send the rest.
         """
-        producers = []
-
-        def answer(exchange):
-            head, _ = ok(b"x" * 70000)
-            exchange.writeHead(head)
-            producer = _PullProducer(exchange, [b"x" * 35000] * 2)
-            producers.append(producer)
-            exchange.channel.transport.registerProducer(producer, False)
-
-        self.factory.handler.answer = answer
-        received = self.data(self.request(1, "GET"))
-        self.assertEqual((received, producers[0].calls), (65535, 2))
+        producer = self.pulledAnswer(2)
+        self.assertEqual((self.received, producer.calls), (65535, 2))
         self.client.increment_flow_control_window(10000)
         self.client.increment_flow_control_window(10000, stream_id=1)
         events = self.send()
-        self.assertEqual(received + self.data(events), 70000)
+        self.assertEqual(self.received + self.data(events), 70000)
         self.assertIn(1, [event.stream_id for event in events if isinstance(event, self.events("StreamEnded"))])
 
     def test_pullProducerStoppedByAReset(self):
-        producers = []
-
-        def answer(exchange):
-            head, _ = ok(b"x" * 100000)
-            exchange.writeHead(head)
-            producer = _PullProducer(exchange, [b"x" * 35000] * 3)
-            producers.append(producer)
-            exchange.channel.transport.registerProducer(producer, False)
-
-        self.factory.handler.answer = answer
-        self.request(1, "GET")
-        self.assertFalse(getattr(producers[0], "stopped", False))
+        producer = self.pulledAnswer(3)
+        self.assertFalse(getattr(producer, "stopped", False))
         self.client.reset_stream(1)
         self.send()
-        self.assertTrue(producers[0].stopped)
+        self.assertTrue(producer.stopped)
         self.assertTrue(self.factory.handler.exchanges[0].aborted)
 
     def test_clientGoAwayEndsOpenStreams(self):
