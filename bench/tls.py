@@ -103,7 +103,7 @@ def idleConnections(arguments: argparse.Namespace) -> int:
     Idle origin connections each proxy keeps (dualproxy's
     max_idle_per_host, nginx's keepalive): one per request in flight, which
     for HTTP/2 is h2load's connections times its streams.  With fewer, both
-    close and reopen origin connections all the time (a third of
+    close and reopen origin connections all the time (nearly half of
     dualproxy's CPU with 64 for 320 streams), which measures connection
     set-up instead of TLS termination.
     """

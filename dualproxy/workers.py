@@ -62,7 +62,6 @@ def workerCount(value: str) -> int:
     return int(value)
 
 
-
 #: PyPy's young generation for the workers, unless the environment sets one:
 #: with the default, a 1 MiB relay took 2.4 times the user CPU (docs/operations.md,
 #: "Running on PyPy"); PyPy reads it at start only.
