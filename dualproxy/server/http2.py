@@ -447,6 +447,7 @@ class HTTP2Connection(Protocol):
         self.paused = False
         self._receiving = False
         self._closing = False
+        self._draining = False
         self._lastActive = 0.0
         self._idleCall = None
         self._abortCall = None
@@ -486,6 +487,10 @@ class HTTP2Connection(Protocol):
         self.flush()
 
     def _requestReceived(self, event) -> None:
+        if self._draining:
+            # Safe for the client to retry elsewhere (RFC 9113 section 8.7).
+            self.conn.reset_stream(event.stream_id, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         stream = self.streams[event.stream_id] = HTTP2Stream(self, event.stream_id)
         stream.start(event.headers, event.stream_ended is not None)
 
@@ -597,6 +602,19 @@ class HTTP2Connection(Protocol):
     def streamDone(self, stream: HTTP2Stream) -> None:
         self.streams.pop(stream.streamID, None)
         self.waiting.pop(stream.streamID, None)
+        if self._draining and not self.streams and not self._closing:
+            self.conn.close_connection()
+            self._close()
+
+    def drain(self) -> None:
+        """
+        The proxy is stopping: refuse new streams, and close with a GOAWAY
+        once the open ones are answered (h2 sends nothing after one).
+        """
+        self._draining = True
+        if not self.streams and not self._closing:
+            self.conn.close_connection()
+            self._close()
 
     # The client's reading: IPushProducer for the transport
 
@@ -656,6 +674,7 @@ class HTTP2Connection(Protocol):
             self._abortCall = self.clock.callLater(self.factory.writeTimeout, self.transport.abortConnection)
 
     def connectionLost(self, reason=None) -> None:
+        self._closing = True
         for call in (self._idleCall, self._abortCall):
             if call is not None and call.active():
                 call.cancel()

@@ -18,7 +18,8 @@ from .listeners import ListenerGroup
 class Drain(Service):
     """
     Stops gracefully: no new connections, idle ones closed, busy ones
-    closed once answered, and after C{timeout} seconds whatever is left
+    closed once answered (HTTP/2 ones refuse new streams and send a GOAWAY
+    after their last), and after C{timeout} seconds whatever is left
     cut.  Its parent stops it before anything the requests in flight use.
 
     @ivar timeout: C{timeouts.drain}, which a reload may change.
@@ -48,6 +49,8 @@ class Drain(Service):
         stopping = [listener.stopService() for listener in self.accepting() if listener.running]
         for connection in self.clients.connections():
             if not isinstance(connection, HTTPServerChannel):
+                # An HTTP/2 connection (NegotiatedProtocol) drains its streams.
+                connection.impl.drain()
                 continue
             current = connection.current
             if (current is None or current.finished) and not connection.tunnelling:

@@ -393,6 +393,46 @@ class ConnectionTests(EarlyAnswerTests):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(len(self.factory.handler.exchanges), 1)
 
+    def test_drainIdleClosesWithGoAway(self):
+        self.request(1, "GET")
+        self.server.drain()
+        events = self.client.receive_data(self.transport.value())
+        self.assertEqual([event.error_code for event in events
+                          if isinstance(event, self.events("ConnectionTerminated"))], [0])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_drainWaitsForOpenStreams(self):
+        """
+        Draining, a connection answers its open streams, refuses new ones
+        (REFUSED_STREAM: safe to retry), and sends its GOAWAY after the
+        last answer.
+        """
+        import h2.errors
+
+        exchanges = []
+        self.factory.handler.answer = exchanges.append
+        self.request(1, "GET")
+        self.server.drain()
+        events = self.request(3, "GET")
+        self.assertEqual([(event.stream_id, event.error_code) for event in events
+                          if isinstance(event, self.events("StreamReset"))],
+                         [(3, h2.errors.ErrorCodes.REFUSED_STREAM)])
+        self.assertEqual(len(exchanges), 1)
+        self.assertFalse(self.transport.disconnecting)
+        answerOK(exchanges[0])
+        events = self.client.receive_data(self.transport.value())
+        self.assertEqual(self.statuses(events), [(1, b"200")])
+        self.assertIn(self.events("ConnectionTerminated"), [type(event) for event in events])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_lostWhileDrainingLeavesNoTimer(self):
+        self.factory.handler.answer = lambda exchange: None
+        self.request(1, "GET")
+        self.server.drain()
+        self.server.connectionLost(None)
+        self.assertEqual(self.factory.clock.getDelayedCalls(), [])
+        self.assertTrue(self.factory.handler.exchanges[0].aborted)
+
     def test_protocolErrorClosesWithGoAway(self):
         """
         What h2 finds malformed (here a Content-Length that is no number)
