@@ -69,7 +69,7 @@ def requestHead(fields) -> RequestHead:
     HTTP/2 allows are joined again (RFC 9113 section 8.2.3).  Framing is
     set by the caller.
 
-    @raise Refusal: 400 for a Host that names another authority.
+    @raise Refusal: 501 for CONNECT.
     """
     method = target = authority = None
     headers = []
@@ -90,8 +90,7 @@ def requestHead(fields) -> RequestHead:
         else:
             headers.append((name, value))
     if authority is not None:
-        if host is not None and host != authority:
-            raise Refusal(400, "the Host field and :authority differ")
+        # h2 has refused a Host that differs.
         host = authority
     if host is not None:
         headers.insert(0, (b"host", host))
@@ -127,7 +126,6 @@ class HTTP2Stream(ReadingControl):
     request body; L{registerProducer} takes whatever produces the response.
     """
 
-    closing = False
     exchange: Optional[Exchange] = None
 
     def __init__(self, connection: HTTP2Connection, streamID: int):
@@ -168,8 +166,12 @@ class HTTP2Stream(ReadingControl):
             if length is not None and not length.isdigit():
                 raise Refusal(400, "the Content-Length field is not a number")
         except Refusal as refusal:
+            # Logged with what the client asked for.
+            pseudo = dict(fields)
+            head = RequestHead(pseudo.get(b":method", b"GET"), pseudo.get(b":path") or pseudo.get(b":authority", b"/"),
+                               b"HTTP/2")
             self.handler.connectionMade(self)
-            exchange = self.exchange = Exchange(self, RequestHead(b"GET", b"/", b"HTTP/2"))
+            exchange = self.exchange = Exchange(self, head)
             exchange.requestEnded = ended
             exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
             return
@@ -252,9 +254,8 @@ class HTTP2Stream(ReadingControl):
             return
         if not exchange.sendsBody:
             body = b""
-        if self.connection.respond(self.streamID, responseFields(head, self.hsts), body):
-            self._endSent = True
-        else:
+        self._endSent = self.connection.respond(self.streamID, responseFields(head, self.hsts), body)
+        if not self._endSent:
             self.write(body)
 
     def exchangeDone(self, exchange: Exchange) -> None:
@@ -554,27 +555,29 @@ class HTTP2Connection(Protocol):
         the stream writes them.
         """
         conn = self.conn
-        if not body:
-            conn.send_headers(streamID, fields, end_stream=True)
-            return True
-        conn.send_headers(streamID, fields)
-        if len(body) <= min(conn.local_flow_control_window(streamID), conn.max_outbound_frame_size):
+        conn.send_headers(streamID, fields, end_stream=not body)
+        if body and self._fits(streamID, len(body)):
             conn.send_data(streamID, body, end_stream=True)
             return True
-        return False
+        return not body
+
+    def _fits(self, streamID: int, size: int) -> bool:
+        # One DATA frame, within the stream's and the connection's windows.
+        conn = self.conn
+        return size <= conn.local_flow_control_window(streamID) and size <= conn.max_outbound_frame_size
 
     def sendData(self, streamID: int, data: bytes) -> bytes:
         """
         Send what the flow-control windows allow of C{data}; return the rest.
         """
         conn = self.conn
-        window = conn.local_flow_control_window(streamID)
-        frame = conn.max_outbound_frame_size
         size = len(data)
-        if size <= window and size <= frame:
+        if self._fits(streamID, size):
             conn.send_data(streamID, data)
             self.flush()
             return b""
+        window = conn.local_flow_control_window(streamID)
+        frame = conn.max_outbound_frame_size
         offset = 0
         while offset < size and window > 0:
             step = min(size - offset, window, frame)

@@ -173,12 +173,6 @@ class HeadTests(SynchronousTestCase):
                                   (b"host", b"a.test")])
         self.assertEqual(head.headers.getAll(b"host"), [b"a.test"])
 
-    def test_hostNamingAnotherAuthorityRefused(self):
-        with self.assertRaises(http2.Refusal) as caught:
-            http2.requestHead([(b":method", b"GET"), (b":path", b"/"), (b":authority", b"a.test"),
-                               (b"host", b"b.test")])
-        self.assertEqual(caught.exception.status, 400)
-
     def test_connectRefused(self):
         with self.assertRaises(http2.Refusal) as caught:
             http2.requestHead([(b":method", b"CONNECT"), (b":authority", b"a.test:443")])
@@ -432,6 +426,30 @@ class ConnectionTests(EarlyAnswerTests):
         self.server.connectionLost(None)
         self.assertEqual(self.factory.clock.getDelayedCalls(), [])
         self.assertTrue(self.factory.handler.exchanges[0].aborted)
+
+    def test_hostNamingAnotherAuthorityNeverHandled(self):
+        self.client.config.validate_outbound_headers = False
+        self.client.send_headers(1, [(":method", "GET"), (":path", "/x"), (":scheme", "https"), (":authority", "a.test"),
+                                     ("host", "b.test")], end_stream=True)
+        events = self.send()
+        self.assertIn(self.events("ConnectionTerminated"), [type(event) for event in events])
+        self.assertEqual(self.factory.handler.exchanges, [])
+
+    def test_connectRefusedAndLoggedAsAsked(self):
+        """
+        CONNECT (which h2 before 4.4 refuses itself, for want of :path) is
+        answered 501 and logged as asked, never handled.
+        """
+        self.client.config.validate_outbound_headers = False
+        self.client.send_headers(1, [(":method", "CONNECT"), (":authority", "a.test:443")], end_stream=True)
+        events = self.send()
+        if self.statuses(events):
+            self.assertEqual(self.statuses(events), [(1, b"501")])
+            self.assertEqual([(exchange.request.method, exchange.request.target)
+                              for exchange in self.factory.handler.done], [(b"CONNECT", b"a.test:443")])
+        else:
+            self.assertIn(self.events("ConnectionTerminated"), [type(event) for event in events])
+        self.assertEqual(self.factory.handler.exchanges, [])
 
     def test_protocolErrorClosesWithGoAway(self):
         """
