@@ -40,6 +40,7 @@ __all__ = [
     "CertificatePair",
     "loadPair",
     "ServerTLS",
+    "serverContext",
     "peerSubject",
     "clientCreator",
     "verificationError",
@@ -212,6 +213,50 @@ class _Generation:
             connection.set_context(context)
 
 
+def _pairContext(pair: CertificatePair, minimumVersion: int, alpn: Sequence[bytes]) -> SSL.Context:
+    """
+    A server context presenting C{pair}, with the secure defaults every
+    listening context shares (ciphers are set last, by the caller).
+    """
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_min_proto_version(minimumVersion)
+    context.set_options(_OPTIONS)
+    context.use_certificate(pair.chain[0])
+    for issuer in pair.chain[1:]:
+        context.add_extra_chain_cert(issuer)
+    context.use_privatekey(pair.key)
+    # Without a session id context, resuming a session whose client was
+    # verified fails the handshake.
+    context.set_session_id(b"dualproxy")
+    if alpn:
+        preferred = tuple(alpn)
+
+        def select(connection: SSL.Connection, offered: List[bytes]):
+            for protocol in preferred:
+                if protocol in offered:
+                    return protocol
+            return SSL.NO_OVERLAPPING_PROTOCOLS
+
+        context.set_alpn_select_callback(select)
+    return context
+
+
+def serverContext(pair: CertificatePair, alpn: Sequence[bytes], chooseContext=None) -> SSL.Context:
+    """
+    A listening context for C{pair} with the default TLS settings (TLS 1.2
+    or later, forward-secret AEAD ciphers), for certificates made at run
+    time rather than configured.
+
+    @param chooseContext: called with the connection once its client's
+        SNI is known, to switch it to another context.
+    """
+    context = _pairContext(pair, SSL.TLS1_2_VERSION, alpn)
+    if chooseContext is not None:
+        context.set_tlsext_servername_callback(chooseContext)
+    context.set_cipher_list(_CIPHERS)
+    return context
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
     """
@@ -267,27 +312,16 @@ class ServerTLS:
         starts from.
         """
         authorities = _loadCertificates(self._clientCA) if self._clientCA is not None else []
-        generation = _Generation([(pair, self._pairContext(pair, authorities)) for pair in pairs])
-        return self._pairContext(default, authorities, generation.chooseContext)
+        generation = _Generation([(pair, self._contextFor(pair, authorities)) for pair in pairs])
+        return self._contextFor(default, authorities, generation.chooseContext)
 
-    def _pairContext(
+    def _contextFor(
         self, pair: CertificatePair, authorities: Sequence[x509.Certificate], chooseContext=None
     ) -> SSL.Context:
         # After SNI switches a connection to another context, OpenSSL reads
         # the certificate and ALPN callback from that context but keeps the
         # connection's options and verify mode: every context gets them all.
-        context = SSL.Context(SSL.TLS_METHOD)
-        context.set_min_proto_version(self._minimumVersion)
-        context.set_options(_OPTIONS)
-        context.use_certificate(pair.chain[0])
-        for issuer in pair.chain[1:]:
-            context.add_extra_chain_cert(issuer)
-        context.use_privatekey(pair.key)
-        # Without a session id context, resuming a session whose client was
-        # verified fails the handshake.
-        context.set_session_id(b"dualproxy")
-        if self._alpn:
-            context.set_alpn_select_callback(self._selectProtocol)
+        context = _pairContext(pair, self._minimumVersion, self._alpn)
         if authorities:
             store = context.get_cert_store()
             for authority in authorities:
@@ -303,12 +337,6 @@ class ServerTLS:
         # the cipher list, and warn about any change after that.
         context.set_cipher_list(self._ciphers)
         return context
-
-    def _selectProtocol(self, connection: SSL.Connection, offered: List[bytes]):
-        for protocol in self._alpn:
-            if protocol in offered:
-                return protocol
-        return SSL.NO_OVERLAPPING_PROTOCOLS
 
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
         return tlsConnection(self._context)

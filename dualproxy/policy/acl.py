@@ -177,6 +177,59 @@ def isAddressLiteral(host: str) -> bool:
     return _literal(_normalizeName(host)) is not None
 
 
+class Destinations:
+    """
+    A list of destinations as operators write them: host names, ".domain"
+    suffixes (the domain and every name below it, as Squid's dstdomain) and
+    IP networks, which match IP-literal hosts only.
+    """
+
+    def __init__(self, entries: Iterable[str]):
+        names = set()
+        domains = set()
+        networks = []
+        for entry in entries:
+            try:
+                networks.append(ip_network(entry.strip(), strict=False))
+                continue
+            except ValueError:
+                pass
+            if entry.strip().startswith("."):
+                domains.add(_normalizeName(entry.strip()[1:]))
+            else:
+                names.add(_normalizeName(entry))
+        self._names: FrozenSet[str] = frozenset(names)
+        self._domains: FrozenSet[str] = frozenset(domains)
+        self.networks = _NetworkSet(networks)
+
+    def __bool__(self) -> bool:
+        return bool(self._names or self._domains or self.networks)
+
+    def matchesName(self, name: str) -> bool:
+        """
+        Whether the normalized host name C{name} (not an address) is listed.
+        """
+        if name in self._names or name in self._domains:
+            return True
+        if self._domains:
+            labels = name.split(".")
+            for index in range(1, len(labels)):
+                if ".".join(labels[index:]) in self._domains:
+                    return True
+        return False
+
+    def matches(self, host: str) -> bool:
+        """
+        Whether a request target's C{host} (a name or an IP literal in any
+        form a resolver accepts) is listed.
+        """
+        name = _normalizeName(host)
+        address = _literal(name)
+        if address is not None:
+            return self.networks.containsAny(_equivalents(address))
+        return self.matchesName(name)
+
+
 class DestinationPolicy:
     """
     Where clients may be taken: a deny list of names, domains and networks,
@@ -189,22 +242,7 @@ class DestinationPolicy:
         allowNetworks: Sequence[Network],
         connectPorts: Sequence[int],
     ):
-        names = set()
-        domains = set()
-        networks = []
-        for entry in deny:
-            try:
-                networks.append(ip_network(entry.strip(), strict=False))
-                continue
-            except ValueError:
-                pass
-            if entry.strip().startswith("."):
-                domains.add(_normalizeName(entry.strip()[1:]))
-            else:
-                names.add(_normalizeName(entry))
-        self._names: FrozenSet[str] = frozenset(names)
-        self._domains: FrozenSet[str] = frozenset(domains)
-        self._deny = _NetworkSet(networks)
+        self._denied = Destinations(deny)
         self._allow = _NetworkSet(allowNetworks)
         self._ports: FrozenSet[int] = frozenset(connectPorts)
 
@@ -223,13 +261,8 @@ class DestinationPolicy:
         address = _literal(name)
         if address is not None:
             return self._checkAddress(name, address)
-        if name in self._names or name in self._domains:
+        if self._denied.matchesName(name):
             return f"destination {name} is denied"
-        if self._domains:
-            labels = name.split(".")
-            for index in range(1, len(labels)):
-                if ".".join(labels[index:]) in self._domains:
-                    return f"destination {name} is denied"
         return None
 
     def checkAddress(self, address: str) -> Optional[str]:
@@ -246,7 +279,7 @@ class DestinationPolicy:
 
     def _checkAddress(self, text: str, address: Address) -> Optional[str]:
         forms = _equivalents(address)
-        if self._deny and self._deny.containsAny(forms):
+        if self._denied.networks and self._denied.networks.containsAny(forms):
             return f"destination {text} is denied"
         if _PRIVATE.containsAny(forms) and not self._allow.containsAny(forms):
             return f"destination {text} is a private address"
