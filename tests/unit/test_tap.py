@@ -197,7 +197,7 @@ class OptionsTests(SynchronousTestCase):
             (["--connect-port", "70000"], "forward.connect_ports[0]: port 70000 is not in 1-65535"),
             (["--listen", "tcp:0", "--listen", "xyz"], "listen[1]: bad endpoint 'xyz': Unknown endpoint type: 'xyz'"),
             (["--access-log", "xml"], "access_log: 'xml' is not one of combined, json, off"),
-            (["--parent", "squid:3128"], "forward.parent: 'squid:3128': expected http://[user:password@]host:port"),
+            (["--parent", "squid:3128"], "forward.parent: 'squid:3128': expected http[s]://[user:password@]host:port"),
             (["--config", missing], f"{missing}: cannot read the file (No such file or directory)"),
             (
                 ["--config", self.configFile("[forward]\nallow_clients = ['127.0.0.1', 'lan']\n")],
