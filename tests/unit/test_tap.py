@@ -184,6 +184,15 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config.forward.parent, ParentProxy("b", 2, None))
         self.assertEqual(config.forward.via, "edge")
 
+    def test_parentReplacesTheFilesPool(self):
+        """
+        C{--parent} stands for the file's C{parent} or C{parents}, whichever
+        gave the default pool: never both, which would be an error.
+        """
+        path = self.configFile('[forward]\nparents = ["http://a:1", "http://c:3"]\n')
+        config = self.parse("--config", path, "--parent", "https://b:2").config
+        self.assertEqual((config.forward.parent, config.forward.parents), (ParentProxy("b", 2, None, True), ()))
+
     def test_errors(self):
         """
         Each mistake, in the options or the file, is one line naming it.
