@@ -13,7 +13,7 @@ import shutil
 
 from twisted.internet import reactor, ssl
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
@@ -93,6 +93,27 @@ class ParentsTestCase(TestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         return events
+
+
+class PlainSpeaker(Factory, Protocol):
+    """
+    A server that answers plain HTTP at once, whatever it is sent, and
+    keeps what it got.
+    """
+
+    noisy = False
+
+    def __init__(self):
+        self.received = b""
+
+    def buildProtocol(self, addr):
+        return self
+
+    def connectionMade(self):
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    def dataReceived(self, data):
+        self.received += data
 
 
 class HTTPSParentTests(ParentsTestCase):
@@ -176,6 +197,26 @@ class FailoverTests(ParentsTestCase):
             ("dualproxy_parent_failures", (("parent", f"127.0.0.1:{closed}"),)): 1,
             ("dualproxy_parent_failures", (("parent", second.address),)): 0,
         })
+
+    @inlineCallbacks
+    def test_tlsFailureFailsOver(self):
+        """
+        An https parent whose port speaks plain HTTP fails the handshake: a
+        connect failure, so the request goes to the next parent, and the
+        first never had a byte of it in the clear.
+        """
+        plain = PlainSpeaker()
+        port = reactor.listenTCP(0, plain, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        name = f"localhost:{port.getHost().port}"
+        second = self.startProxy("second")
+        child = self.startProxy("child", parents=[f"https://u:p@{name}", second.url])
+        out, err, code = yield curl("-x", child.url, self.origin.url("/headers"))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(self.vias(out), ["1.1 child", "1.1 second"])
+        self.assertNotIn(b"GET", plain.received)
+        self.assertNotIn(b"dTpw", plain.received)
+        self.assertFalse(child.handler.egress.health[name].up)
 
     @inlineCallbacks
     def test_connectFailsOver(self):
