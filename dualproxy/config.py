@@ -78,10 +78,7 @@ def fromDict(data: Mapping[str, Any], modes: Optional[Mapping[str, Any]] = None,
 
 
 def _accessLog(key: str, value: Any) -> str:
-    text = values.string(key, value)
-    if text not in ACCESS_LOG_FORMATS:
-        raise ConfigError(key, f"{text!r} is not one of {', '.join(ACCESS_LOG_FORMATS)}")
-    return text
+    return values.oneOf(key, value, ACCESS_LOG_FORMATS)
 
 
 def _timeouts(table: Mapping[str, Any]) -> Timeouts:

@@ -40,8 +40,8 @@ class Options(usage.Options):
             "parent",
             None,
             None,
-            "Relay every request through this parent proxy, http://[user:password@]host:port "
-            "[default: connect to origins directly].",
+            "Relay requests through this parent proxy, http[s]://[user:password@]host:port, instead of "
+            "forward.parent or forward.parents [default: connect to origins directly].",
         ],
         [
             "workers",
@@ -168,6 +168,9 @@ class Options(usage.Options):
             # A "forward" that is not a table is left for fromDict to report.
             if isinstance(section, dict):
                 merged["forward"] = dict(section, **forward)
+                if "parent" in forward:
+                    # --parent replaces the file's default pool, whichever key gave it.
+                    merged["forward"].pop("parents", None)
         return merged
 
     def forwardOverrides(self) -> Dict[str, Any]:

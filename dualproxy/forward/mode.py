@@ -44,6 +44,7 @@ class ForwardMode(ProxyMode):
         handler = ForwardHandler(
             root.reactor, settings, config.timeouts, root.connections, filters, root.accessLog, authenticator
         )
+        root.parents = list(handler.egress.health.values())
         if settings.cache:
             handler.cache = root.httpCache()
         if settings.rate_limit is not None:

@@ -14,17 +14,11 @@ from zope.interface import implementer
 
 from ..core.exchange import ExchangeContext
 from ..http.message import NO_BODY, Headers, Refusal, RequestHead, ResponseHead
-from ..http.proxystatus import (
-    CONNECTION_REFUSED,
-    DESTINATION_IP_PROHIBITED,
-    HTTP_REQUEST_DENIED,
-    PROXY_LOOP_DETECTED,
-)
+from ..http.proxystatus import DESTINATION_IP_PROHIBITED, HTTP_REQUEST_DENIED, PROXY_LOOP_DETECTED
 from ..http.rules import (
     Hop,
     RewritePolicy,
     absoluteTarget,
-    addVia,
     connectTarget,
     isServerWideOptions,
     rewriteRequest,
@@ -40,6 +34,8 @@ from ..routing.tree import VirtualHosts, hostName, route, splitTarget
 from ..policy.acl import ClientACL, DestinationPolicy, isAddressLiteral
 from ..policy.auth import ProxyAuthenticator
 from ..interfaces import IExchangeHandler
+from .chaining import ParentConnector, ParentRelay, chainTunnel
+from .parents import Egress, ParentPool
 
 _log = Logger()
 
@@ -78,8 +74,11 @@ class ForwardHandler:
         stripped = tuple(name.lower().encode("ascii") for name in settings.anonymous_headers)
         self.rewrite = RewritePolicy(via=self.pseudonym, remove=stripped if settings.anonymous else ())
         self.rewriteIdentified = dataclasses.replace(self.rewrite, xForwardedFor=True)
-        self.parent = settings.parent
+        self.egress = Egress(settings)
         self.resolver = reactor.nameResolver
+        self.parentConnector = ParentConnector(
+            reactor, lambda host, port, tls: self._open(host, port, False, tls), timeouts.connect,
+            settings.parent_ca or settings.tls_ca)
         self._tlsCreators: dict = {}
         self.pages = VirtualHosts()
         self.pages.default.target = NotAProxyRequest()
@@ -147,22 +146,16 @@ class ForwardHandler:
         headers = rewriteRequest(request, self.rewriteIdentified if identified else self.rewrite,
                                  Hop(client, trusted=True), host=authority)
         wholeServer = isServerWideOptions(request)
-        if self.parent is not None:
+        parents = self.egress.poolFor(host)
+        if parents is not None:
             # The parent needs the absolute form to know where to go, and
             # the URI as it was to tell an OPTIONS * from an OPTIONS /.
             target = scheme.encode("ascii") + b"://" + authority + (b"" if wholeServer else path)
-            if self.parent.authorization:
-                headers.add(b"Proxy-Authorization", self.parent.authorization)
         else:
             target = b"*" if wholeServer else path
         outgoing = RequestHead(request.method, target, b"HTTP/1.1", headers, request.framing, request.length)
         self.filters.request(outgoing, exchange)
-        key, connect, what = self._route(host, port, scheme)
-
-        def relay(exchange, head: RequestHead, response=None) -> None:
-            Relay(exchange, head, self.pool, key, connect, self._filterResponse(head), what,
-                  response=response).start()
-
+        relay = self._direct(host, port, scheme) if parents is None else self._throughParents(parents)
         if cache is not None:
             cache.handle(exchange, outgoing, uri, relay)
         else:
@@ -184,12 +177,32 @@ class ForwardHandler:
             errorType = DESTINATION_IP_PROHIBITED if isAddressLiteral(host) else HTTP_REQUEST_DENIED
             raise Refusal(403, reason, errorType=errorType)
 
-    def _route(self, host: str, port: int, scheme: str = "http"):
-        parent = self.parent
-        if parent is not None:
-            what = f"parent proxy {parent.host}:{parent.port}"
-            return ("parent", parent.host, parent.port), lambda: self._open(
-                parent.host, parent.port, checked=False), what
+    def _direct(self, host: str, port: int, scheme: str):
+        """
+        How a plain request reaches its origin directly.
+        """
+        key, connect, what = self._origin(host, port, scheme)
+
+        def relay(exchange, head: RequestHead, response=None) -> None:
+            Relay(exchange, head, self.pool, key, connect, self._filterResponse(head), what,
+                  response=response).start()
+
+        return relay
+
+    def _throughParents(self, parents: ParentPool):
+        """
+        How a plain request reaches its origin through C{parents}, in the
+        order their health and policy give when it leaves (a cache may
+        hold it back a while first).
+        """
+
+        def relay(exchange, head: RequestHead, response=None) -> None:
+            ParentRelay(exchange, head, self.pool, parents.candidates(self.reactor.seconds()),
+                        self.parentConnector, self._filterResponse(head), response=response).start()
+
+        return relay
+
+    def _origin(self, host: str, port: int, scheme: str = "http"):
         what = f"origin {host}:{port}"
         if scheme == "https":
             return (scheme, host, port), lambda: self._open(host, port, True, self._originTLS(host)), what
@@ -224,25 +237,17 @@ class ForwardHandler:
         if not self.destinations.connectAllowed(port):
             raise Refusal(403, f"CONNECT to port {port} is not allowed", errorType=HTTP_REQUEST_DENIED)
         self._checkHost(host, port)
-        key, connect, what = self._route(host, port)
-        opened = connect()
-        if self.parent is not None:
-            opened.addCallback(self._askParent, exchange, host, port)
+        parents = self.egress.poolFor(host)
+        if parents is None:
+            key, connect, what = self._origin(host, port)
+            opened = connect()
+        else:
+            # Its failures are refusals naming the parent.
+            what = "parent proxy"
+            opened = chainTunnel(self.parentConnector, parents.candidates(self.reactor.seconds()),
+                                 exchange.request.target, self.pseudonym)
         opened.addCallbacks(self._tunnel, self._tunnelFailed,
                             callbackArgs=(exchange,), errbackArgs=(exchange, what))
-
-    def _askParent(self, upstream, exchange, host: str, port: int) -> Deferred:
-        """
-        Chain a tunnel through the parent proxy with a CONNECT of our own.
-        """
-        answered: Deferred = Deferred()
-        authority = exchange.request.target
-        headers = Headers([(b"Host", authority)])
-        if self.parent.authorization:
-            headers.add(b"Proxy-Authorization", self.parent.authorization)
-        addVia(headers, b"HTTP/1.1", self.pseudonym)
-        upstream.send(RequestHead(b"CONNECT", authority, b"HTTP/1.1", headers), _ParentAnswer(answered, upstream))
-        return answered
 
     def _tunnel(self, upstream, exchange) -> None:
         if exchange.finished:
@@ -263,42 +268,3 @@ class NotAProxyRequest(Target):
 
     def serve(self, request: RoutingRequest) -> None:
         raise Refusal(400, "not a proxy request: the target must be an absolute http:// URL")
-
-
-class _ParentAnswer:
-    """
-    Listens for the parent proxy's answer to our CONNECT.
-    """
-
-    def __init__(self, deferred: Deferred, upstream):
-        self.deferred = deferred
-        self.upstream = upstream
-
-    def responseInterim(self, head) -> None:
-        pass
-
-    def responseHead(self, head) -> None:
-        if 200 <= head.status < 300:
-            self.deferred.callback(self.upstream)
-            return
-        self.upstream.transport.loseConnection()
-        if head.status == 508:
-            # A proxy further on saw this tunnel request pass before: the
-            # client learns of the loop, as a plain request learns of it.
-            self.deferred.errback(Refusal(508, "proxy loop detected one hop further on",
-                                          errorType=PROXY_LOOP_DETECTED))
-            return
-        # The tunnel was refused one hop further; the reason names the
-        # parent's status.
-        self.deferred.errback(Refusal(502, f"parent proxy refused the tunnel with {head.status}",
-                                      errorType=CONNECTION_REFUSED))
-
-    def responseBody(self, data: bytes) -> None:
-        pass
-
-    def responseEnded(self) -> None:
-        pass
-
-    def responseFailed(self, refusal: Refusal) -> None:
-        if not self.deferred.called:
-            self.deferred.errback(refusal)

@@ -6,12 +6,13 @@ what is revealed; parsed without I/O, its files checked before start-up.
 from __future__ import annotations
 
 import base64
+from ipaddress import ip_network
 from typing import Any, Callable, Dict, Mapping
 from urllib.parse import unquote
 
 from .. import prestart
 from ..settings import tables, values
-from ..settings.model import Config, ForwardSettings, ParentProxy
+from ..settings.model import Config, ForwardSettings, ParentProxy, ParentRule
 from ..settings.values import ConfigError
 
 
@@ -25,6 +26,11 @@ def parseForward(table: Mapping[str, Any], base: str) -> ForwardSettings:
         "deny_destinations": values.arrayOf(values.destination),
         "connect_ports": values.arrayOf(values.port),
         "parent": _parent,
+        "parents": values.arrayOf(_parent),
+        "parent_rules": values.arrayOf(_parentRule),
+        "parent_selection": lambda key, value: values.oneOf(key, value, PARENT_SELECTIONS),
+        "parent_retry": values.seconds,
+        "parent_ca": lambda key, value: values.path(key, value, base),
         "via": values.pseudonym,
         "x_forwarded_for": values.arrayOf(values.network),
         "anonymous": values.boolean,
@@ -39,6 +45,8 @@ def parseForward(table: Mapping[str, Any], base: str) -> ForwardSettings:
         "rate_limit": lambda key, value: tables.rateLimit(key, value, "forward"),
     }
     settings = ForwardSettings(**values.parsed(table, "forward.", parsers))
+    if settings.parent is not None and "parents" in table:
+        raise ConfigError("forward.parents", "give either forward.parent (one URL) or forward.parents, not both")
     if settings.rate_limit is not None and settings.rate_limit.key == "user" and settings.auth_file is None:
         raise ConfigError("forward.rate_limit.key", '"user" needs forward.auth_file (proxy authentication)')
     return settings
@@ -51,16 +59,23 @@ def checkForward(settings: ForwardSettings, config: Config) -> None:
     """
     if settings.auth_file is not None:
         prestart.passwordFile("forward.auth_file", settings.auth_file)
-    if settings.tls_ca is not None:
-        prestart.existingFile("forward.tls_ca", settings.tls_ca)
+    for key in ("tls_ca", "parent_ca"):
+        path = getattr(settings, key)
+        if path is not None:
+            prestart.existingFile("forward." + key, path)
     prestart.routeDirectories("forward.routes", settings.routes)
 
 
+#: How a pool of parents is used: the first healthy one in order (Squid's
+#: default), or each healthy one in turn.
+PARENT_SELECTIONS = ("first", "round-robin")
+
+
 def _parent(key: str, value: Any) -> ParentProxy:
-    usage = "expected http://[user:password@]host:port"
+    usage = "expected http[s]://[user:password@]host:port"
     text, url = values.url(key, value, usage)
     port = url.port
-    if url.scheme != "http" or not url.hostname or port is None:
+    if url.scheme not in ("http", "https") or not url.hostname or port is None:
         raise ConfigError(key, f"{text!r}: {usage}")
     if url.path not in ("", "/") or url.query or url.fragment:
         raise ConfigError(key, f"{text!r}: a parent proxy URL has no path, query or fragment; {usage}")
@@ -70,4 +85,38 @@ def _parent(key: str, value: Any) -> ParentProxy:
     if url.username is not None:
         credentials = f"{unquote(url.username)}:{unquote(url.password or '')}"
         authorization = b"Basic " + base64.b64encode(credentials.encode("utf-8"))
-    return ParentProxy(url.hostname, port, authorization)
+    return ParentProxy(url.hostname, port, authorization, url.scheme == "https")
+
+
+def _parentRule(key: str, value: Any) -> ParentRule:
+    """
+    One C{[[forward.parent_rules]]} entry: its destinations, and either
+    parents or C{direct = true}.
+    """
+    parsers: Dict[str, Callable[[str, Any], Any]] = {
+        "destinations": values.arrayOf(_ruleDestination),
+        "parents": values.arrayOf(_parent),
+        "direct": values.boolean,
+    }
+    fields = values.parsed(values.table(key, value), key + ".", parsers)
+    if not fields.get("destinations"):
+        raise ConfigError(key + ".destinations", "a rule needs at least one destination")
+    if fields.get("direct", False) == bool(fields.get("parents")):
+        raise ConfigError(key, "a rule has either parents = [...] (at least one) or direct = true")
+    return ParentRule(**fields)
+
+
+def _ruleDestination(key: str, value: Any) -> str:
+    """
+    A host name, C{.domain}, C{*.domain} or IP network, lower-cased.
+    """
+    text = values.string(key, value).strip().lower()
+    try:
+        ip_network(text, strict=False)
+        return text
+    except ValueError:
+        pass
+    name = text[2:] if text.startswith("*.") else text
+    if not values.HOSTNAME.match(name) or (name.startswith(".") and text.startswith("*.")) or len(name) > 254:
+        raise ConfigError(key, f"{text!r} is not a host name, .domain, *.domain or IP network")
+    return text

@@ -169,12 +169,20 @@ def _normalizeName(name: str) -> str:
     return name
 
 
+def literalAddress(host: str) -> Optional[Address]:
+    """
+    The IP address a request target's C{host} spells, in any form a
+    resolver accepts, or C{None} for a name.
+    """
+    return _literal(_normalizeName(host))
+
+
 def isAddressLiteral(host: str) -> bool:
     """
     Whether a request target's C{host} spells an IP address (in any form a
     resolver accepts) rather than a name: refusing it refuses an address.
     """
-    return _literal(_normalizeName(host)) is not None
+    return literalAddress(host) is not None
 
 
 class Destinations:

@@ -9,8 +9,11 @@ import socket
 import sys
 from typing import Optional
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..settings.model import LimitSettings
@@ -43,7 +46,7 @@ def responseLimits(maxHead: int) -> Limits:
 DEFAULT_RESPONSE_LIMITS = responseLimits(LimitSettings.max_response_header_bytes)
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class UpstreamProtocol(Protocol):
     """
     An HTTP/1.1 client connection that streams a request out and hands the
@@ -86,6 +89,8 @@ class UpstreamProtocol(Protocol):
         self._splicer = None
         self._quickAck: Optional[socket.socket] = None
         self._writeThrough = False
+        self._handshaken = False
+        self._handshakeWaiter: Optional[Deferred] = None
 
     def connectionMade(self) -> None:
         UpstreamProtocol.openCount += 1
@@ -94,6 +99,34 @@ class UpstreamProtocol(Protocol):
         noDelay(handle)
         self._quickAck = handle if TCP_QUICKACK is not None else None
         self._writeThrough = canWriteThrough(self.transport)
+
+    # TLS
+
+    def whenHandshaken(self) -> Deferred:
+        """
+        Fires with this connection once its TLS handshake is done and the
+        peer verified, or fails with why the connection was lost: a caller
+        that must know a TLS upstream is usable before sending anything
+        waits for this.  Cancelling it aborts the connection.
+        """
+        if self._handshaken:
+            return succeed(self)
+        self._handshakeWaiter = Deferred(lambda waiter: self._abandonHandshake())
+        return self._handshakeWaiter
+
+    def _abandonHandshake(self) -> None:
+        self._handshakeWaiter = None
+        self.transport.abortConnection()
+
+    def handshakeCompleted(self) -> None:
+        if self.transport.disconnecting:
+            # A name mismatch aborts the connection as the handshake ends:
+            # the loss, with its reason, follows.
+            return
+        self._handshaken = True
+        waiter, self._handshakeWaiter = self._handshakeWaiter, None
+        if waiter is not None:
+            waiter.callback(self)
 
     # Sending
 
@@ -285,6 +318,9 @@ class UpstreamProtocol(Protocol):
         if self._splicer is not None:
             self._splicer.stop()
             self._splicer = None
+        waiter, self._handshakeWaiter = self._handshakeWaiter, None
+        if waiter is not None:
+            waiter.errback(reason if reason is not None else Failure(ConnectionLost()))
         if self._tunnelPeer is not None:
             self._tunnelPeer.loseConnection()
             return

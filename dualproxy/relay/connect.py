@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from ..http.message import Refusal
 from ..listeners import EXHAUSTED
+from ..tls import upstreamTLSError
 from ..http.proxystatus import (
     CONNECTION_REFUSED,
     CONNECTION_TIMEOUT,
@@ -149,6 +150,10 @@ def asRefusal(failure: Failure, what: str) -> Refusal:
     """
     if failure.check(Refusal):
         return failure.value
+    tls = upstreamTLSError(failure)
+    if tls is not None:
+        errorType, why = tls
+        return Refusal(502, f"{what}: TLS {why}", errorType=errorType)
     if failure.check(error.DNSLookupError):
         return Refusal(502, f"DNS lookup failed for {what}", errorType=DNS_ERROR)
     if failure.check(defer.TimeoutError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable, Hashable, Optional
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..http.message import LENGTH, NO_BODY, Refusal, RequestHead, ResponseHead
@@ -72,7 +73,14 @@ class Relay:
             self._connected(upstream)
             return
         # None idle: a new connection.
-        self.pool.acquire(self.key, self.connect, fresh=True).addCallbacks(self._connected, self._connectFailed)
+        self.connectFresh()
+
+    def connectFresh(self) -> None:
+        """
+        A new upstream connection for the request: none was idle, or the
+        reused one died.
+        """
+        self.pool.acquire(self.key, self.connect, fresh=True).addCallbacks(self._connected, self.connectFailed)
 
     def _connected(self, upstream: UpstreamProtocol) -> None:
         exchange = self.exchange
@@ -87,7 +95,11 @@ class Relay:
             upstream.transport.registerProducer(exchange.throttle(), True)
             exchange.setBodySink(self)
 
-    def _connectFailed(self, failure) -> None:
+    def connectFailed(self, failure: Failure) -> None:
+        """
+        No connection could be made, so nothing was sent: the client is
+        answered.  A subclass may try another upstream first.
+        """
         self.refuse(asRefusal(failure, self.what))
 
     def refuse(self, refusal: Refusal) -> None:
@@ -205,9 +217,7 @@ class Relay:
         ):
             # The upstream closed an idle connection as we reused it.
             self._retried = True
-            self.pool.acquire(self.key, self.connect, fresh=True).addCallbacks(
-                self._connected, self._connectFailed
-            )
+            self.connectFresh()
             return
         self._stopProducing()
         self.refuse(refusal)

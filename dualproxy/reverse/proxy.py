@@ -155,14 +155,14 @@ class PoolRelay(Relay):
     def _mayRetry(self) -> bool:
         return len(self.tried) <= self.backendPool.settings.retries and not self.exchange.finished
 
-    def _connectFailed(self, failure) -> None:
+    def connectFailed(self, failure) -> None:
         backend = self.exchange.context.backend
         if backend is not None and not outOfResources(failure):
             backend.health.requestFailed(self.handler.reactor.seconds())
         if self._mayRetry() and self._choose():
-            self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
+            self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self.connectFailed)
             return
-        super()._connectFailed(failure)
+        super().connectFailed(failure)
 
     def responseFailed(self, refusal: Refusal) -> None:
         upstream = self.upstream
@@ -184,7 +184,7 @@ class PoolRelay(Relay):
             # may do better (a stale pooled one is retried on the same).
             self.upstream = None
             if self._choose():
-                self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self._connectFailed)
+                self.pool.acquire(self.key, self.connect).addCallbacks(self._connected, self.connectFailed)
                 return
         super().responseFailed(refusal)
 

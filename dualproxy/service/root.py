@@ -81,6 +81,8 @@ class ProxyService(MultiService):
         self.reactor = reactor
         self.configure: Optional[Callable[[], tuple]] = None
         self.pools: Dict[str, object] = {}
+        # The health of each parent proxy (forward mode), for metrics.
+        self.parents: List = []
         # Each built rate limiter with its label ("route:HOST/PREFIX", "pool:NAME", "forward"), for metrics.
         self.rateLimiters: List[Tuple[str, IRateLimiter]] = []
         first = lasting is None
@@ -178,6 +180,11 @@ class ProxyService(MultiService):
         metrics.addGauge("dualproxy_backend_in_flight", "Requests a backend is answering now.", "gauge",
                          lambda: [({"pool": pool.name, "backend": backend.name}, backend.inFlight)
                                   for pool in self.pools.values() for backend in pool.backends])
+        metrics.addGauge("dualproxy_parent_up", "Whether a parent proxy takes requests (1) or is marked down (0).",
+                         "gauge", lambda: [({"parent": health.name}, 1.0 if health.up else 0.0)
+                                           for health in self.parents])
+        metrics.addGauge("dualproxy_parent_failures", "Failed connection attempts to a parent proxy.", "counter",
+                         lambda: [({"parent": health.name}, health.failures) for health in self.parents])
         for name, help, field in (
             ("dualproxy_cache_hits", "Cache lookups answered from the store.", "hits"),
             ("dualproxy_cache_misses", "Cache lookups with nothing usable stored.", "misses"),
@@ -235,6 +242,7 @@ class ProxyService(MultiService):
         self.lasting = successor.lasting
         self.config = successor.config
         self.pools = successor.pools
+        self.parents = successor.parents
         self.rateLimiters = successor.rateLimiters
         self.accessLog = successor.accessLog
         self.drain.timeout = successor.drain.timeout

@@ -58,12 +58,28 @@ class UpstreamSettings:
 @dataclass(frozen=True)
 class ParentProxy:
     """
-    A proxy every request is relayed through instead of going direct.
+    A proxy requests are relayed through instead of going direct; C{tls}
+    for an C{https://} one (TLS to the parent itself).
     """
 
     host: str
     port: int
     authorization: Optional[bytes] = None
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class ParentRule:
+    """
+    Where requests for some destinations go: through C{parents}, or direct
+    when C{direct}.  C{destinations} are host names (C{"example.com"}),
+    domains (C{".example.com"}: it and every name below; C{"*.example.com"}:
+    only the names below) and IP networks (for IP-literal destinations).
+    """
+
+    destinations: Tuple[str, ...]
+    parents: Tuple[ParentProxy, ...] = ()
+    direct: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,11 @@ class ForwardSettings:
     deny_destinations: Tuple[str, ...] = ()
     connect_ports: Tuple[int, ...] = (443,)
     parent: Optional[ParentProxy] = None
+    parents: Tuple[ParentProxy, ...] = ()
+    parent_rules: Tuple[ParentRule, ...] = ()
+    parent_selection: str = "first"
+    parent_retry: float = 30.0
+    parent_ca: Optional[str] = None
     via: str = "dualproxy"
     x_forwarded_for: Tuple[Network, ...] = ()
     anonymous: bool = False

@@ -10,7 +10,7 @@ import math
 import os
 import re
 from ipaddress import ip_network
-from typing import Any, Callable, Collection, Dict, Mapping, Tuple
+from typing import Any, Callable, Collection, Dict, Mapping, Sequence, Tuple
 from urllib.parse import SplitResult, urlsplit
 
 from .model import Network
@@ -154,6 +154,16 @@ def nonEmptyString(key: str, value: Any) -> str:
     if not string(key, value):
         raise ConfigError(key, "must not be empty")
     return value
+
+
+def oneOf(key: str, value: Any, choices: Sequence[str]) -> str:
+    """
+    A string that must be one of C{choices}.
+    """
+    text = string(key, value)
+    if text not in choices:
+        raise ConfigError(key, f"{text!r} is not one of {', '.join(choices)}")
+    return text
 
 
 def boolean(key: str, value: Any) -> bool:

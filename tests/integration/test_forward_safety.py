@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from dualproxy.config import fromDict
+from dualproxy.forward.parents import Egress
 
 from .support import Origin, Proxy
 from .test_canonical import rawExchange
@@ -262,7 +263,7 @@ class RealLoopTests(TestCase):
         Make C{parent} the parent of C{proxy}: a proxy's port is known
         only once it listens, so the last link of a loop is made after.
         """
-        proxy.handler.parent = fromDict({"forward": {"parent": parent.url}}).forward.parent
+        proxy.handler.egress = Egress(fromDict({"forward": {"parent": parent.url}}).forward)
 
     def assertLoop(self, answer: bytes) -> None:
         self.assertTrue(answer.startswith(b"HTTP/1.1 508 Loop Detected\r\n"), answer)

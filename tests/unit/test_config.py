@@ -21,6 +21,7 @@ from dualproxy.settings.model import (
     DnsSettings,
     ForwardSettings,
     ParentProxy,
+    ParentRule,
     ReverseSettings,
     Timeouts,
     UpstreamSettings,
@@ -93,16 +94,53 @@ ERRORS = [
     ({"forward": {"connect_ports": [65536]}}, "forward.connect_ports[0]", "port 65536 is not in 1-65535"),
     ({"forward": {"connect_ports": [True]}}, "forward.connect_ports[0]", "expected an integer, got a boolean"),
     ({"forward": {"connect_ports": ["443"]}}, "forward.connect_ports[0]", "expected an integer, got a string"),
-    ({"forward": {"parent": "https://p:3128"}}, "forward.parent", "expected http://[user:password@]host:port"),
-    ({"forward": {"parent": "http://p"}}, "forward.parent", "expected http://[user:password@]host:port"),
-    ({"forward": {"parent": "p:3128"}}, "forward.parent", "expected http://"),
-    ({"forward": {"parent": "http://:3128"}}, "forward.parent", "expected http://"),
+    ({"forward": {"parent": "ftp://p:3128"}}, "forward.parent", "expected http[s]://[user:password@]host:port"),
+    ({"forward": {"parent": "http://p"}}, "forward.parent", "expected http[s]://[user:password@]host:port"),
+    ({"forward": {"parent": "p:3128"}}, "forward.parent", "expected http[s]://"),
+    ({"forward": {"parent": "http://:3128"}}, "forward.parent", "expected http[s]://"),
     ({"forward": {"parent": "http://p:x"}}, "forward.parent", "'http://p:x': "),
     ({"forward": {"parent": "http://p:99999"}}, "forward.parent", "'http://p:99999': "),
     ({"forward": {"parent": "http://p:0"}}, "forward.parent", "port 0 is not in 1-65535"),
     ({"forward": {"parent": "http://p:3128/path"}}, "forward.parent", "has no path, query or fragment"),
     ({"forward": {"parent": "http://p:3128?q"}}, "forward.parent", "has no path, query or fragment"),
     ({"forward": {"parent": 3128}}, "forward.parent", "expected a string, got an integer"),
+    ({"forward": {"parents": "http://p:1"}}, "forward.parents", "expected an array, got a string"),
+    ({"forward": {"parents": ["http://p:1", "socks5://q:1"]}}, "forward.parents[1]",
+     "'socks5://q:1': expected http[s]://[user:password@]host:port"),
+    ({"forward": {"parents": ["https://p:1/x"]}}, "forward.parents[0]", "has no path, query or fragment"),
+    ({"forward": {"parents": ["https://p:70000"]}}, "forward.parents[0]", "'https://p:70000': "),
+    ({"forward": {"parents": ["https://p"]}}, "forward.parents[0]", "expected http[s]://"),
+    ({"forward": {"parent": "http://p:1", "parents": ["http://q:1"]}}, "forward.parents",
+     "give either forward.parent (one URL) or forward.parents, not both"),
+    ({"forward": {"parent_selection": "random"}}, "forward.parent_selection",
+     "'random' is not one of first, round-robin"),
+    ({"forward": {"parent_retry": 0}}, "forward.parent_retry", "must be a positive number of seconds"),
+    ({"forward": {"parent_ca": "/nonexistent/ca.pem"}}, "forward.parent_ca", "/nonexistent/ca.pem"),
+    ({"forward": {"parent_rules": {"destinations": ["x"]}}}, "forward.parent_rules", "expected an array"),
+    ({"forward": {"parent_rules": [{"destinations": ["x"], "direct": True}, 1]}}, "forward.parent_rules[1]",
+     "expected a table, got an integer"),
+    ({"forward": {"parent_rules": [{"direct": True}]}}, "forward.parent_rules[0].destinations",
+     "a rule needs at least one destination"),
+    ({"forward": {"parent_rules": [{"destinations": [], "direct": True}]}},
+     "forward.parent_rules[0].destinations", "a rule needs at least one destination"),
+    ({"forward": {"parent_rules": [{"destinations": ["bad host"], "direct": True}]}},
+     "forward.parent_rules[0].destinations[0]", "'bad host' is not a host name, .domain, *.domain or IP network"),
+    ({"forward": {"parent_rules": [{"destinations": ["*..x"], "direct": True}]}},
+     "forward.parent_rules[0].destinations[0]", "is not a host name"),
+    ({"forward": {"parent_rules": [{"destinations": ["x"]}]}}, "forward.parent_rules[0]",
+     "a rule has either parents = [...] (at least one) or direct = true"),
+    ({"forward": {"parent_rules": [{"destinations": ["x"], "direct": False}]}}, "forward.parent_rules[0]",
+     "a rule has either parents"),
+    ({"forward": {"parent_rules": [{"destinations": ["x"], "parents": []}]}}, "forward.parent_rules[0]",
+     "a rule has either parents"),
+    ({"forward": {"parent_rules": [{"destinations": ["x"], "direct": True, "parents": ["http://p:1"]}]}},
+     "forward.parent_rules[0]", "a rule has either parents"),
+    ({"forward": {"parent_rules": [{"destinations": ["x"], "parents": ["ftp://p:1"]}]}},
+     "forward.parent_rules[0].parents[0]", "expected http[s]://"),
+    ({"forward": {"parent_rules": [{"destinations": ["x"], "direct": "yes"}]}},
+     "forward.parent_rules[0].direct", "expected true or false"),
+    ({"forward": {"parent_rules": [{"destinations": ["x"], "parent": "http://p:1"}]}},
+     "forward.parent_rules[0].parent", "unknown key"),
     ({"forward": {"via": "my proxy"}}, "forward.via", "'my proxy' is not an HTTP token"),
     ({"forward": {"via": ""}}, "forward.via", "is not an HTTP token"),
     ({"forward": {"anonymous": "yes"}}, "forward.anonymous", "expected true or false, got a string"),
@@ -332,6 +370,28 @@ class FromDictTests(SynchronousTestCase):
         ]
         for url, expected in table:
             self.assertEqual(fromDict({"forward": {"parent": url}}).forward.parent, ParentProxy(*expected), url)
+
+    def test_parentPoolAndRules(self):
+        """
+        https parents are parsed with their credentials; rules keep their
+        destinations lower-cased and in order.
+        """
+        forward = fromDict({"forward": {
+            "parents": ["https://u:p@A.example:3129", "http://b:3128"],
+            "parent_rules": [{"destinations": ["*.Example.DE", "10.0.0.0/8"], "direct": True},
+                             {"destinations": [".fr"], "parents": ["https://fr:443"]}],
+            "parent_selection": "round-robin",
+            "parent_retry": 5,
+        }}).forward
+        self.assertEqual(forward.parents, (
+            ParentProxy("a.example", 3129, b"Basic " + base64.b64encode(b"u:p"), True),
+            ParentProxy("b", 3128, None, False),
+        ))
+        self.assertEqual(forward.parent_rules, (
+            ParentRule(("*.example.de", "10.0.0.0/8"), (), True),
+            ParentRule((".fr",), (ParentProxy("fr", 443, None, True),), False),
+        ))
+        self.assertEqual((forward.parent_selection, forward.parent_retry), ("round-robin", 5.0))
 
     def test_extraModeTables(self):
         """

@@ -184,6 +184,15 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config.forward.parent, ParentProxy("b", 2, None))
         self.assertEqual(config.forward.via, "edge")
 
+    def test_parentReplacesTheFilesPool(self):
+        """
+        C{--parent} stands for the file's C{parent} or C{parents}, whichever
+        gave the default pool: never both, which would be an error.
+        """
+        path = self.configFile('[forward]\nparents = ["http://a:1", "http://c:3"]\n')
+        config = self.parse("--config", path, "--parent", "https://b:2").config
+        self.assertEqual((config.forward.parent, config.forward.parents), (ParentProxy("b", 2, None, True), ()))
+
     def test_errors(self):
         """
         Each mistake, in the options or the file, is one line naming it.
@@ -197,7 +206,7 @@ class OptionsTests(SynchronousTestCase):
             (["--connect-port", "70000"], "forward.connect_ports[0]: port 70000 is not in 1-65535"),
             (["--listen", "tcp:0", "--listen", "xyz"], "listen[1]: bad endpoint 'xyz': Unknown endpoint type: 'xyz'"),
             (["--access-log", "xml"], "access_log: 'xml' is not one of combined, json, off"),
-            (["--parent", "squid:3128"], "forward.parent: 'squid:3128': expected http://[user:password@]host:port"),
+            (["--parent", "squid:3128"], "forward.parent: 'squid:3128': expected http[s]://[user:password@]host:port"),
             (["--config", missing], f"{missing}: cannot read the file (No such file or directory)"),
             (
                 ["--config", self.configFile("[forward]\nallow_clients = ['127.0.0.1', 'lan']\n")],
