@@ -256,12 +256,12 @@ class ProxyService(MultiService):
 
 def buildService(mode, config, filters, reactor, lasting: Optional[Lasting] = None) -> ProxyService:
     """
-    The service tree for C{config}, serving the handler that C{mode} (a
-    L{dualproxy.proxymode.ProxyMode}) makes.
+    The service tree for C{config}, serving the client factory that
+    C{mode} (a L{dualproxy.proxymode.ProxyMode}) makes.
 
     @param lasting: handed on by the running service when a reload builds
         this one.
     """
     root = ProxyService(config, reactor, lasting)
-    root.listenerGroup.listen(mode.makeHandler(root, config, filters), config.listen or mode.defaultListen)
+    root.listenerGroup.listen(mode.makeFactory(root, config, filters), config.listen or mode.defaultListen)
     return root
