@@ -14,7 +14,7 @@ from twisted.logger import Logger
 _log = Logger()
 
 
-class ClientFactory(Factory):
+class LimitedFactory(Factory):
     """
     Counts its open connections, in all and per client address, and
     refuses a new one beyond a limit; the connections report their own

@@ -31,7 +31,7 @@ from ..http.parser import DEFAULT_LIMITS, Limits, MessageReader
 from ..http.proxystatus import HTTP_REQUEST_ERROR, NAME, proxyStatus
 from ..interfaces import IClientChannel, IClientConnection, IClientFactory
 from ..twistedcompat import canWriteThrough, noDelay, pendingOutput, tcpSocket, writeThrough
-from .clients import ClientFactory
+from .clients import LimitedFactory
 
 _log = Logger()
 
@@ -383,7 +383,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
 
 
 @implementer(IClientFactory)
-class HTTPServerFactory(ClientFactory):
+class HTTPServerFactory(LimitedFactory):
     """
     Builds client connections for a handler (the mode's request logic).
 

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dualproxy.plugins import findModes, loadFilters
 from dualproxy import prestart
 from dualproxy.config import ConfigError, fromDict, loadFile
+from dualproxy.socks.settings import SocksSettings
 from dualproxy.settings.model import (
     Config,
     DnsSettings,
@@ -150,7 +151,7 @@ ERRORS = [
      '"user" needs forward.auth_file'),
     ({"forward": {"rate_limit": {"rate": 1, "limiter": ""}}}, "forward.rate_limit.limiter", "must not be empty"),
     ({"reverse": {"pools": {"app": {"backends": ["http://a:1"], "rate_limit": {"rate": 1, "key": "user"}}}}},
-     "reverse.pools.app.rate_limit.key", '"user" is the forward proxy\'s authenticated user'),
+     "reverse.pools.app.rate_limit.key", '"user" is the authenticated user of forward and socks modes'),
     ({"reverse": {"pools": {"app": {"backends": ["http://a:1"]}},
                   "routes": [{"pool": "app", "rate_limit": {"rate": 1, "key": "user"}}]}},
      "reverse.routes[0].rate_limit.key", 'use "address" or "header:NAME" here'),
@@ -243,7 +244,8 @@ class FromDictTests(SynchronousTestCase):
         to 443 only, no parent, the mode's own listeners.
         """
         config = fromDict({})
-        self.assertEqual(config, Config(modes={"forward": ForwardSettings(), "reverse": ReverseSettings()}))
+        self.assertEqual(config, Config(modes={"forward": ForwardSettings(), "reverse": ReverseSettings(),
+                                               "socks": SocksSettings()}))
         self.assertEqual(config.mode, "forward")
         self.assertEqual(config.listen, ())
         self.assertEqual(config.access_log, "combined")
@@ -262,7 +264,7 @@ class FromDictTests(SynchronousTestCase):
         self.assertIn("Cookie", forward.anonymous_headers)
         self.assertIsNone(forward.auth_file)
         self.assertEqual(forward.auth_realm, "dualproxy")
-        self.assertEqual(set(config.modes), {"forward", "reverse"})
+        self.assertEqual(set(config.modes), {"forward", "reverse", "socks"})
 
     def test_everything(self):
         """
