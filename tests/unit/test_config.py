@@ -266,7 +266,8 @@ class FromDictErrorTests(SynchronousTestCase):
         """
         self.assertEqual(fromDict({}).modes["socks"], SocksSettings(
             (ip_network("127.0.0.0/8"), ip_network("::1/128")), (), (), ((80, 80), (443, 443)), None, None))
-        settings = fromDict({"socks": {"ports": [22, " 1024 - 65535 "], "allow_clients": ["10.0.0.0/8"]}}).modes["socks"]
+        table = {"ports": [22, " 1024 - 65535 "], "allow_clients": ["10.0.0.0/8"]}
+        settings = fromDict({"socks": table}).modes["socks"]
         self.assertEqual(settings.ports, ((22, 22), (1024, 65535)))
         self.assertEqual(settings.allow_clients, (ip_network("10.0.0.0/8"),))
         self.assertEqual([settings.allowsPort(port) for port in (22, 23, 1023, 1024, 65535)],
