@@ -68,8 +68,9 @@ class ProxyMode:
     def makeHandler(self, root, config, filters):
         """
         The handler of client requests, built with C{root}'s parts
-        (C{connections}, C{accessLog}, C{httpCache()}, C{rateLimit()}); services
-        it needs running (checks, resolvers) go under C{root.upstreams}.
+        (C{connections}, C{accessLog}, C{sessionLog}, C{httpCache()},
+        C{rateLimit()}); services it needs running (checks, resolvers) go
+        under C{root.upstreams}.
 
         @param root: the L{dualproxy.service.root.ProxyService} being built.
         """

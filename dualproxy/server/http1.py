@@ -130,14 +130,6 @@ class HTTPServerChannel(ReadingControl, Protocol):
         wakes.append(deadline)
         self._idleCall = self.clock.callLater(max(0, min(wakes) - now), self._checkIdle)
 
-    @property
-    def tunnelling(self) -> bool:
-        """
-        Whether the connection is a tunnel now (after C{CONNECT} or an
-        upgrade): its bytes are relayed, not parsed.
-        """
-        return self._tunnel is not None
-
     def busy(self) -> bool:
         """
         Whether the connection is answering a request, tunnelling, or still

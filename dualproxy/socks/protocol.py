@@ -135,10 +135,6 @@ class SocksServer:
         """
         return self._buffer
 
-    @property
-    def tunnelling(self) -> bool:
-        return self._state == _TUNNEL
-
     def feed(self, data: bytes) -> List[Event]:
         """
         More bytes from the client; once a L{Connect} is out, bytes are only
