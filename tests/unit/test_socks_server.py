@@ -45,8 +45,9 @@ class SocksTestCase(SynchronousTestCase):
     def factory(self, passwords=None, rateLimit=None, **table) -> SocksFactory:
         table.setdefault("allow_destinations", ["192.0.2.0/24"])
         settings = parseSocks(table, ".")
+        # Set before the handler reads it: Twisted 24.7's MemoryReactorClock has none.
+        self.reactor.nameResolver = FakeResolver({"example.test": ["192.0.2.7"], "inside.test": ["10.0.0.1"]})
         handler = SocksHandler(self.reactor, settings, Timeouts(connect=5), passwords, rateLimit, self.ended)
-        handler.resolver = FakeResolver({"example.test": ["192.0.2.7"], "inside.test": ["10.0.0.1"]})
         return SocksFactory(handler, self.reactor, idleTimeout=60, headTimeout=20)
 
     def ended(self, session):
