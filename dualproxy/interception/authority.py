@@ -115,9 +115,9 @@ def loadAuthority(certPath: str, keyPath: str) -> CertificatePair:
         constraints = None
     if constraints is None or not constraints.ca:
         raise TLSConfigError(f"{certPath}: not a CA certificate (make one with dualproxy-ca init)")
-    if certificate.not_valid_after_utc if hasattr(certificate, "not_valid_after_utc") else False:
-        if certificate.not_valid_after_utc <= _now():
-            raise TLSConfigError(f"{certPath}: the CA certificate expired on {certificate.not_valid_after_utc:%Y-%m-%d}")
+    expiry = _notAfter(certificate)
+    if expiry <= _now():
+        raise TLSConfigError(f"{certPath}: the CA certificate expired on {expiry:%Y-%m-%d}")
     return pair
 
 
