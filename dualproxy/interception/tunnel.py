@@ -52,9 +52,9 @@ class _ClientSide:
         self.transport = peer
         self.producer = None
 
-    @property
-    def disconnecting(self) -> bool:
-        return self.transport.disconnecting
+    def __getattr__(self, name: str):
+        # Everything else (disconnecting, socket options) is the client's.
+        return getattr(self.transport, name)
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
