@@ -1,6 +1,6 @@
 """
-One access-log line per request, through twisted.logger or to a file of
-its own.
+One access-log line per request (or per SOCKS session), through
+twisted.logger or to a file of its own.
 
 The line is rendered here (Combined Log Format or a JSON object).  Through
 twisted.logger it is also carried as structured fields, so an observer can
@@ -160,7 +160,46 @@ class AccessLog:
                 _text(referer),
                 _text(agent),
             )
+        self._emit(line, status=status, client=client, errorType=errorType)
+
+    def session(self, session) -> None:
+        """
+        The line of a finished SOCKS session (a
+        L{dualproxy.socks.handler.Session}): who went where, how it ended,
+        the bytes tunnelled each way and how long it lasted.  In the
+        combined format::
+
+            CLIENT - USER [TIME] "SOCKS5 CONNECT HOST:PORT" RESULT SENT RECEIVED SECONDS
+        """
+        if self.format == "off":
+            return
+        client = session.clientHost or "-"
+        duration = round(self.clock.seconds() - session.started, 6)
+        if self.format == "json":
+            line = json.dumps(
+                {
+                    "time": self.clock.seconds(),
+                    "client": client,
+                    "user": session.user,
+                    "protocol": "socks5",
+                    "destination": session.destination,
+                    "result": session.result,
+                    "reason": session.reason,
+                    "bytes_sent": session.bytesSent,
+                    "bytes_received": session.bytesReceived,
+                    "duration": duration,
+                },
+                separators=(",", ":"),
+            )
+        else:
+            line = '%s - %s [%s] "SOCKS5 CONNECT %s" %s %d %d %.3f' % (
+                client, _text(session.user and session.user.encode("utf-8")), self._now(),
+                session.destination or "-", session.result, session.bytesSent, session.bytesReceived, duration,
+            )
+        self._emit(line, client=client, result=session.result)
+
+    def _emit(self, line: str, **fields) -> None:
         if self.file is not None:
             self.file.write(line)
         else:
-            self.log.info("{line}", line=line, status=status, client=client, errorType=errorType)
+            self.log.info("{line}", line=line, **fields)

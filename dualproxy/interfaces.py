@@ -95,6 +95,42 @@ class IClientChannel(Interface):
         """
 
 
+class IClientConnection(Interface):
+    """
+    One open client connection, as the service tree counts and drains it:
+    an HTTP/1.x channel, an HTTP/2 connection or a SOCKS session alike.
+    """
+
+    def busy():
+        """
+        How much the connection is doing that a drain waits for (requests
+        being answered, open streams, a tunnel), as an int; a bool counts as
+        0 or 1.
+        """
+
+    def drain():
+        """
+        The proxy is stopping: close now if idle, else once what it is
+        doing is done.  Whatever is left at C{timeouts.drain} is cut.
+        """
+
+
+class IClientFactory(Interface):
+    """
+    The protocol factory behind a client listener, as the service tree
+    counts, drains and reloads it.
+    """
+
+    connections = Attribute("The open L{IClientConnection} providers, a set.")
+
+    def adopt(other):
+        """
+        A reload keeps this factory's socket: take C{other}'s settings (the
+        new configuration's factory of the same kind) for new connections,
+        and as far as they can for the open ones.
+        """
+
+
 class IResponseSink(Interface):
     """
     Where a relay or a cache writes a response: the client's exchange, or a

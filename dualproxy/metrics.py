@@ -111,6 +111,8 @@ class Metrics:
         self.bytesIn = 0
         self.bytesOut = 0
         self.reloads: Dict[str, int] = {"success": 0, "failure": 0}
+        self.socksSessions: Dict[str, int] = {}
+        self.socksBytes: Dict[str, int] = {"from_client": 0, "to_client": 0}
         self.backendLatency: Dict[str, float] = {}
         self.history: Deque[dict] = deque(maxlen=HISTORY)
         self._second = Second(int(clock.seconds()))
@@ -171,6 +173,14 @@ class Metrics:
             if cacheStatus == "hit":
                 second.hits += 1
 
+    def sessionDone(self, session) -> None:
+        """
+        Count a finished SOCKS session (a L{dualproxy.socks.handler.Session}).
+        """
+        self.socksSessions[session.result] = self.socksSessions.get(session.result, 0) + 1
+        self.socksBytes["from_client"] += session.bytesReceived
+        self.socksBytes["to_client"] += session.bytesSent
+
     def _tick(self, now: float) -> Second:
         current = self._second
         whole = int(now)
@@ -216,6 +226,17 @@ class Metrics:
             family = CounterMetricFamily(name, help, labels=["mode"])
             family.add_metric([self.mode], value)
             yield family
+        if self.socksSessions:
+            sessions = CounterMetricFamily("dualproxy_socks_sessions", "SOCKS sessions ended, by result.",
+                                           labels=["result"])
+            for result, count in sorted(self.socksSessions.items()):
+                sessions.add_metric([result], count)
+            yield sessions
+            tunnelled = CounterMetricFamily("dualproxy_socks_bytes", "Bytes SOCKS tunnels carried, by direction.",
+                                            labels=["direction"])
+            for direction, count in self.socksBytes.items():
+                tunnelled.add_metric([direction], count)
+            yield tunnelled
         reloads = CounterMetricFamily("dualproxy_config_reloads", "Configuration reloads, by outcome.",
                                       labels=["outcome"])
         for outcome, count in self.reloads.items():

@@ -10,14 +10,17 @@ from typing import Any, Mapping
 
 from twisted.application.service import IService
 
+from .interfaces import IClientFactory
+
 
 class ProxyMode:
     """
     The base of an L{dualproxy.interfaces.IProxyMode} plugin that runs the
     proxy's service tree (L{dualproxy.service.root.ProxyService}): listeners,
     admin, cache, reload and drain come with it.  Subclasses set C{name},
-    C{description} and C{defaultListen} and implement L{makeHandler}; one
-    with settings of its own overrides L{parseSettings} and L{checkSettings}.
+    C{description} and C{defaultListen} and implement L{makeHandler} (or,
+    for a protocol other than HTTP, L{makeFactory}); one with settings of
+    its own overrides L{parseSettings} and L{checkSettings}.
     """
 
     name: str
@@ -50,11 +53,24 @@ class ProxyMode:
 
         return buildService(self, config, filters, reactor, lasting)
 
+    def makeFactory(self, root, config, filters) -> IClientFactory:
+        """
+        The factory of client connections on the mode's listeners: by
+        default HTTP (and the C{[tls]} listeners too) serving
+        L{makeHandler}'s handler.  A mode with a protocol of its own returns
+        its own L{dualproxy.interfaces.IClientFactory} instead (and refuses
+        C{tls.listen} in L{checkSettings}).
+
+        @param root: the L{dualproxy.service.root.ProxyService} being built.
+        """
+        return root.listenerGroup.httpFactory(self.makeHandler(root, config, filters))
+
     def makeHandler(self, root, config, filters):
         """
         The handler of client requests, built with C{root}'s parts
-        (C{connections}, C{accessLog}, C{httpCache()}, C{rateLimit()}); services
-        it needs running (checks, resolvers) go under C{root.upstreams}.
+        (C{connections}, C{accessLog}, C{sessionLog}, C{httpCache()},
+        C{rateLimit()}); services it needs running (checks, resolvers) go
+        under C{root.upstreams}.
 
         @param root: the L{dualproxy.service.root.ProxyService} being built.
         """

@@ -81,7 +81,8 @@ class Options(usage.Options):
         "listen",
         "Listen on this Twisted server endpoint, e.g. tcp:8080:interface=0.0.0.0 or ssl:8443:privateKey=key.pem "
         "(repeat for several) [default: the mode's; tcp:3128:interface=127.0.0.1 in forward mode, "
-        "tcp:8080:interface=127.0.0.1 in reverse mode; TLS listeners are set in the file's [tls] table].",
+        "tcp:8080:interface=127.0.0.1 in reverse mode, tcp:1080:interface=127.0.0.1 in socks mode; "
+        "TLS listeners are set in the file's [tls] table].",
     )
     opt_allow_client = _append(
         "allow-client",

@@ -7,10 +7,9 @@ driven directly; L{dualproxy.forward.chaining} connects and logs.
 
 from __future__ import annotations
 
-from ipaddress import ip_network
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
-from ..policy.acl import literalAddress
+from ..policy.acl import Destinations
 from ..settings.model import ForwardSettings, ParentProxy
 
 
@@ -109,52 +108,6 @@ class ParentPool:
             self._turn += 1
             available = available[start:] + available[:start]
         return available
-
-
-def _name(host: str) -> str:
-    return host.strip().lower().rstrip(".")
-
-
-class Destinations:
-    """
-    The destinations of one rule: exact names, C{.domain} (the domain and
-    every name below it, as in C{deny_destinations}), C{*.domain} (only
-    the names below it) and IP networks, which match IP-literal hosts.
-    """
-
-    def __init__(self, patterns: Sequence[str]):
-        names = set()
-        domains = set()
-        below = set()
-        networks = []
-        for pattern in patterns:
-            try:
-                networks.append(ip_network(pattern, strict=False))
-                continue
-            except ValueError:
-                pass
-            if pattern.startswith("*."):
-                below.add(_name(pattern[2:]))
-            elif pattern.startswith("."):
-                domains.add(_name(pattern[1:]))
-            else:
-                names.add(_name(pattern))
-        self._names = frozenset(names | domains)
-        self._suffixes = frozenset(domains | below)
-        self._networks = tuple(networks)
-
-    def matches(self, host: str) -> bool:
-        """
-        Whether the request target's C{host} is one of these destinations.
-        """
-        address = literalAddress(host)
-        if address is not None:
-            return any(address.version == network.version and address in network for network in self._networks)
-        name = _name(host)
-        if name in self._names:
-            return True
-        labels = name.split(".")
-        return any(".".join(labels[index:]) in self._suffixes for index in range(1, len(labels)))
 
 
 class Egress:

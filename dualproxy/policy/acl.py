@@ -169,60 +169,55 @@ def _normalizeName(name: str) -> str:
     return name
 
 
-def literalAddress(host: str) -> Optional[Address]:
-    """
-    The IP address a request target's C{host} spells, in any form a
-    resolver accepts, or C{None} for a name.
-    """
-    return _literal(_normalizeName(host))
-
-
 def isAddressLiteral(host: str) -> bool:
     """
     Whether a request target's C{host} spells an IP address (in any form a
     resolver accepts) rather than a name: refusing it refuses an address.
     """
-    return literalAddress(host) is not None
+    return _literal(_normalizeName(host)) is not None
 
 
 class Destinations:
     """
     A list of destinations as operators write them: host names, ".domain"
-    suffixes (the domain and every name below it, as Squid's dstdomain) and
-    IP networks, which match IP-literal hosts only.
+    (the domain and every name below it, as Squid's dstdomain), "*.domain"
+    (only the names below it) and IP networks, which match IP-literal hosts
+    only.
     """
 
     def __init__(self, entries: Iterable[str]):
         names = set()
-        domains = set()
+        suffixes = set()
         networks = []
         for entry in entries:
+            entry = entry.strip()
             try:
-                networks.append(ip_network(entry.strip(), strict=False))
+                networks.append(ip_network(entry, strict=False))
                 continue
             except ValueError:
                 pass
-            if entry.strip().startswith("."):
-                domains.add(_normalizeName(entry.strip()[1:]))
+            if entry.startswith("*."):
+                suffixes.add(_normalizeName(entry[2:]))
+            elif entry.startswith("."):
+                domain = _normalizeName(entry[1:])
+                names.add(domain)
+                suffixes.add(domain)
             else:
                 names.add(_normalizeName(entry))
         self._names: FrozenSet[str] = frozenset(names)
-        self._domains: FrozenSet[str] = frozenset(domains)
+        self._suffixes: FrozenSet[str] = frozenset(suffixes)
         self.networks = _NetworkSet(networks)
-
-    def __bool__(self) -> bool:
-        return bool(self._names or self._domains or self.networks)
 
     def matchesName(self, name: str) -> bool:
         """
         Whether the normalized host name C{name} (not an address) is listed.
         """
-        if name in self._names or name in self._domains:
+        if name in self._names:
             return True
-        if self._domains:
+        if self._suffixes:
             labels = name.split(".")
             for index in range(1, len(labels)):
-                if ".".join(labels[index:]) in self._domains:
+                if ".".join(labels[index:]) in self._suffixes:
                     return True
         return False
 

@@ -8,10 +8,10 @@ deadlines; what to do with a request is the handler's business.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Optional
 
 from twisted.internet.interfaces import ISSLTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -29,8 +29,9 @@ from ..core.exchange import (
 from ..http.message import LENGTH, NO_BODY, Refusal, RequestHead, ResponseHead
 from ..http.parser import DEFAULT_LIMITS, Limits, MessageReader
 from ..http.proxystatus import HTTP_REQUEST_ERROR, NAME, proxyStatus
-from ..interfaces import IClientChannel
+from ..interfaces import IClientChannel, IClientConnection, IClientFactory
 from ..twistedcompat import canWriteThrough, noDelay, pendingOutput, tcpSocket, writeThrough
+from .clients import LimitedFactory
 
 _log = Logger()
 
@@ -39,7 +40,7 @@ _log = Logger()
 DRAIN_LIMIT = 1 << 20
 
 
-@implementer(IClientChannel)
+@implementer(IClientChannel, IClientConnection)
 class HTTPServerChannel(ReadingControl, Protocol):
     """
     One client connection, and the one timer that watches every deadline
@@ -85,9 +86,7 @@ class HTTPServerChannel(ReadingControl, Protocol):
     def connectionMade(self) -> None:
         self.clientHost = getattr(self.transport.getPeer(), "host", None)
         if self.factory is not None:
-            self.factory.connections.add(self)
-            if self.clientHost is not None:
-                self.factory.perClient[self.clientHost] = self.factory.perClient.get(self.clientHost, 0) + 1
+            self.factory.opened(self, self.clientHost)
         self.secure = ISSLTransport.providedBy(self.transport)
         self._writeThrough = canWriteThrough(self.transport)
         noDelay(tcpSocket(self.transport))
@@ -131,14 +130,6 @@ class HTTPServerChannel(ReadingControl, Protocol):
         wakes.append(deadline)
         self._idleCall = self.clock.callLater(max(0, min(wakes) - now), self._checkIdle)
 
-    @property
-    def tunnelling(self) -> bool:
-        """
-        Whether the connection is a tunnel now (after C{CONNECT} or an
-        upgrade): its bytes are relayed, not parsed.
-        """
-        return self._tunnel is not None
-
     def busy(self) -> bool:
         """
         Whether the connection is answering a request, tunnelling, or still
@@ -147,6 +138,13 @@ class HTTPServerChannel(ReadingControl, Protocol):
         current = self.current
         return (current is not None and not current.finished) or self._tunnel is not None or (
             self._outputMark() is not None)
+
+    def drain(self) -> None:
+        current = self.current
+        if (current is None or current.finished) and self._tunnel is None:
+            self.transport.loseConnection()
+        else:
+            self.closing = True
 
     def _outputMark(self) -> Optional[tuple]:
         """
@@ -364,13 +362,8 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self.transport.resumeProducing()
 
     def connectionLost(self, reason=None) -> None:
-        factory = self.factory
-        if factory is not None and self in factory.connections:
-            factory.connections.discard(self)
-            if self.clientHost is not None:
-                left = factory.perClient.pop(self.clientHost, 1) - 1
-                if left:
-                    factory.perClient[self.clientHost] = left
+        if self.factory is not None:
+            self.factory.closed(self, self.clientHost)
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
         self._idleCall = None
@@ -381,7 +374,8 @@ class HTTPServerChannel(ReadingControl, Protocol):
         self.handler.connectionLost(self)
 
 
-class HTTPServerFactory(Factory):
+@implementer(IClientFactory)
+class HTTPServerFactory(LimitedFactory):
     """
     Builds client connections for a handler (the mode's request logic).
 
@@ -391,33 +385,17 @@ class HTTPServerFactory(Factory):
 
     hsts = None
 
-    # Zero: no limit.  Beyond a limit a new connection is closed at once.
-    maxConnections = 0
-    maxConnectionsPerClient = 0
     maxBody = 0
     headTimeout = HTTPServerChannel.headTimeout
     bodyTimeout = HTTPServerChannel.bodyTimeout
     writeTimeout = HTTPServerChannel.writeTimeout
 
     def __init__(self, handler, clock, idleTimeout: float, limits: Limits = DEFAULT_LIMITS):
+        super().__init__()
         self.handler = handler
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.limits = limits
-        self.connections: set = set()
-        self.perClient: Dict[str, int] = {}
-
-    def admits(self, addr) -> bool:
-        """
-        Whether a new connection from C{addr} fits the connection limits;
-        counting is done by the connections themselves as they open and
-        close.
-        """
-        if self.maxConnections and len(self.connections) >= self.maxConnections:
-            return False
-        host = getattr(addr, "host", None)
-        return not (self.maxConnectionsPerClient and host is not None
-                    and self.perClient.get(host, 0) >= self.maxConnectionsPerClient)
 
     # What a reloaded configuration's factory hands over to a kept one.
     _SETTINGS = ("hsts", "idleTimeout", "limits", "maxConnections", "maxConnectionsPerClient", "maxBody",
@@ -435,13 +413,6 @@ class HTTPServerFactory(Factory):
         for connection in self.connections:
             if isinstance(connection, HTTPServerChannel):
                 connection.handler = other.handler
-
-    def buildProtocol(self, addr) -> Optional[HTTPServerChannel]:
-        if not self.admits(addr):
-            _log.warn("connection from {client} refused: connection limit reached",
-                      client=getattr(addr, "host", "-"))
-            return None
-        return self.buildConnection()
 
     def buildConnection(self) -> Protocol:
         """

@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from ..core.exchange import Exchange, ReadingControl, exceedsLimit, handle, tooLarge
 from ..http.message import CHUNKED, LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
-from ..interfaces import IClientChannel
+from ..interfaces import IClientChannel, IClientConnection
 from .http1 import HTTPServerFactory
 
 try:
@@ -699,10 +699,12 @@ if h2 is not None:
     }
 
 
+@implementer(IClientConnection)
 class NegotiatedProtocol(Protocol):
     """
     A TLS connection's protocol, chosen by ALPN once the handshake is done:
-    HTTP/2 for clients that asked for C{h2}, HTTP/1.1 for the rest.
+    HTTP/2 for clients that asked for C{h2}, HTTP/1.1 for the rest (which
+    counts itself).  Counted as a client connection only as HTTP/2.
     """
 
     def __init__(self, factory):
@@ -718,6 +720,12 @@ class NegotiatedProtocol(Protocol):
                 self.impl = self.factory.buildHTTP1()
             self.impl.makeConnection(self.transport)
         self.impl.dataReceived(data)
+
+    def busy(self) -> int:
+        return len(self.impl.streams)
+
+    def drain(self) -> None:
+        self.impl.drain()
 
     def connectionLost(self, reason=None) -> None:
         self.factory.connections.discard(self)

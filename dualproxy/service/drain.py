@@ -11,14 +11,14 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import LoopingCall
 
 from ..listeners import ListenerService
-from ..server.http1 import HTTPServerChannel
 from .listeners import ListenerGroup
 
 
 class Drain(Service):
     """
-    Stops gracefully: no new connections, idle ones closed, busy ones
-    closed once answered (HTTP/2 ones refuse new streams and send a GOAWAY
+    Stops gracefully: no new connections, each open one told to drain
+    (L{dualproxy.interfaces.IClientConnection.drain}: idle ones close, busy
+    ones once answered, HTTP/2 ones refuse new streams and send a GOAWAY
     after their last), and after C{timeout} seconds whatever is left
     cut.  Its parent stops it before anything the requests in flight use.
 
@@ -48,15 +48,7 @@ class Drain(Service):
         super().stopService()
         stopping = [listener.stopService() for listener in self.accepting() if listener.running]
         for connection in self.clients.connections():
-            if not isinstance(connection, HTTPServerChannel):
-                # An HTTP/2 connection (NegotiatedProtocol) drains its streams.
-                connection.impl.drain()
-                continue
-            current = connection.current
-            if (current is None or current.finished) and not connection.tunnelling:
-                connection.transport.loseConnection()
-            else:
-                connection.closing = True
+            connection.drain()
         drained: Deferred = Deferred()
         deadline = self.clock.seconds() + self.timeout
 

@@ -1,7 +1,8 @@
 """
-The proxy's client listeners, plain and TLS, and the HTTP factories behind
-them: what a reload keeps (the sockets, the open connections) and what it
-changes (the handler, the limits, the certificates).
+The proxy's client listeners, plain and TLS, and the factories behind them
+(HTTP ones, or whatever L{dualproxy.interfaces.IClientFactory} a mode
+supplies): what a reload keeps (the sockets, the open connections) and what
+it changes (the handler, the limits, the certificates).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from ..http.parser import Limits
-from ..interfaces import IExchangeHandler
+from ..interfaces import IClientFactory, IExchangeHandler
 from ..listeners import ListenError, ListenerService
-from ..server.http1 import HTTPServerChannel, HTTPServerFactory
+from ..server.http1 import HTTPServerFactory
 from ..server.http2 import NegotiatingFactory
 
 
@@ -32,12 +33,14 @@ class ListenerGroup(MultiService):
         self.serverTLS = None
         self.handler = None
 
-    def listen(self, handler, descriptions: Iterable[str]) -> None:
+    def listen(self, factory: IClientFactory, descriptions: Iterable[str]) -> None:
         """
-        Serve C{handler}'s requests on each endpoint, and on the TLS
-        endpoints of the config's C{[tls]} table.
+        Serve C{factory}'s connections on each endpoint and, for an HTTP
+        factory, its handler's requests on the TLS endpoints of the config's
+        C{[tls]} table too (a mode whose factory is not HTTP refuses
+        C{tls.listen} in its C{checkSettings}).
         """
-        self.handler = handler
+        handler = self.handler = getattr(factory, "handler", None)
         tls = self.config.tls
         secureListeners = []
         if tls.listen:
@@ -51,21 +54,21 @@ class ListenerGroup(MultiService):
                 (b"h2", b"http/1.1") if offerH2 else (b"http/1.1",),
                 tls.client_ca, tls.client_certificate_optional, tls.ciphers,
             )
-            secure = self._factory(NegotiatingFactory if offerH2 else HTTPServerFactory, handler)
+            secure = self.httpFactory(handler, NegotiatingFactory if offerH2 else HTTPServerFactory)
             secure.hsts = tls.hsts.encode("latin-1") if tls.hsts else None
             wrapped = TLSMemoryBIOFactory(self.serverTLS, False, secure)
             secureListeners = [ListenerService(description, wrapped, self.reactor) for description in tls.listen]
-        plain = RedirectToHTTPS(handler, secureListeners[0]) if secureListeners and tls.redirect_http else handler
-        factory = self._factory(HTTPServerFactory, plain)
+        if secureListeners and tls.redirect_http:
+            factory.handler = RedirectToHTTPS(handler, secureListeners[0])
         for description in descriptions:
             ListenerService(description, factory, self.reactor).setServiceParent(self)
         for listener in secureListeners:
             listener.setServiceParent(self)
 
-    def _factory(self, factoryType, handler) -> HTTPServerFactory:
+    def httpFactory(self, handler, factoryType=HTTPServerFactory) -> HTTPServerFactory:
         """
-        A client-side factory with the configured parser limits, connection
-        limits and timeouts.
+        An HTTP client-side factory for C{handler} with the configured
+        parser limits, connection limits and timeouts.
         """
         limits = self.config.limits
         timeouts = self.config.timeouts
@@ -84,32 +87,26 @@ class ListenerGroup(MultiService):
     def listeners(self) -> List[ListenerService]:
         return list(self)
 
-    def httpFactories(self) -> List[HTTPServerFactory]:
-        return [_httpFactory(listener) for listener in self]
+    def factories(self) -> List[IClientFactory]:
+        return [_clientFactory(listener) for listener in self]
 
     def connections(self) -> Iterator[Protocol]:
         """
-        Every open client connection, a snapshot: closing some while
-        iterating is safe.
+        Every open client connection (an L{IClientConnection}), a snapshot:
+        closing some while iterating is safe.
         """
-        for factory in self.httpFactories():
+        for factory in self.factories():
             yield from list(factory.connections)
 
     def openConnections(self) -> int:
-        return sum(len(factory.connections) for factory in self.httpFactories())
+        return sum(len(factory.connections) for factory in self.factories())
 
     def inFlight(self) -> int:
         """
         Requests being answered, tunnels, answers not yet delivered, open
         HTTP/2 streams.
         """
-        busy = 0
-        for connection in self.connections():
-            if isinstance(connection, HTTPServerChannel):
-                busy += connection.busy()
-            else:
-                busy += len(connection.impl.streams)
-        return busy
+        return sum(connection.busy() for connection in self.connections())
 
     # Reloading
 
@@ -146,7 +143,7 @@ class ListenerGroup(MultiService):
             mine = ours.pop(_listenerKey(listener), None)
             if mine is not None:
                 kept[listener] = mine
-                _httpFactory(mine).adopt(_httpFactory(listener))
+                _clientFactory(mine).adopt(_clientFactory(listener))
         for removed in ours.values():
             removed.disownServiceParent()
         if self.serverTLS is not None and successor.serverTLS is not None:
@@ -155,8 +152,8 @@ class ListenerGroup(MultiService):
             if listener not in kept:
                 listener.disownServiceParent()
                 listener.setServiceParent(self)
-        for factory in self.httpFactories():
-            redirect = factory.handler
+        for factory in self.factories():
+            redirect = getattr(factory, "handler", None)
             if isinstance(redirect, RedirectToHTTPS):
                 # It may name a TLS listener of the successor's that this group kept its own of.
                 redirect.listener = kept.get(redirect.listener, redirect.listener)
@@ -164,7 +161,7 @@ class ListenerGroup(MultiService):
         self.handler = successor.handler
 
 
-def _httpFactory(listener: ListenerService) -> HTTPServerFactory:
+def _clientFactory(listener: ListenerService) -> IClientFactory:
     return getattr(listener.factory, "wrappedFactory", listener.factory)
 
 

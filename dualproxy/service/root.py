@@ -93,7 +93,7 @@ class ProxyService(MultiService):
         if first:
             self.connections.setServiceParent(self)
             self._watch(self.metrics)
-        self.accessLog = self._accessLog(config)
+        self.accessLog, self.sessionLog = self._accessLog(config)
         self.upstreams = MultiService()
         self.upstreams.setServiceParent(self)
         self.listenerGroup = ListenerGroup(config, reactor)
@@ -106,7 +106,11 @@ class ProxyService(MultiService):
         self.drain = Drain(self.listenerGroup, self.listeners, reactor, config.timeouts.drain)
         self.drain.setServiceParent(self)
 
-    def _accessLog(self, config) -> Callable[[object], None]:
+    def _accessLog(self, config) -> Tuple[Callable[[object], None], Callable[[object], None]]:
+        """
+        What each finished exchange is given, and each finished SOCKS
+        session: counted in the metrics, then logged.
+        """
         file = None
         if config.access_log_file is not None and config.access_log != "off":
             file = AccessLogFile(config.access_log_file, self.reactor)
@@ -118,7 +122,11 @@ class ProxyService(MultiService):
             metrics.exchangeDone(exchange)
             log(exchange)
 
-        return finished
+        def sessionEnded(session) -> None:
+            metrics.sessionDone(session)
+            log.session(session)
+
+        return finished, sessionEnded
 
     # What a mode builds with
 
@@ -245,6 +253,7 @@ class ProxyService(MultiService):
         self.parents = successor.parents
         self.rateLimiters = successor.rateLimiters
         self.accessLog = successor.accessLog
+        self.sessionLog = successor.sessionLog
         self.drain.timeout = successor.drain.timeout
         config = successor.config
         self.connections.maxIdlePerKey = config.upstream.max_idle_per_host
@@ -264,12 +273,12 @@ class ProxyService(MultiService):
 
 def buildService(mode, config, filters, reactor, lasting: Optional[Lasting] = None) -> ProxyService:
     """
-    The service tree for C{config}, serving the handler that C{mode} (a
-    L{dualproxy.proxymode.ProxyMode}) makes.
+    The service tree for C{config}, serving the client factory that
+    C{mode} (a L{dualproxy.proxymode.ProxyMode}) makes.
 
     @param lasting: handed on by the running service when a reload builds
         this one.
     """
     root = ProxyService(config, reactor, lasting)
-    root.listenerGroup.listen(mode.makeHandler(root, config, filters), config.listen or mode.defaultListen)
+    root.listenerGroup.listen(mode.makeFactory(root, config, filters), config.listen or mode.defaultListen)
     return root

@@ -63,8 +63,8 @@ def rateLimit(key: str, value: Any, mode: str) -> RateLimitSettings:
     A C{rate_limit} table: C{rate}, C{burst}, C{key} and C{limiter} are
     dualproxy's, any other key is an option of the limiter.
 
-    C{key = "user"} is the forward proxy's authenticated user; a reverse
-    proxy authenticates nobody, and a user name the client merely claims
+    C{key = "user"} is the forward or socks proxy's authenticated user; a
+    reverse proxy authenticates nobody, and a user name the client merely claims
     would give it a fresh bucket per name.
     """
     table = values.table(key, value)
@@ -86,13 +86,18 @@ def rateLimit(key: str, value: Any, mode: str) -> RateLimitSettings:
     return RateLimitSettings(options=MappingProxyType(options), **settings)
 
 
+# The modes that log users in, so that a bucket per user means something.
+_AUTHENTICATING = ("forward", "socks")
+
+
 def _limitKey(key: str, value: Any, mode: str) -> str:
     text = values.string(key, value)
     kind, colon, name = text.partition(":")
     if kind == "header" and colon:
         values.fieldName(key, name)
-    elif text == "user" and mode != "forward":
-        raise ConfigError(key, '"user" is the forward proxy\'s authenticated user; use "address" or "header:NAME" here')
+    elif text == "user" and mode not in _AUTHENTICATING:
+        raise ConfigError(key, '"user" is the authenticated user of forward and socks modes; '
+                               'use "address" or "header:NAME" here')
     elif text not in ("address", "user"):
         raise ConfigError(key, f'{text!r} is not "address", "header:NAME" or "user"')
     return text

@@ -159,7 +159,7 @@ class ThirdPartyModeTests(SynchronousTestCase):
         code, out, err = twistd("--mode", "nope", paths=(self.dropins,))
         self.assertEqual(code, 1, err)
         self.assertNotIn("Traceback", err)
-        self.assertEqual(err.splitlines(), ["dualproxy: unknown mode 'nope' (known: echo-test, forward, reverse)"])
+        self.assertEqual(err.splitlines(), ["dualproxy: unknown mode 'nope' (known: echo-test, forward, reverse, socks)"])
 
     def test_thirdPartySettingsChecked(self):
         """

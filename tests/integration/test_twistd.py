@@ -46,7 +46,7 @@ class _Twistd(protocol.ProcessProtocol):
             if text in self.output[start:]:
                 self.watches.remove(watch)
                 done.callback(None)
-        match = re.search(rb"HTTPServerFactory starting on (\d+)", self.output)
+        match = re.search(rb"(?:HTTPServerFactory|SocksFactory) starting on (\d+)", self.output)
         if match and not self.listening.called:
             self.listening.callback(int(match.group(1)))
 

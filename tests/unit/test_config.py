@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dualproxy.plugins import findModes, loadFilters
 from dualproxy import prestart
 from dualproxy.config import ConfigError, fromDict, loadFile
+from dualproxy.socks.settings import SocksSettings
 from dualproxy.settings.model import (
     Config,
     DnsSettings,
@@ -188,7 +189,7 @@ ERRORS = [
      '"user" needs forward.auth_file'),
     ({"forward": {"rate_limit": {"rate": 1, "limiter": ""}}}, "forward.rate_limit.limiter", "must not be empty"),
     ({"reverse": {"pools": {"app": {"backends": ["http://a:1"], "rate_limit": {"rate": 1, "key": "user"}}}}},
-     "reverse.pools.app.rate_limit.key", '"user" is the forward proxy\'s authenticated user'),
+     "reverse.pools.app.rate_limit.key", '"user" is the authenticated user of forward and socks modes'),
     ({"reverse": {"pools": {"app": {"backends": ["http://a:1"]}},
                   "routes": [{"pool": "app", "rate_limit": {"rate": 1, "key": "user"}}]}},
      "reverse.routes[0].rate_limit.key", 'use "address" or "header:NAME" here'),
@@ -204,6 +205,26 @@ ERRORS = [
      "reverse.routes[0].upgrades[0]", "is not an Upgrade protocol name"),
     ({"reverse": {"routes": [{"redirect": "http://a/", "upgrades": ["websocket"]}]}}, "reverse.routes[0].upgrades",
      "only a route to a pool relays upgrades"),
+    ({"socks": {"allow_client": []}}, "socks.allow_client", "unknown key (known: allow_clients,"),
+    ({"socks": {"allow_clients": ["everyone"]}}, "socks.allow_clients[0]", "is not an IP network"),
+    ({"socks": {"deny_destinations": ["a b"]}}, "socks.deny_destinations[0]", "is not a host name"),
+    ({"socks": {"ports": []}}, "socks.ports", "must not be empty"),
+    ({"socks": {"ports": [0]}}, "socks.ports[0]", "port 0 is not in 1-65535"),
+    ({"socks": {"ports": ["80-"]}}, "socks.ports[0]", "is not a port or a range of ports"),
+    ({"socks": {"ports": ["90-80"]}}, "socks.ports[0]", "the range is empty"),
+    ({"socks": {"ports": ["1-65536"]}}, "socks.ports[0]", "port 65536 is not in 1-65535"),
+    ({"socks": {"ports": [True]}}, "socks.ports[0]", "expected an integer, got a boolean"),
+    ({"socks": {"auth_file": 1}}, "socks.auth_file", "expected a string"),
+    ({"socks": {"auth_file": "missing-users"}}, "socks.auth_file", "cannot read"),
+    ({"socks": {"rate_limit": {"rate": 0}}}, "socks.rate_limit.rate", "must be a positive number"),
+    ({"socks": {"rate_limit": {"rate": 1, "key": "header:X-User"}}}, "socks.rate_limit.key",
+     "SOCKS has no headers"),
+    ({"socks": {"rate_limit": {"rate": 1, "key": "user"}}}, "socks.rate_limit.key", '"user" needs socks.auth_file'),
+    ({"mode": "socks", "tls": {"listen": ["tcp:8443"], "certificates": [
+        {"cert": os.path.join(REPO, "conf", "certs", "localhost.pem"),
+         "key": os.path.join(REPO, "conf", "certs", "localhost.key")}]}},
+     "tls.listen", "TLS listeners serve HTTP; socks mode has none"),
+    ({"mode": "socks", "filters": ["addheader"]}, "filters", "socks mode relays none"),
 ]
 
 
@@ -269,6 +290,27 @@ class FromDictErrorTests(SynchronousTestCase):
         error = self.assertRaises(ConfigError, fromDict, {"echo": {}})
         self.assertEqual(str(error).split(" (")[0], "echo: unknown key")
 
+    def test_socksChecksOnlyItsOwnMode(self):
+        """
+        The shared tables socks mode cannot serve are refused only when
+        socks is the mode run.
+        """
+        checked({"mode": "forward", "filters": ["addheader"]})
+
+    def test_socksSettings(self):
+        """
+        Loopback clients, ports 80 and 443, no login by default; ports may
+        be ranges.
+        """
+        self.assertEqual(fromDict({}).modes["socks"], SocksSettings(
+            (ip_network("127.0.0.0/8"), ip_network("::1/128")), (), (), ((80, 80), (443, 443)), None, None))
+        table = {"ports": [22, " 1024 - 65535 "], "allow_clients": ["10.0.0.0/8"]}
+        settings = fromDict({"socks": table}).modes["socks"]
+        self.assertEqual(settings.ports, ((22, 22), (1024, 65535)))
+        self.assertEqual(settings.allow_clients, (ip_network("10.0.0.0/8"),))
+        self.assertEqual([settings.allowsPort(port) for port in (22, 23, 1023, 1024, 65535)],
+                         [True, False, False, True, True])
+
     def test_extraModeTableMustBeTable(self):
         error = self.assertRaises(ConfigError, fromDict, {"echo": 1}, modes={"echo": EchoMode()})
         self.assertEqual(str(error), "echo: expected a table, got an integer")
@@ -281,7 +323,8 @@ class FromDictTests(SynchronousTestCase):
         to 443 only, no parent, the mode's own listeners.
         """
         config = fromDict({})
-        self.assertEqual(config, Config(modes={"forward": ForwardSettings(), "reverse": ReverseSettings()}))
+        self.assertEqual(config, Config(modes={"forward": ForwardSettings(), "reverse": ReverseSettings(),
+                                               "socks": SocksSettings()}))
         self.assertEqual(config.mode, "forward")
         self.assertEqual(config.listen, ())
         self.assertEqual(config.access_log, "combined")
@@ -300,7 +343,7 @@ class FromDictTests(SynchronousTestCase):
         self.assertIn("Cookie", forward.anonymous_headers)
         self.assertIsNone(forward.auth_file)
         self.assertEqual(forward.auth_realm, "dualproxy")
-        self.assertEqual(set(config.modes), {"forward", "reverse"})
+        self.assertEqual(set(config.modes), {"forward", "reverse", "socks"})
 
     def test_everything(self):
         """

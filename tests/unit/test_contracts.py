@@ -17,6 +17,8 @@ from dualproxy.forward.proxy import ForwardHandler
 from dualproxy.http.message import Headers, RequestHead
 from dualproxy.interfaces import (
     IClientChannel,
+    IClientConnection,
+    IClientFactory,
     IExchangeHandler,
     IRequestBodySink,
     IResponseSink,
@@ -24,8 +26,8 @@ from dualproxy.interfaces import (
 )
 from dualproxy.relay.relay import Relay
 from dualproxy.reverse.proxy import PoolRelay, ReverseContext, ReverseHandler
-from dualproxy.server.http1 import HTTPServerChannel
-from dualproxy.server.http2 import HTTP2Stream
+from dualproxy.server.http1 import HTTPServerChannel, HTTPServerFactory
+from dualproxy.server.http2 import HTTP2Stream, NegotiatedProtocol, NegotiatingFactory
 from dualproxy.service.listeners import RedirectToHTTPS
 
 
@@ -55,6 +57,16 @@ class ContractTests(SynchronousTestCase):
     def test_clientChannels(self):
         self.assertTrue(verifyObject(IClientChannel, _channel()))
         self.assertTrue(verifyClass(IClientChannel, HTTP2Stream))
+
+    def test_clientConnectionsAndFactories(self):
+        """
+        What the service tree counts, drains and reloads, whatever the
+        protocol.
+        """
+        self.assertTrue(verifyObject(IClientConnection, _channel()))
+        self.assertTrue(verifyClass(IClientConnection, NegotiatedProtocol))
+        for factory in (HTTPServerFactory, NegotiatingFactory):
+            self.assertTrue(verifyObject(IClientFactory, factory(_Handler(), Clock(), 60.0)))
 
     def test_responseSinks(self):
         exchange = Exchange(_channel(), RequestHead(b"GET", b"/", b"HTTP/1.1", Headers()))

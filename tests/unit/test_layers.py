@@ -24,7 +24,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
      "dualproxy.admin"),
     ("dualproxy.config", "dualproxy.prestart"),
     ("dualproxy.service", "dualproxy.proxymode"),
-    ("dualproxy.forward", "dualproxy.reverse"),
+    ("dualproxy.forward", "dualproxy.reverse", "dualproxy.socks"),
     ("dualproxy.tap", "dualproxy.workers", "dualproxy.worker"),
 )
 

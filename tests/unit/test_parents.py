@@ -8,7 +8,8 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from dualproxy.config import fromDict
-from dualproxy.forward.parents import Destinations, Egress, ParentHealth, ParentPool
+from dualproxy.forward.parents import Egress, ParentHealth, ParentPool
+from dualproxy.policy.acl import Destinations
 
 
 def egress(**forward) -> Egress:

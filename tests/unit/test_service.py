@@ -69,7 +69,7 @@ class ServiceTestCase(SynchronousTestCase):
         """
         A client connection to the first listener, having sent C{request}.
         """
-        factory = service.listenerGroup.httpFactories()[0]
+        factory = service.listenerGroup.factories()[0]
         channel = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         channel.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000)))
         if request:

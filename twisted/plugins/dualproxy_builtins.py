@@ -5,6 +5,8 @@ would be, so that C{--mode} finds them all the same way.
 
 from dualproxy.forward.mode import ForwardMode
 from dualproxy.reverse.mode import ReverseMode
+from dualproxy.socks.mode import SocksMode
 
 forward = ForwardMode()
 reverse = ReverseMode()
+socks = SocksMode()
