@@ -5,7 +5,9 @@ mints as clients need them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import os
 import stat
 
@@ -19,6 +21,9 @@ from dualproxy.interception.authority import (
     createAuthority,
     loadAuthority,
 )
+from dualproxy.forward.settings import checkForward, parseForward
+from dualproxy.interception.cli import main
+from dualproxy.settings.values import ConfigError
 from dualproxy.tls import TLSConfigError
 
 from ..certs import CertificateAuthority
@@ -82,3 +87,31 @@ class MinterTests(SynchronousTestCase):
         self.now += LEAF_LIFETIME / 2
         self.minter.contextFor("a.test")
         self.assertEqual(self.minter.minted, minted + 1, "minted again at half its lifetime")
+
+
+class CommandTests(SynchronousTestCase):
+    def test_initThenRefusesToOverwrite(self):
+        directory = self.mktemp()
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            self.assertEqual(main(["init", directory]), 0)
+            self.assertEqual(main(["init", directory]), 1)
+        self.assertIn("SHA-256 fingerprint: ", out.getvalue())
+        self.assertEqual(err.getvalue().count("\n"), 1)
+        self.assertIn("exists already", err.getvalue())
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(directory, "ca-key.pem")).st_mode), 0o600)
+
+
+class SettingsTests(SynchronousTestCase):
+    def test_caRequiredAndChecked(self):
+        with self.assertRaises(ConfigError) as raised:
+            parseForward({"intercept": {"ca_cert": "ca.pem"}}, "/")
+        self.assertIn("forward.intercept.ca_key", str(raised.exception))
+        certPath, keyPath = createAuthority(os.path.abspath(self.mktemp()))
+        settings = parseForward({"intercept": {"ca_cert": certPath, "ca_key": keyPath, "bypass": [".bank.test"]}}, "/")
+        self.assertEqual(settings.intercept.ports, (443,))
+        checkForward(settings, None)
+        os.chmod(keyPath, 0o644)
+        with self.assertRaises(ConfigError) as raised:
+            checkForward(settings, None)
+        self.assertIn("readable by others", str(raised.exception))
