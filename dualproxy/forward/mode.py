@@ -45,6 +45,10 @@ class ForwardMode(ProxyMode):
             root.reactor, settings, config.timeouts, root.connections, filters, root.accessLog, authenticator
         )
         root.parents = list(handler.egress.health.values())
+        if settings.intercept is not None:
+            from .intercept import Interception
+
+            handler.interception = Interception(settings.intercept)
         if settings.cache:
             handler.cache = root.httpCache()
         if settings.rate_limit is not None:

@@ -84,6 +84,7 @@ class ForwardHandler:
         self.pages.default.target = NotAProxyRequest()
         self.cache = None
         self.rateLimit: Optional[RateLimit] = None
+        self.interception = None
 
     # Channel callbacks
 
@@ -111,6 +112,15 @@ class ForwardHandler:
             return
         if self.authenticator is not None:
             exchange.user = self.authenticator.authenticate(head.headers)
+        self.proxy(exchange)
+
+    def proxy(self, exchange) -> None:
+        """
+        Relay an absolute-form request or open a CONNECT tunnel for a
+        client already admitted and authenticated (an intercepted tunnel's
+        requests come here too).
+        """
+        head = exchange.request
         if self.rateLimit is not None:
             self.rateLimit.check(exchange.clientHost, head.headers, exchange.user, self.reactor.seconds())
         if self._seenBefore(head.headers):
@@ -238,6 +248,13 @@ class ForwardHandler:
             raise Refusal(403, f"CONNECT to port {port} is not allowed", errorType=HTTP_REQUEST_DENIED)
         self._checkHost(host, port)
         parents = self.egress.poolFor(host)
+        interception = self.interception
+        if parents is None and interception is not None and interception.policy.intercepts(
+                exchange.clientHost, host, port):
+            # Through a parent, https:// URLs would go to it in clear: those tunnels stay untouched.
+            exchange.writeHead(ResponseHead(200, b"Connection Established", framing=NO_BODY))
+            exchange.tunnel(interception.tunnel(exchange, self, host, port))
+            return
         if parents is None:
             key, connect, what = self._origin(host, port)
             opened = connect()

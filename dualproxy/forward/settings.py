@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from .. import prestart
 from ..settings import tables, values
-from ..settings.model import Config, ForwardSettings, ParentProxy, ParentRule
+from ..settings.model import Config, ForwardSettings, InterceptSettings, ParentProxy, ParentRule
 from ..settings.values import ConfigError
 
 
@@ -43,6 +43,7 @@ def parseForward(table: Mapping[str, Any], base: str) -> ForwardSettings:
         "tls_ca": lambda key, value: values.path(key, value, base),
         "cache": values.boolean,
         "rate_limit": lambda key, value: tables.rateLimit(key, value, "forward"),
+        "intercept": lambda key, value: _intercept(key, value, base),
     }
     settings = ForwardSettings(**values.parsed(table, "forward.", parsers))
     if settings.parent is not None and "parents" in table:
@@ -54,8 +55,8 @@ def parseForward(table: Mapping[str, Any], base: str) -> ForwardSettings:
 
 def checkForward(settings: ForwardSettings, config: Config) -> None:
     """
-    The pre-start checks: the password file loads, the CA bundle and the
-    pages' directories exist.
+    The pre-start checks: the password file loads, the CA bundles and the
+    pages' directories exist, the interception CA loads and is safe.
     """
     if settings.auth_file is not None:
         prestart.passwordFile("forward.auth_file", settings.auth_file)
@@ -64,6 +65,14 @@ def checkForward(settings: ForwardSettings, config: Config) -> None:
         if path is not None:
             prestart.existingFile("forward." + key, path)
     prestart.routeDirectories("forward.routes", settings.routes)
+    if settings.intercept is not None:
+        from ..interception.authority import loadAuthority
+        from ..tls import TLSConfigError
+
+        try:
+            loadAuthority(settings.intercept.ca_cert, settings.intercept.ca_key)
+        except TLSConfigError as e:
+            raise ConfigError("forward.intercept", e.problem) from None
 
 
 #: How a pool of parents is used: the first healthy one in order (Squid's
@@ -120,3 +129,20 @@ def _ruleDestination(key: str, value: Any) -> str:
     if not values.HOSTNAME.match(name) or (name.startswith(".") and text.startswith("*.")) or len(name) > 254:
         raise ConfigError(key, f"{text!r} is not a host name, .domain, *.domain or IP network")
     return text
+
+
+def _intercept(key: str, value: Any, base: str) -> InterceptSettings:
+    table = values.table(key, value)
+    for required in ("ca_cert", "ca_key"):
+        if required not in table:
+            raise ConfigError(f"{key}.{required}", "required: the CA made by dualproxy-ca init")
+    parsers: Dict[str, Callable[[str, Any], Any]] = {
+        "ca_cert": lambda key, value: values.path(key, value, base),
+        "ca_key": lambda key, value: values.path(key, value, base),
+        "bypass": values.arrayOf(values.destination),
+        "clients": values.arrayOf(values.network),
+        "ports": values.arrayOf(values.port),
+        "http2": values.boolean,
+        "certificate_cache": values.positive,
+    }
+    return InterceptSettings(**values.parsed(table, key + ".", parsers))

@@ -99,6 +99,23 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True)
+class InterceptSettings:
+    """
+    TLS interception of CONNECT tunnels with a local CA: which tunnels are
+    opened (C{clients}, empty for every allowed client; C{ports}) and which
+    pass untouched (C{bypass}).
+    """
+
+    ca_cert: str
+    ca_key: str
+    bypass: Tuple[str, ...] = ()
+    clients: Tuple[Network, ...] = ()
+    ports: Tuple[int, ...] = (443,)
+    http2: bool = True
+    certificate_cache: int = 1024
+
+
+@dataclass(frozen=True)
 class ForwardSettings:
     """
     Who may use the forward proxy, where they may go and what is revealed.
@@ -133,6 +150,7 @@ class ForwardSettings:
     tls_ca: Optional[str] = None
     cache: bool = False
     rate_limit: Optional[RateLimitSettings] = None
+    intercept: Optional[InterceptSettings] = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dualproxy.core",),
     ("dualproxy.tls", "dualproxy.listeners", "dualproxy.metrics", "dualproxy.accesslog"),
     ("dualproxy.relay",),
-    ("dualproxy.server", "dualproxy.routing", "dualproxy.policy", "dualproxy.filters", "dualproxy.cache",
+    ("dualproxy.server", "dualproxy.interception", "dualproxy.routing", "dualproxy.policy", "dualproxy.filters", "dualproxy.cache",
      "dualproxy.admin"),
     ("dualproxy.config", "dualproxy.prestart"),
     ("dualproxy.service", "dualproxy.proxymode"),

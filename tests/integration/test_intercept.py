@@ -1,0 +1,115 @@
+"""
+TLS interception end to end: curl trusting only the proxy's CA reaches a
+real https origin through a CONNECT the proxy opens, and what it asks
+passes through the proxy like plain HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from twisted.internet import reactor, ssl
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SkipTest
+
+from dualproxy.interception.authority import createAuthority
+
+from .support import CLEAN_ENV, Origin, curl, pattern, selfSignedCertificate
+from .test_dashboard import CHROMIUM, QUIET
+from .test_forward import ForwardTestCase, settings
+
+
+class InterceptTests(ForwardTestCase):
+    def setUp(self):
+        self.caDir = os.path.abspath(self.mktemp())
+        self.caCert, self.caKey = createAuthority(self.caDir)
+        cert, key = selfSignedCertificate("localhost")
+        self.originCA = os.path.abspath(self.mktemp())
+        with open(self.originCA, "wb") as f:
+            f.write(cert)
+        self.origin = Origin()
+        self.origin.port.stopListening()
+        self.origin.port = reactor.listenSSL(0, self.origin.site, ssl.PrivateCertificate.loadPEM(cert + key).options(),
+                                             interface="127.0.0.1")
+        self.addCleanup(self.origin.port.stopListening)
+        self.port = self.origin.port.getHost().port
+
+    def proxy(self, **intercept):
+        table = {"ca_cert": self.caCert, "ca_key": self.caKey, "ports": [self.port]}
+        table.update(intercept)
+        return self.startProxy(settings(connect_ports=[self.port], tls_ca=self.originCA, intercept=table,
+                                        via="interceptor"),
+                               names={"localhost": ["127.0.0.1"]})
+
+    @inlineCallbacks
+    def test_decryptedAndRelayed(self):
+        proxy = self.proxy()
+        url = f"https://localhost:{self.port}"
+        out, err, code = yield curl("-x", proxy.url, "--cacert", self.caCert, url + "/bytes/300000")
+        self.assertEqual((code, out == pattern(300000)), (0, True), err)
+        out, err, code = yield curl("-x", proxy.url, "--cacert", self.caCert, "--http1.1", url + "/headers")
+        headers = json.loads(out)["headers"]
+        self.assertIn(["Via", "1.1 interceptor"], headers, "the request went through the proxy's rewriting")
+        out, err, code = yield curl("-x", proxy.url, "--cacert", self.originCA, url + "/bytes/1")
+        self.assertEqual(code, 60, "the client sees the minted certificate, not the origin's")
+
+    @inlineCallbacks
+    def test_http2Inside(self):
+        proxy = self.proxy()
+        out, err, code = yield curl("-x", proxy.url, "--cacert", self.caCert, "--http2", "-o", "/dev/null",
+                                    "-w", "%{http_version} %{size_download}", f"https://localhost:{self.port}/bytes/5000")
+        self.assertEqual((code, out), (0, b"2 5000"), err)
+
+    @inlineCallbacks
+    def test_bypassTunnelsUntouched(self):
+        proxy = self.proxy(bypass=["localhost"])
+        out, err, code = yield curl("-x", proxy.url, "--cacert", self.originCA, f"https://localhost:{self.port}/bytes/10")
+        self.assertEqual((code, out), (0, pattern(10)), err)
+
+    @inlineCallbacks
+    def test_wrongHostRefused(self):
+        proxy = self.proxy()
+        out, err, code = yield curl("-x", proxy.url, "--cacert", self.caCert, "-H", "Host: other.test",
+                                    "-D", "-", "-o", "/dev/null", f"https://localhost:{self.port}/bytes/1")
+        self.assertIn(b"421", out)
+
+    @inlineCallbacks
+    def test_browserTrustingTheCA(self):
+        """
+        Headless Chromium with the CA in its own certificate store (an NSS
+        database, as a user importing it would have) loads a page through
+        the proxy without a certificate error.
+        """
+        certutil = shutil.which("certutil")
+        if CHROMIUM is None or certutil is None:
+            raise SkipTest("chromium and certutil are not installed (.ci/run installs them)")
+        home = os.path.abspath(self.mktemp())
+        database = os.path.join(home, ".pki", "nssdb")
+        os.makedirs(database)
+        env = dict(CLEAN_ENV, HOME=home)
+        for arguments in (["-N", "--empty-password"], ["-A", "-t", "C,,", "-n", "dualproxy", "-i", self.caCert]):
+            out, err, code = yield getProcessOutputAndValue(certutil, ["-d", "sql:" + database, *arguments], env=env)
+            self.assertEqual(code, 0, err)
+        proxy = self.proxy()
+        out, err, code = yield getProcessOutputAndValue(
+            CHROMIUM, [*QUIET, f"--user-data-dir={os.path.join(home, 'profile')}", f"--proxy-server={proxy.url}",
+                       "--proxy-bypass-list=<-loopback>", "--dump-dom", f"https://localhost:{self.port}/headers"],
+            env=env, path=home)
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"interceptor", out, "the page came through the proxy, decrypted")
+
+    @inlineCallbacks
+    def test_originVerified(self):
+        """
+        The origin's certificate is checked as the client would have: one
+        the proxy does not trust is a 502 inside the tunnel, saying why.
+        """
+        table = {"ca_cert": self.caCert, "ca_key": self.caKey, "ports": [self.port]}
+        proxy = self.startProxy(settings(connect_ports=[self.port], intercept=table), names={"localhost": ["127.0.0.1"]})
+        out, err, code = yield curl("-x", proxy.url, "--cacert", self.caCert, "-D", "-", "-o", "/dev/null",
+                                    f"https://localhost:{self.port}/bytes/1")
+        self.assertIn(b" 502", out)
+        self.assertIn(b"tls_certificate_error", out)

@@ -1,0 +1,117 @@
+"""
+The interception CA: made safely, refused when unsafe, and the leaves it
+mints as clients need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import os
+import stat
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from twisted.trial.unittest import SynchronousTestCase
+
+from dualproxy.interception.authority import (
+    LEAF_LIFETIME,
+    LeafMinter,
+    createAuthority,
+    loadAuthority,
+)
+from dualproxy.forward.settings import checkForward, parseForward
+from dualproxy.interception.cli import main
+from dualproxy.settings.values import ConfigError
+from dualproxy.tls import TLSConfigError
+
+from ..certs import CertificateAuthority
+
+
+class AuthorityTests(SynchronousTestCase):
+    def setUp(self):
+        self.directory = self.mktemp()
+        self.certPath, self.keyPath = createAuthority(self.directory)
+
+    def test_keyIsPrivate(self):
+        self.assertEqual(stat.S_IMODE(os.stat(self.keyPath).st_mode), 0o600)
+        self.assertTrue(loadAuthority(self.certPath, self.keyPath).chain[0].extensions
+                        .get_extension_for_class(x509.BasicConstraints).value.ca)
+
+    def test_neverOverwritten(self):
+        with self.assertRaises(FileExistsError):
+            createAuthority(self.directory)
+
+    def test_readableKeyRefused(self):
+        os.chmod(self.keyPath, 0o640)
+        with self.assertRaises(TLSConfigError) as raised:
+            loadAuthority(self.certPath, self.keyPath)
+        self.assertIn("chmod 600", str(raised.exception))
+
+    def test_leafNotCARefused(self):
+        ca = CertificateAuthority(self.directory, stem="other")
+        cert, key = ca.issue("leaf", ["example.com"])
+        os.chmod(key, 0o600)
+        with self.assertRaises(TLSConfigError) as raised:
+            loadAuthority(cert, key)
+        self.assertIn("not a CA certificate", str(raised.exception))
+
+
+class MinterTests(SynchronousTestCase):
+    def setUp(self):
+        directory = self.mktemp()
+        self.now = datetime.datetime.now(datetime.timezone.utc)
+        self.authority = loadAuthority(*createAuthority(directory))
+        self.minter = LeafMinter(self.authority, 2, (b"h2", b"http/1.1"), clock=lambda: self.now)
+
+    def test_leafNamesHostAndIsSignedByCA(self):
+        pair = self.minter.mint("Example.com")
+        leaf = pair.chain[0]
+        self.assertEqual(leaf.issuer, self.authority.chain[0].subject)
+        self.authority.chain[0].public_key().verify(leaf.signature, leaf.tbs_certificate_bytes,
+                                                    ec.ECDSA(leaf.signature_hash_algorithm))
+        self.assertEqual(pair.names, ("example.com",))
+        address = self.minter.mint("127.0.0.1").chain[0].extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)
+        self.assertEqual([str(a) for a in address], ["127.0.0.1"])
+
+    def test_contextsCachedBoundedAndRenewed(self):
+        first = self.minter.contextFor("a.test")
+        self.assertIs(self.minter.contextFor("A.test."), first)
+        self.minter.contextFor("b.test")
+        self.minter.contextFor("c.test")
+        self.assertEqual(len(self.minter), 2)
+        self.assertIsNot(self.minter.contextFor("a.test"), first, "evicted, then minted again")
+        minted = self.minter.minted
+        self.now += LEAF_LIFETIME / 2
+        self.minter.contextFor("a.test")
+        self.assertEqual(self.minter.minted, minted + 1, "minted again at half its lifetime")
+
+
+class CommandTests(SynchronousTestCase):
+    def test_initThenRefusesToOverwrite(self):
+        directory = self.mktemp()
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            self.assertEqual(main(["init", directory]), 0)
+            self.assertEqual(main(["init", directory]), 1)
+        self.assertIn("SHA-256 fingerprint: ", out.getvalue())
+        self.assertEqual(err.getvalue().count("\n"), 1)
+        self.assertIn("exists already", err.getvalue())
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(directory, "ca-key.pem")).st_mode), 0o600)
+
+
+class SettingsTests(SynchronousTestCase):
+    def test_caRequiredAndChecked(self):
+        with self.assertRaises(ConfigError) as raised:
+            parseForward({"intercept": {"ca_cert": "ca.pem"}}, "/")
+        self.assertIn("forward.intercept.ca_key", str(raised.exception))
+        certPath, keyPath = createAuthority(os.path.abspath(self.mktemp()))
+        settings = parseForward({"intercept": {"ca_cert": certPath, "ca_key": keyPath, "bypass": [".bank.test"]}}, "/")
+        self.assertEqual(settings.intercept.ports, (443,))
+        checkForward(settings, None)
+        os.chmod(keyPath, 0o644)
+        with self.assertRaises(ConfigError) as raised:
+            checkForward(settings, None)
+        self.assertIn("readable by others", str(raised.exception))
