@@ -38,7 +38,6 @@ class _Input:
     abortConnection = loseConnection
 
 
-@implementer(IPushProducer)
 class _ClientSide:
     """
     The TLS layer's transport: the client's, with the inner connection's
@@ -53,26 +52,9 @@ class _ClientSide:
         self.producer = None
 
     def __getattr__(self, name: str):
-        # Everything else (disconnecting, socket options) is the client's.
+        # Everything else is the client's: writes, closing, addresses, and
+        # pausing (the inner connection pausing its reading pauses the client's).
         return getattr(self.transport, name)
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def writeSequence(self, data) -> None:
-        self.transport.writeSequence(data)
-
-    def loseConnection(self) -> None:
-        self.transport.loseConnection()
-
-    def abortConnection(self) -> None:
-        self.transport.abortConnection()
-
-    def getPeer(self):
-        return self.transport.getPeer()
-
-    def getHost(self):
-        return self.transport.getHost()
 
     def registerProducer(self, producer, streaming: bool) -> None:
         self.producer = producer
@@ -81,17 +63,6 @@ class _ClientSide:
 
     def unregisterProducer(self) -> None:
         self.producer = None
-
-    # The inner connection pausing its reading pauses the client's.
-
-    def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.transport.stopProducing()
 
 
 @implementer(IPushProducer)
