@@ -16,8 +16,10 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest
 
 from dualproxy.interception.authority import createAuthority
+from dualproxy.policy.passwd import hashPassword
 
 from .support import CLEAN_ENV, Origin, curl, pattern, selfSignedCertificate
+from .test_cache import ScriptedOrigin
 from .test_dashboard import CHROMIUM, QUIET
 from .test_forward import ForwardTestCase, settings
 
@@ -113,3 +115,40 @@ class InterceptTests(ForwardTestCase):
                                     f"https://localhost:{self.port}/bytes/1")
         self.assertIn(b" 502", out)
         self.assertIn(b"tls_certificate_error", out)
+
+    @inlineCallbacks
+    def test_cachedAndLogged(self):
+        """
+        What is asked inside a tunnel is cached and logged as the https://
+        request it is, with the user who logged in on the CONNECT.
+        """
+        cert, key = selfSignedCertificate("localhost")
+        scripted = ScriptedOrigin()
+        scripted.port.stopListening()
+        scripted.port = reactor.listenSSL(0, scripted.site, ssl.PrivateCertificate.loadPEM(cert + key).options(),
+                                          interface="127.0.0.1")
+        self.addCleanup(scripted.port.stopListening)
+        port = scripted.port.getHost().port
+        scripted.script("/a", b"A" * 100, Cache_Control="max-age=60")
+        with open(self.originCA, "wb") as f:
+            f.write(cert)
+        users = os.path.abspath(self.mktemp())
+        with open(users, "w") as f:
+            f.write(f"bob:{hashPassword('pw')}\n")
+        log = os.path.abspath(self.mktemp())
+        table = {"ca_cert": self.caCert, "ca_key": self.caKey, "ports": [port]}
+        proxy = self.startProxy({"access_log": "combined", "access_log_file": log, **settings(
+            connect_ports=[port], tls_ca=self.originCA, intercept=table, cache=True, auth_file=users)},
+            names={"localhost": ["127.0.0.1"]})
+        for expected in ("miss", "hit"):
+            out, err, code = yield curl("-x", proxy.url, "-U", "bob:pw", "--cacert", self.caCert, "--http1.1",
+                                        "-D", "-", f"https://localhost:{port}/a")
+            self.assertEqual(code, 0, err)
+            self.assertIn(b"A" * 100, out)
+            self.assertIn(expected.encode(), out.split(b"\r\n\r\n")[1].lower(), "after the CONNECT's own head")
+        self.assertEqual(scripted.count("/a"), 1, "the second came from the cache")
+        yield proxy.stop()
+        with open(log) as f:
+            lines = [line for line in f.read().splitlines() if "GET https://" in line]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertRegex(lines[0], rf'^127\.0\.0\.1 - bob \[.*\] "GET https://localhost:{port}/a HTTP/1\.1" 200 100 ')
