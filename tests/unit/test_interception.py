@@ -10,6 +10,7 @@ import datetime
 import io
 import os
 import stat
+from ipaddress import ip_network
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,8 +22,10 @@ from dualproxy.interception.authority import (
     createAuthority,
     loadAuthority,
 )
+from dualproxy.forward.intercept import InterceptPolicy
 from dualproxy.forward.settings import checkForward, parseForward
 from dualproxy.interception.cli import main
+from dualproxy.settings.model import InterceptSettings
 from dualproxy.settings.values import ConfigError
 from dualproxy.tls import TLSConfigError
 
@@ -115,3 +118,20 @@ class SettingsTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as raised:
             checkForward(settings, None)
         self.assertIn("readable by others", str(raised.exception))
+
+
+class PolicyTests(SynchronousTestCase):
+    def policy(self, **table):
+        return InterceptPolicy(InterceptSettings("ca.pem", "ca-key.pem", **table))
+
+    def test_portsBypassAndClients(self):
+        policy = self.policy(bypass=(".bank.test", "10.0.0.0/8"))
+        self.assertTrue(policy.intercepts("127.0.0.1", "example.com", 443))
+        self.assertFalse(policy.intercepts("127.0.0.1", "example.com", 8443), "not an intercepted port")
+        self.assertFalse(policy.intercepts("127.0.0.1", "www.bank.test", 443))
+        self.assertFalse(policy.intercepts("127.0.0.1", "10.1.2.3", 443))
+        self.assertTrue(policy.intercepts("127.0.0.1", "11.1.2.3", 443))
+        listed = self.policy(clients=(ip_network("192.168.0.0/24"),))
+        self.assertTrue(listed.intercepts("192.168.0.9", "example.com", 443))
+        self.assertFalse(listed.intercepts("192.168.1.9", "example.com", 443), "another client's tunnel passes")
+        self.assertFalse(listed.intercepts(None, "example.com", 443))
