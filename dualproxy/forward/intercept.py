@@ -14,9 +14,9 @@ from zope.interface import implementer
 
 from ..http.message import Refusal
 from ..http.proxystatus import HTTP_REQUEST_DENIED
+from ..http.parser import DEFAULT_LIMITS
 from ..interception.authority import LeafMinter, loadAuthority
 from ..interception.tunnel import InterceptedTunnel
-from ..http.parser import DEFAULT_LIMITS
 from ..interfaces import IExchangeHandler
 from ..policy.acl import ClientACL, Destinations
 from ..routing.tree import hostName
