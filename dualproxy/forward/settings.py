@@ -6,7 +6,6 @@ what is revealed; parsed without I/O, its files checked before start-up.
 from __future__ import annotations
 
 import base64
-from ipaddress import ip_network
 from typing import Any, Callable, Dict, Mapping
 from urllib.parse import unquote
 
@@ -103,7 +102,7 @@ def _parentRule(key: str, value: Any) -> ParentRule:
     parents or C{direct = true}.
     """
     parsers: Dict[str, Callable[[str, Any], Any]] = {
-        "destinations": values.arrayOf(_ruleDestination),
+        "destinations": values.arrayOf(values.destination),
         "parents": values.arrayOf(_parent),
         "direct": values.boolean,
     }
@@ -113,22 +112,6 @@ def _parentRule(key: str, value: Any) -> ParentRule:
     if fields.get("direct", False) == bool(fields.get("parents")):
         raise ConfigError(key, "a rule has either parents = [...] (at least one) or direct = true")
     return ParentRule(**fields)
-
-
-def _ruleDestination(key: str, value: Any) -> str:
-    """
-    A host name, C{.domain}, C{*.domain} or IP network, lower-cased.
-    """
-    text = values.string(key, value).strip().lower()
-    try:
-        ip_network(text, strict=False)
-        return text
-    except ValueError:
-        pass
-    name = text[2:] if text.startswith("*.") else text
-    if not values.HOSTNAME.match(name) or (name.startswith(".") and text.startswith("*.")) or len(name) > 254:
-        raise ConfigError(key, f"{text!r} is not a host name, .domain, *.domain or IP network")
-    return text
 
 
 def _intercept(key: str, value: Any, base: str) -> InterceptSettings:

@@ -202,12 +202,18 @@ def network(key: str, value: Any) -> Network:
 
 
 def destination(key: str, value: Any) -> str:
-    text = string(key, value)
+    """
+    A destination as L{dualproxy.policy.acl.Destinations} matches it: a host
+    name, C{.domain}, C{*.domain} or IP network, lower-cased (names match
+    case-insensitively).
+    """
+    text = string(key, value).strip().lower()
     try:
         ip_network(text, strict=False)
     except ValueError:
-        if not HOSTNAME.match(text) or len(text) > 254:
-            raise ConfigError(key, f"{text!r} is not a host name, .domain suffix or IP network")
+        name = text[2:] if text.startswith("*.") else text
+        if not HOSTNAME.match(name) or (name.startswith(".") and text.startswith("*.")) or len(name) > 254:
+            raise ConfigError(key, f"{text!r} is not a host name, .domain, *.domain or IP network")
     return text
 
 

@@ -167,6 +167,11 @@ class DestinationPolicyTests(SynchronousTestCase):
         for host, reason in HOSTS:
             self.assertEqual(policy.checkHost(host), reason, host)
 
+    def test_namesBelowOnly(self) -> None:
+        policy = DestinationPolicy(["*.ads.test"], [], [443])
+        self.assertEqual(policy.checkHost("x.ads.test"), "destination x.ads.test is denied")
+        self.assertIsNone(policy.checkHost("ads.test"))
+
     def test_addresses(self) -> None:
         policy = DestinationPolicy(DENY, [], [443])
         for address, reason in ADDRESSES:

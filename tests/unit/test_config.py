@@ -88,7 +88,7 @@ ERRORS = [
     (
         {"forward": {"deny_destinations": ["bad host"]}},
         "forward.deny_destinations[0]",
-        "'bad host' is not a host name, .domain suffix or IP network",
+        "'bad host' is not a host name, .domain, *.domain or IP network",
     ),
     ({"forward": {"deny_destinations": ["a..b"]}}, "forward.deny_destinations[0]", "is not a host name"),
     ({"forward": {"connect_ports": [443, 0]}}, "forward.connect_ports[1]", "port 0 is not in 1-65535"),

@@ -111,8 +111,9 @@ class SettingsTests(SynchronousTestCase):
             parseForward({"intercept": {"ca_cert": "ca.pem"}}, "/")
         self.assertIn("forward.intercept.ca_key", str(raised.exception))
         certPath, keyPath = createAuthority(os.path.abspath(self.mktemp()))
-        settings = parseForward({"intercept": {"ca_cert": certPath, "ca_key": keyPath, "bypass": [".bank.test"]}}, "/")
-        self.assertEqual(settings.intercept.ports, (443,))
+        settings = parseForward({"intercept": {"ca_cert": certPath, "ca_key": keyPath,
+                                               "bypass": [".bank.test", "*.CDN.test"]}}, "/")
+        self.assertEqual((settings.intercept.ports, settings.intercept.bypass), ((443,), (".bank.test", "*.cdn.test")))
         checkForward(settings, None)
         os.chmod(keyPath, 0o644)
         with self.assertRaises(ConfigError) as raised:
@@ -125,7 +126,9 @@ class PolicyTests(SynchronousTestCase):
         return InterceptPolicy(InterceptSettings("ca.pem", "ca-key.pem", **table))
 
     def test_portsBypassAndClients(self):
-        policy = self.policy(bypass=(".bank.test", "10.0.0.0/8"))
+        policy = self.policy(bypass=(".bank.test", "10.0.0.0/8", "*.cdn.test"))
+        self.assertFalse(policy.intercepts("127.0.0.1", "a.cdn.test", 443))
+        self.assertTrue(policy.intercepts("127.0.0.1", "cdn.test", 443), "*. stands for the names below only")
         self.assertTrue(policy.intercepts("127.0.0.1", "example.com", 443))
         self.assertFalse(policy.intercepts("127.0.0.1", "example.com", 8443), "not an intercepted port")
         self.assertFalse(policy.intercepts("127.0.0.1", "www.bank.test", 443))
