@@ -15,7 +15,7 @@ import os
 import stat
 from collections import OrderedDict
 from ipaddress import ip_address
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization

@@ -364,6 +364,20 @@ def pythonClient(script: str, *args: str) -> defer.Deferred:
     return getProcessOutputAndValue(sys.executable, ["-c", script, *args], env=CLEAN_ENV)
 
 
+def serveTLS(testCase, origin, cert: bytes, key: bytes) -> int:
+    """
+    Move C{origin} (anything with a C{site} and a listening C{port}) to TLS
+    with this PEM certificate and key, until C{testCase} ends: its new port.
+    """
+    from twisted.internet import ssl
+
+    origin.port.stopListening()
+    origin.port = reactor.listenSSL(0, origin.site, ssl.PrivateCertificate.loadPEM(cert + key).options(),
+                                    interface="127.0.0.1")
+    testCase.addCleanup(origin.port.stopListening)
+    return origin.port.getHost().port
+
+
 def selfSignedCertificate(name: str = "localhost"):
     """
     A fresh certificate and key made at run time, for a TLS origin.

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from twisted.internet import reactor, ssl
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, TestCase
@@ -29,6 +29,7 @@ from .support import (
     pattern,
     pythonClient,
     selfSignedCertificate,
+    serveTLS,
 )
 
 LOOPBACK = {"forward": {"allow_destinations": ["127.0.0.0/8"]}}
@@ -514,13 +515,8 @@ class PrivacyTests(ForwardTestCase):
 
 class TunnelTests(ForwardTestCase):
     def startTLSOrigin(self):
-        cert, key = selfSignedCertificate("localhost")
-        options = ssl.PrivateCertificate.loadPEM(cert + key).options()
         origin = Origin()
-        origin.port.stopListening()
-        origin.port = reactor.listenSSL(0, origin.site, options, interface="127.0.0.1")
-        self.addCleanup(origin.port.stopListening)
-        return origin, origin.port.getHost().port
+        return origin, serveTLS(self, origin, *selfSignedCertificate("localhost"))
 
     @inlineCallbacks
     def test_connectToTLSOrigin(self):
@@ -542,11 +538,7 @@ class TunnelTests(ForwardTestCase):
         with open(bundle, "wb") as f:
             f.write(cert)
         origin = Origin()
-        origin.port.stopListening()
-        origin.port = reactor.listenSSL(0, origin.site, ssl.PrivateCertificate.loadPEM(cert + key).options(),
-                                        interface="127.0.0.1")
-        self.addCleanup(origin.port.stopListening)
-        port = origin.port.getHost().port
+        port = serveTLS(self, origin, cert, key)
         proxy = self.startProxy(settings(tls_ca=bundle),
                                 names={"localhost": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
         out, err, code = yield pythonClient(KEEPALIVE_CLIENT, proxy.address, f"https://localhost:{port}/bytes/1000", "2")
@@ -579,14 +571,7 @@ class ParentProxyTests(ForwardTestCase):
 
     @inlineCallbacks
     def test_connectThroughParent(self):
-        cert, key = selfSignedCertificate("localhost")
-        origin = Origin()
-        origin.port.stopListening()
-        origin.port = reactor.listenSSL(
-            0, origin.site, ssl.PrivateCertificate.loadPEM(cert + key).options(), interface="127.0.0.1"
-        )
-        self.addCleanup(origin.port.stopListening)
-        port = origin.port.getHost().port
+        port = serveTLS(self, Origin(), *selfSignedCertificate("localhost"))
         parent = self.startProxy(settings(via="parent", connect_ports=[port]), names={"localhost": ["127.0.0.1"]})
         child = self.startProxy(settings(parent=f"http://{parent.address}", via="child", connect_ports=[port]))
         out, err, code = yield curl("-x", child.url, "-k", f"https://localhost:{port}/bytes/1000")

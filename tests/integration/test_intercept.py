@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 
-from twisted.internet import reactor, ssl
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest
@@ -18,7 +17,7 @@ from twisted.trial.unittest import SkipTest
 from dualproxy.interception.authority import createAuthority
 from dualproxy.policy.passwd import hashPassword
 
-from .support import CLEAN_ENV, Origin, curl, pattern, selfSignedCertificate
+from .support import CLEAN_ENV, Origin, curl, pattern, selfSignedCertificate, serveTLS
 from .test_cache import ScriptedOrigin
 from .test_dashboard import CHROMIUM, QUIET
 from .test_forward import ForwardTestCase, settings
@@ -33,11 +32,7 @@ class InterceptTests(ForwardTestCase):
         with open(self.originCA, "wb") as f:
             f.write(cert)
         self.origin = Origin()
-        self.origin.port.stopListening()
-        self.origin.port = reactor.listenSSL(0, self.origin.site, ssl.PrivateCertificate.loadPEM(cert + key).options(),
-                                             interface="127.0.0.1")
-        self.addCleanup(self.origin.port.stopListening)
-        self.port = self.origin.port.getHost().port
+        self.port = serveTLS(self, self.origin, cert, key)
 
     def proxy(self, **intercept):
         table = {"ca_cert": self.caCert, "ca_key": self.caKey, "ports": [self.port]}
@@ -124,11 +119,7 @@ class InterceptTests(ForwardTestCase):
         """
         cert, key = selfSignedCertificate("localhost")
         scripted = ScriptedOrigin()
-        scripted.port.stopListening()
-        scripted.port = reactor.listenSSL(0, scripted.site, ssl.PrivateCertificate.loadPEM(cert + key).options(),
-                                          interface="127.0.0.1")
-        self.addCleanup(scripted.port.stopListening)
-        port = scripted.port.getHost().port
+        port = serveTLS(self, scripted, cert, key)
         scripted.script("/a", b"A" * 100, Cache_Control="max-age=60")
         with open(self.originCA, "wb") as f:
             f.write(cert)

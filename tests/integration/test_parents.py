@@ -11,14 +11,14 @@ import json
 import tempfile
 import shutil
 
-from twisted.internet import reactor, ssl
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from ..certs import CertificateAuthority
-from .support import Origin, Proxy, curl, pattern, selfSignedCertificate
+from .support import Origin, Proxy, curl, pattern, selfSignedCertificate, serveTLS
 
 NAMES = {"localhost": ["127.0.0.1"], "a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"],
          "direct.test": ["127.0.0.1"]}
@@ -74,13 +74,7 @@ class ParentsTestCase(TestCase):
         return number
 
     def startTLSOrigin(self) -> int:
-        cert, key = selfSignedCertificate("localhost")
-        origin = Origin()
-        origin.port.stopListening()
-        origin.port = reactor.listenSSL(
-            0, origin.site, ssl.PrivateCertificate.loadPEM(cert + key).options(), interface="127.0.0.1")
-        self.addCleanup(origin.port.stopListening)
-        return origin.port.getHost().port
+        return serveTLS(self, Origin(), *selfSignedCertificate("localhost"))
 
     def vias(self, out: bytes) -> list:
         return [value for name, value in json.loads(out)["headers"] if name == "Via"]

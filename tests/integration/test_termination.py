@@ -20,7 +20,7 @@ from dualproxy.server import http2
 from dualproxy.config import ConfigError
 
 from ..certs import CertificateAuthority
-from .support import Origin, Proxy, StreamingOrigin, curl, pattern, pythonClient
+from .support import Origin, Proxy, StreamingOrigin, curl, pattern, pythonClient, serveTLS
 
 # Connects with TLS to 127.0.0.1:PORT asking for NAME (or no SNI when NAME
 # is "-"), trusting CA; prints the subject CN of the certificate it got.
@@ -311,12 +311,7 @@ class UpstreamTLSTests(TestCase):
         self.ca = CertificateAuthority(directory)
         cert, key = self.ca.issue("backend", names=["backend.test"])
         with open(cert, "rb") as c, open(key, "rb") as k:
-            options = ssl.PrivateCertificate.loadPEM(c.read() + k.read()).options()
-        self.origin = Origin("tls-backend")
-        self.origin.port.stopListening()
-        self.origin.port = reactor.listenSSL(0, self.origin.site, options, interface="127.0.0.1")
-        self.addCleanup(self.origin.port.stopListening)
-        self.port = self.origin.port.getHost().port
+            self.port = serveTLS(self, Origin("tls-backend"), c.read(), k.read())
 
     def proxy(self, **pool):
         proxy = Proxy({
