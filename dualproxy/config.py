@@ -23,6 +23,7 @@ from .settings.model import (
     CacheSettings,
     Config,
     LimitSettings,
+    RedisSettings,
     TLSSettings,
     Timeouts,
     UpstreamSettings,
@@ -104,6 +105,17 @@ def _admin(table: Mapping[str, Any], base: str) -> AdminSettings:
     }))
 
 
+def _redis(table: Mapping[str, Any]) -> RedisSettings:
+    return RedisSettings(**values.parsed(table, "redis.", {
+        "endpoint": values.clientEndpoint,
+        "timeout": values.seconds,
+        "database": values.count,
+        "username": values.nonEmptyString,
+        "password": values.nonEmptyString,
+        "prefix": values.nonEmptyString,
+    }))
+
+
 def _cache(table: Mapping[str, Any], base: str) -> CacheSettings:
     """
     C{store}, C{name}, C{lock_timeout} and C{purge_from} are dualproxy's;
@@ -157,4 +169,5 @@ SHARED: Dict[str, Callable[[str, Any, str], Any]] = {
     "tls": lambda key, value, base: _tls(values.table(key, value), base),
     "cache": lambda key, value, base: _cache(values.table(key, value), base),
     "admin": lambda key, value, base: _admin(values.table(key, value), base),
+    "redis": lambda key, value, base: _redis(values.table(key, value)),
 }

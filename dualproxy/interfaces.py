@@ -342,6 +342,19 @@ class IBalancer(Interface):
         """
 
 
+class IPluginResources(Interface):
+    """
+    What the running proxy lends the stores and limiters it builds, so that
+    a plugin backed by a shared server uses the proxy's one connection.
+    """
+
+    reactor = Attribute("The reactor the proxy runs on.")
+    redis = Attribute(
+        "The shared L{dualproxy.redis.client.RedisClient} of the C{[redis]} table (keys go under its C{prefix}), "
+        "or None when the config has no such table."
+    )
+
+
 class ICacheStoreFactory(Interface):
     """
     A kind of cache store, named by the config's cache C{store} setting.
@@ -349,12 +362,13 @@ class ICacheStoreFactory(Interface):
 
     name = Attribute("The store's name in the config (e.g. 'memory', 'disk'), as str.")
 
-    def __call__(options):
+    def __call__(options, resources):
         """
         Build a store.
 
         @param options: the store's settings (a mapping, e.g.
             C{{"max_bytes": 268435456, "path": "/var/cache/dualproxy"}}).
+        @param resources: an L{IPluginResources}.
         @raise ValueError: naming the option that is wrong.
         @return: an L{ICacheStore}.
         """
@@ -381,7 +395,16 @@ class ICacheStore(Interface):
 
     def get(key):
         """
-        @return: the committed L{ICacheEntry} for C{key}, or L{None}.
+        @return: the committed L{ICacheEntry} for C{key}, or L{None}; or,
+            from a store that must ask a server, a Deferred firing with
+            either (never failing: a store that cannot answer answers
+            L{None}).
+        """
+
+    def peek(key):
+        """
+        What L{get} would answer, if it can be had without waiting, else
+        L{None}: the cache's fast path for fresh hits.
         """
 
     def remove(key):
@@ -438,12 +461,13 @@ class IRateLimiterFactory(Interface):
 
     name = Attribute("The limiter's name in the config (e.g. 'memory'), as str.")
 
-    def __call__(options):
+    def __call__(options, resources):
         """
         Build a limiter.
 
         @param options: the C{rate_limit} table's settings other than C{key}
             and C{limiter} (a mapping, e.g. C{{"rate": 10, "burst": 20}}).
+        @param resources: an L{IPluginResources}.
         @raise ValueError: naming the option that is wrong.
         @return: an L{IRateLimiter}.
         """
@@ -463,7 +487,10 @@ class IRateLimiter(Interface):
         @param key: the client's bucket (an opaque str).
         @param now: the time in seconds (the reactor's).
         @return: C{0.0} if the request may go; otherwise the seconds until
-            it may (the C{Retry-After}), and nothing is taken.
+            it may (the C{Retry-After}), and nothing is taken.  A limiter
+            that must ask a server returns a Deferred firing with that, or
+            failing with L{dualproxy.policy.ratelimit.LimiterUnavailable}
+            when it cannot tell and is set to refuse then.
         """
 
     def stats(now):

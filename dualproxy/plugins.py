@@ -78,25 +78,27 @@ def choose(known: Mapping[str, Any], name: str, key: str, what: str) -> Any:
     return known[name]
 
 
-def construct(factory: Callable[[Dict[str, Any]], Any], options: Mapping[str, Any], key: str) -> Any:
+def construct(factory: Callable[[Dict[str, Any], Any], Any], options: Mapping[str, Any], key: str,
+              resources) -> Any:
     """
-    C{factory(options)}, with the C{"option: problem"} C{ValueError} a
-    factory raises for a bad option turned into a L{ConfigError} keyed
-    C{key.option}.
+    C{factory(options, resources)}, with the C{"option: problem"}
+    C{ValueError} a factory raises for a bad option turned into a
+    L{ConfigError} keyed C{key.option}.
     """
     try:
-        return factory(dict(options))
+        return factory(dict(options), resources)
     except ValueError as e:
         option, _, problem = str(e).partition(": ")
         raise ConfigError(f"{key}.{option}", problem or option)
 
 
-def loadRateLimiter(settings: RateLimitSettings, key: str) -> IRateLimiter:
+def loadRateLimiter(settings: RateLimitSettings, key: str, resources) -> IRateLimiter:
     """
     The limiter a C{rate_limit} table describes, built by its plugin with
     the table's C{rate}, C{burst} and other options.
 
     @param key: the table's dotted key, e.g. C{"forward.rate_limit"}.
+    @param resources: the L{IPluginResources} it may use.
     @raise ConfigError: naming C{key.limiter} for a name no plugin provides,
         or the option the plugin refuses.
     """
@@ -104,17 +106,18 @@ def loadRateLimiter(settings: RateLimitSettings, key: str) -> IRateLimiter:
     options = dict(settings.options, rate=settings.rate)
     if settings.burst is not None:
         options["burst"] = settings.burst
-    return construct(factory, options, key)
+    return construct(factory, options, key, resources)
 
 
-def loadCacheStore(settings: CacheSettings) -> ICacheStore:
+def loadCacheStore(settings: CacheSettings, resources) -> ICacheStore:
     """
-    The store the C{[cache]} table names, built with its other keys.
+    The store the C{[cache]} table names, built with its other keys and
+    the L{IPluginResources} it may use.
 
     @raise ConfigError: naming C{cache.store}, or the option it refuses.
     """
     return construct(choose(findCacheStores(), settings.store, "cache.store", "store"),
-                     settings.store_options, "cache")
+                     settings.store_options, "cache", resources)
 
 
 def loadBalancer(name: str, options: Mapping[str, Any], key: str) -> IBalancer:

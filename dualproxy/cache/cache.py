@@ -14,8 +14,10 @@ from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urljoin
 
+from twisted.internet.defer import Deferred
 from twisted.web.http import datetimeToString
 
+from ..core.exchange import proceed
 from ..http.message import LENGTH, NO_BODY, Headers, RequestHead, ResponseHead
 from . import conditional, records
 from .policy import (
@@ -45,6 +47,8 @@ _CLIENT_CONDITIONS = frozenset({b"if-match", b"if-none-match", b"if-modified-sin
                                 b"if-range", b"range"})
 
 _DEFAULT_PORTS = {b"http": b":80", b"https": b":443"}
+# What _find answers when nothing is stored.
+_NOTHING = (None, None, None)
 
 # Bodies up to this size are written at once, without waiting for the
 # client's transport to ask for more.
@@ -128,17 +132,22 @@ class HTTPCache:
 
     # The programmatic interface
 
-    def purge(self, uri: bytes) -> bool:
+    def purge(self, uri: bytes):
         """
         Forget every stored variant of C{uri} (absolute); whether there was
-        any.
+        any, or a Deferred of that from a store that must ask a server.
         """
         key = primaryKey(uri)
-        found = self.store.get(key) is not None
+        entry = self.store.get(key)
+        if isinstance(entry, Deferred):
+            return entry.addCallback(self._purged, key)
+        return self._purged(entry, key)
+
+    def _purged(self, entry, key: bytes) -> bool:
         self.store.remove(key)
-        if found:
+        if entry is not None:
             self.stats.purged += 1
-        return found
+        return entry is not None
 
     @property
     def hitRatio(self) -> float:
@@ -170,7 +179,7 @@ class HTTPCache:
         request = exchange.request
         if request.method not in (b"GET", b"HEAD"):
             return False
-        stored, entry, _ = self._find(primaryKey(uri), request)
+        stored, entry, _ = self._find(primaryKey(uri), request, self.store.peek)
         if stored is None:
             return False
         decision = lookup(request, stored, self.clock.seconds())
@@ -196,9 +205,18 @@ class HTTPCache:
             forward(exchange, head, _Invalidate(self, exchange, exchange.request, primaryKey(uri)))
             return
         key = primaryKey(uri)
+        proceed(exchange, self._find(key, exchange.request, self.store.get), self._decide, exchange, head, uri, key,
+                forward, waited)
+
+    def _decide(self, found: Tuple[Optional[StoredResponse], object, Optional[VaryIndex]], exchange,
+                head: RequestHead, uri: bytes, key: bytes, forward: Forward, waited: bool) -> None:
+        """
+        Answer from what the store had, or go upstream.
+        """
+        stored, entry, index = found
+        method = head.method
         now = self.clock.seconds()
         presented = exchange.request
-        stored, entry, index = self._find(key, presented)
         decision = lookup(presented, stored, now)
         if stored is None and index is not None:
             decision.reason = "vary-miss"
@@ -254,25 +272,35 @@ class HTTPCache:
         fill = _Fill(self, exchange, exchange.request, outgoing, key, decision, stale, entry, lockKey, background)
         forward(exchange, outgoing, fill)
 
-    def _find(self, key: bytes, head: RequestHead) -> Tuple[Optional[StoredResponse], object, Optional[VaryIndex]]:
+    def _find(self, key: bytes, head: RequestHead, get: Callable[[bytes], object]):
         """
         The stored response for C{head}'s variant, its entry, and the URI's
-        vary index if it has one.
+        vary index if it has one: as a tuple, or a Deferred of it when
+        C{get} (the store's C{get} or C{peek}) must wait.
         """
-        entry = self.store.get(key)
+        entry = get(key)
+        if isinstance(entry, Deferred):
+            return entry.addCallback(self._indexed, key, head, get)
+        return self._indexed(entry, key, head, get)
+
+    def _indexed(self, entry, key: bytes, head: RequestHead, get: Callable[[bytes], object]):
         if entry is None:
-            return None, None, None
+            return _NOTHING
         record = self._load(entry)
         if isinstance(record, VaryIndex):
-            variant = record.variantKey(key, secondaryKey(list(record.names), head) or ())
-            entry = self.store.get(variant)
-            stored = None if entry is None else self._load(entry)
-            if not isinstance(stored, StoredResponse):
-                return None, None, record
-            return stored, entry, record
+            variant = get(record.variantKey(key, secondaryKey(list(record.names), head) or ()))
+            if isinstance(variant, Deferred):
+                return variant.addCallback(self._variant, record)
+            return self._variant(variant, record)
         if record is None:
-            return None, None, None
+            return _NOTHING
         return record, entry, None
+
+    def _variant(self, entry, index: VaryIndex) -> Tuple[Optional[StoredResponse], object, Optional[VaryIndex]]:
+        stored = None if entry is None else self._load(entry)
+        if not isinstance(stored, StoredResponse):
+            return None, None, index
+        return stored, entry, index
 
     def _load(self, entry):
         """
@@ -385,7 +413,7 @@ class HTTPCache:
         if secondary is None:
             return None
         names = tuple(name for name, _ in secondary)
-        current = self.store.get(key)
+        current = self.store.peek(key)
         index = None if current is None else records.load(current.head, current.size)
         if not isinstance(index, VaryIndex) or index.names != names:
             index = VaryIndex.new(names)
@@ -410,18 +438,22 @@ class HTTPCache:
             writer.abort()
             return entry
         writer.commit(records.dumpResponse(stored))
-        return self.store.get(variant) or entry
+        return self.store.peek(variant) or entry
 
     def invalidate(self, key: bytes) -> None:
-        if self.store.get(key) is not None:
-            self.store.remove(key)
+        found = self.store.peek(key) is not None
+        self.store.remove(key)
+        if found:
             self.stats.invalidated += 1
 
     def _purgeRequest(self, exchange, uri: bytes) -> None:
         if not self.purgeFrom.allows(exchange.clientHost):
             exchange.refuse(403, "this client may not purge the cache")
             return
-        if not self.purge(uri):
+        proceed(exchange, self.purge(uri), self._purgeAnswer, exchange, uri)
+
+    def _purgeAnswer(self, found: bool, exchange, uri: bytes) -> None:
+        if not found:
             exchange.refuse(404, "nothing cached for " + uri.decode("latin-1"))
             return
         body = b"purged " + uri + b"\n"

@@ -268,6 +268,9 @@ class DiskStore:
         self._index.move_to_end(name)
         return _Entry(path, _identity(status), head, layout.bodyOffset, layout.bodyLength)
 
+    # Every answer is had without waiting.
+    peek = get
+
     def remove(self, key: bytes) -> None:
         name = _entryName(key)
         record = self._index.get(name)
@@ -344,7 +347,7 @@ class DiskStore:
 class DiskStoreFactory:
     name = "disk"
 
-    def __call__(self, options: Mapping) -> DiskStore:
+    def __call__(self, options: Mapping, resources=None) -> DiskStore:
         checkOptions(options, ("path", "max_bytes", "max_object_size"), "the disk store")
         path = options.get("path")
         if not isinstance(path, str) or not path:

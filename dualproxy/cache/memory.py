@@ -88,6 +88,9 @@ class MemoryStore:
             self._entries.move_to_end(key)
         return entry
 
+    # Every answer is had without waiting.
+    peek = get
+
     def remove(self, key: bytes) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
@@ -109,7 +112,7 @@ class MemoryStore:
 class MemoryStoreFactory:
     name = "memory"
 
-    def __call__(self, options: Mapping) -> MemoryStore:
+    def __call__(self, options: Mapping, resources=None) -> MemoryStore:
         checkOptions(options, ("max_bytes", "max_object_size"), "the memory store")
         return MemoryStore(positiveOption(options, "max_bytes", 256 << 20, "a positive number of bytes"),
                            positiveOption(options, "max_object_size", 16 << 20, "a positive number of bytes"))

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..http.message import LENGTH, NO_BODY, Headers, Refusal, ResponseHead
@@ -390,14 +392,44 @@ def handle(handler, exchange: Exchange) -> None:
     Give C{exchange} to the mode's C{handler}: a L{Refusal} answers the
     client; a bug answers 500 and is logged, never shown to the client.
     """
+    _guarded(exchange, handler.handle, exchange)
+
+
+def proceed(exchange: Exchange, result, step: Callable[..., None], *args) -> None:
+    """
+    Go on with C{step(value, *args)} once C{result} is had: at once for a
+    plain value, when it fires for a Deferred (a shared store's answer).
+    A step that comes too late, the exchange over, is not taken; a
+    L{Refusal} or a bug in it is answered as in L{handle}.
+    """
+    if not isinstance(result, Deferred):
+        step(result, *args)
+        return
+
+    def ready(value) -> None:
+        if not exchange.finished:
+            _guarded(exchange, step, value, *args)
+
+    result.addCallback(ready).addErrback(_failed, exchange)
+
+
+def _guarded(exchange: Exchange, call: Callable[..., None], *args) -> None:
     try:
-        handler.handle(exchange)
+        call(*args)
     except Refusal as refusal:
         exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
     except Exception:
-        _log.failure("handling {method} {target} failed", method=exchange.request.method,
-                     target=exchange.request.target)
-        exchange.refuse(500, "the proxy failed to handle this request", errorType=PROXY_INTERNAL_ERROR)
+        _failed(Failure(), exchange)
+
+
+def _failed(failure: Failure, exchange: Exchange) -> None:
+    if failure.check(Refusal):
+        refusal = failure.value
+        exchange.refuse(refusal.status, refusal.reason, refusal.headers, refusal.errorType)
+        return
+    _log.failure("handling {method} {target} failed", failure, method=exchange.request.method,
+                 target=exchange.request.target)
+    exchange.refuse(500, "the proxy failed to handle this request", errorType=PROXY_INTERNAL_ERROR)
 
 
 class ReadingControl:

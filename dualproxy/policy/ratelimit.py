@@ -117,7 +117,7 @@ class MemoryRateLimiter:
 class MemoryRateLimiterFactory:
     name = "memory"
 
-    def __call__(self, options: Mapping) -> MemoryRateLimiter:
+    def __call__(self, options: Mapping, resources=None) -> MemoryRateLimiter:
         checkOptions(options, ("rate", "burst", "max_keys"), "the memory limiter")
         rate = options.get("rate")
         if not (_isNumber(rate) and rate > 0):

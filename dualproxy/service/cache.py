@@ -19,9 +19,10 @@ class SharedCache:
     while the C{[cache]} table stays the same.
     """
 
-    def __init__(self, settings: CacheSettings, clock):
+    def __init__(self, settings: CacheSettings, clock, resources):
         self.settings = settings
         self.clock = clock
+        self.resources = resources
         self._cache: Optional[HTTPCache] = None
 
     def get(self) -> HTTPCache:
@@ -35,7 +36,7 @@ class SharedCache:
             from ..policy.acl import ClientACL
 
             settings = self.settings
-            store = loadCacheStore(settings)
+            store = loadCacheStore(settings, self.resources)
             purgeFrom = ClientACL(settings.purge_from) if settings.purge_from else None
             self._cache = HTTPCache(store, self.clock, settings.name, settings.lock_timeout, purgeFrom)
         return self._cache
@@ -47,9 +48,9 @@ class SharedCache:
         """
         return self._cache
 
-    def successor(self, settings: CacheSettings) -> SharedCache:
+    def successor(self, settings: CacheSettings, resources) -> SharedCache:
         """
         The shared cache of a reloaded configuration: this one while the
         settings are the same, else a new one.
         """
-        return self if settings == self.settings else SharedCache(settings, self.clock)
+        return self if settings == self.settings else SharedCache(settings, self.clock, resources)

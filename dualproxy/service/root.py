@@ -15,13 +15,16 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..accesslog import AccessLog, AccessLogFile
-from ..interfaces import IRateLimiter
+from ..interfaces import IPluginResources, IRateLimiter
 from ..listeners import PAUSES, ListenerService
 from ..metrics import Metrics
 from ..plugins import loadRateLimiter
 from ..policy.ratelimit import RateLimit
+from ..redis.client import RedisClient
 from ..relay.client import UpstreamProtocol, responseLimits
 from ..relay.pool import ConnectionPool
 from .admin import adminListener
@@ -30,18 +33,26 @@ from .drain import Drain
 from .listeners import ListenerGroup
 from .reload import ReloadOnHangup, reload
 
+_log = Logger()
 
+
+@implementer(IPluginResources)
 class Lasting:
     """
     What outlives a reload: the upstream connection pool, the metrics, the
-    start time, and the shared cache while its settings stay.
+    start time, the Redis connection, and the shared cache while its
+    settings stay.  It is also what plugins are lent (L{IPluginResources}).
     """
 
-    def __init__(self, connections: ConnectionPool, metrics: Metrics, startedAt: float, cache: SharedCache):
+    def __init__(self, reactor, connections: ConnectionPool, metrics: Metrics, startedAt: float,
+                 redis: Optional[RedisClient], redisSettings=None):
+        self.reactor = reactor
         self.connections = connections
         self.metrics = metrics
         self.startedAt = startedAt
-        self.cache = cache
+        self.redis = redis
+        self.redisSettings = redisSettings
+        self.cache: Optional[SharedCache] = None
 
     @classmethod
     def start(cls, config, reactor) -> Lasting:
@@ -51,13 +62,26 @@ class Lasting:
         connections = ConnectionPool(
             reactor, config.upstream.max_idle_per_host, config.timeouts.upstream_idle,
             responseLimits(config.limits.max_response_header_bytes), config.timeouts.upstream_read)
-        return cls(connections, Metrics(config.mode, reactor), reactor.seconds(), SharedCache(config.cache, reactor))
+        redis = None
+        settings = config.redis
+        if settings is not None:
+            redis = RedisClient(reactor, settings.endpoint, settings.timeout, settings.database,
+                                settings.username, settings.password, settings.prefix)
+        lasting = cls(reactor, connections, Metrics(config.mode, reactor), reactor.seconds(), redis, settings)
+        lasting.cache = SharedCache(config.cache, reactor, lasting)
+        return lasting
 
     def successor(self, config) -> Lasting:
         """
-        These parts as a reload to C{config} hands them on.
+        These parts as a reload to C{config} hands them on; the C{[redis]}
+        table's own settings take a restart.
         """
-        return Lasting(self.connections, self.metrics, self.startedAt, self.cache.successor(config.cache))
+        if config.redis != self.redisSettings:
+            _log.warn("the [redis] table changed: the change takes a restart")
+        lasting = Lasting(self.reactor, self.connections, self.metrics, self.startedAt, self.redis,
+                          self.redisSettings)
+        lasting.cache = self.cache.successor(config.cache, lasting)
+        return lasting
 
 
 class ProxyService(MultiService):
@@ -92,6 +116,8 @@ class ProxyService(MultiService):
         self.startedAt = self.lasting.startedAt
         if first:
             self.connections.setServiceParent(self)
+            if self.lasting.redis is not None:
+                self.lasting.redis.setServiceParent(self)
             self._watch(self.metrics)
         self.accessLog, self.sessionLog = self._accessLog(config)
         self.upstreams = MultiService()
@@ -144,7 +170,7 @@ class ProxyService(MultiService):
         @param key: the table's dotted key, for configuration errors.
         @param what: what it limits, for the 429 answer ("pool app").
         """
-        limiter = loadRateLimiter(settings, key)
+        limiter = loadRateLimiter(settings, key, self.lasting)
         self.rateLimiters.append((label, limiter))
         return RateLimit(limiter, settings.key, what)
 

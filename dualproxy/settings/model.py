@@ -302,6 +302,21 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    """
+    The Redis server instances share state through (cache, rate limits):
+    off unless the config has a C{[redis]} table.
+    """
+
+    endpoint: str = "tcp:127.0.0.1:6379:timeout=2"
+    timeout: float = 0.5
+    database: int = 0
+    username: Optional[str] = None
+    password: Optional[str] = None
+    prefix: str = "dualproxy:"
+
+
+@dataclass(frozen=True)
 class AdminSettings:
     """
     The admin listener (metrics, status, dashboard, reload): off unless
@@ -334,6 +349,7 @@ class Config:
     tls: TLSSettings = field(default_factory=TLSSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     admin: Optional[AdminSettings] = None
+    redis: Optional[RedisSettings] = None
     modes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property

@@ -272,6 +272,22 @@ def endpoint(key: str, value: Any) -> str:
     return description
 
 
+def clientEndpoint(key: str, value: Any) -> str:
+    """
+    A Twisted client endpoint string (C{tcp:HOST:PORT}, C{unix:PATH}),
+    parsed, not connected.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import clientFromString
+
+    description = nonEmptyString(key, value)
+    try:
+        clientFromString(reactor, description)
+    except Exception as e:
+        raise ConfigError(key, f"bad endpoint {description!r}: {oneLine(str(e)) or type(e).__name__}")
+    return description
+
+
 def pseudonym(key: str, value: Any) -> str:
     text = string(key, value)
     if not TOKEN.match(text):

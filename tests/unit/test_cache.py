@@ -386,7 +386,7 @@ class SettingsTests(SynchronousTestCase):
         from dualproxy.config import fromDict
         from dualproxy.service.cache import SharedCache
 
-        return SharedCache(fromDict({"cache": table}, base=base).cache, Clock()).get()
+        return SharedCache(fromDict({"cache": table}, base=base).cache, Clock(), None).get()
 
     def test_storeOptionsPassedThrough(self):
         cache = self.build({"max_bytes": 4096, "max_object_size": 1024, "name": "edge", "lock_timeout": 2})

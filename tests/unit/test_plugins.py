@@ -26,13 +26,13 @@ class ChooseTests(SynchronousTestCase):
 
 class ConstructTests(SynchronousTestCase):
     def test_optionsArePassedAsADict(self):
-        self.assertEqual(construct(lambda options: options, {"a": 1}, "k"), {"a": 1})
+        self.assertEqual(construct(lambda options, resources: (options, resources), {"a": 1}, "k", "r"), ({"a": 1}, "r"))
 
     def test_refusedOptionIsKeyed(self):
-        def factory(options):
+        def factory(options, resources):
             raise ValueError("size: must be positive")
 
         with self.assertRaises(ConfigError) as caught:
-            construct(factory, {}, "cache")
+            construct(factory, {}, "cache", None)
         self.assertEqual((caught.exception.key, caught.exception.problem), ("cache.size", "must be positive"))
 

@@ -179,7 +179,7 @@ class LoadTests(SynchronousTestCase):
         settings = config.forward.rate_limit
         self.assertEqual((settings.rate, settings.burst, settings.key, settings.limiter, dict(settings.options)),
                          (2.0, 5, "header:X-Api-Key", "memory", {"max_keys": 7}))
-        limiter = loadRateLimiter(settings, "forward.rate_limit")
+        limiter = loadRateLimiter(settings, "forward.rate_limit", None)
         self.assertEqual((limiter.bucket.rate, limiter.bucket.burst, limiter.maxKeys), (2.0, 5.0, 7))
 
     def test_errors(self):
@@ -188,7 +188,7 @@ class LoadTests(SynchronousTestCase):
             (RateLimitSettings(1.0, options={"max_keys": 0}), "forward.rate_limit.max_keys: expected a positive"),
             (RateLimitSettings(1.0, options={"maxkeys": 1}), "forward.rate_limit.maxkeys: unknown option"),
         ):
-            error = self.assertRaises(ConfigError, loadRateLimiter, settings, "forward.rate_limit")
+            error = self.assertRaises(ConfigError, loadRateLimiter, settings, "forward.rate_limit", None)
             self.assertTrue(str(error).startswith(message), str(error))
 
     def test_modesCheckOptionsWhenBuilding(self):

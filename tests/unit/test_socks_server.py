@@ -184,7 +184,7 @@ class DestinationTests(SocksTestCase):
 
     def test_rateLimit(self):
         settings = tables.rateLimit("socks.rate_limit", {"rate": 1, "burst": 1}, "socks")
-        limit = RateLimit(loadRateLimiter(settings, "socks.rate_limit"), settings.key, "the proxy")
+        limit = RateLimit(loadRateLimiter(settings, "socks.rate_limit", None), settings.key, "the proxy")
         factory = self.factory(rateLimit=limit)
         connection, transport = self.ready(factory)
         connection.dataReceived(domain(b"example.test"))
