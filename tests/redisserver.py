@@ -31,7 +31,7 @@ class RedisServer(protocol.ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        if b"Ready to accept connections" in self.output and not self.started.called:
+        if b"ready to accept connections" in self.output.lower() and not self.started.called:
             self.started.callback(self)
 
     errReceived = outReceived

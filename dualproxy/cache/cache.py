@@ -244,7 +244,7 @@ class HTTPCache:
             if lockKey not in self._filling:
                 self._filling[lockKey] = []
                 background = Background(presented, exchange.channel.handler, self.clock)
-                self._fetch(background, head, key, forward, decision, stale, entry, lockKey, True)
+                self._fetch(background, head, key, forward, decision, stale, entry, lockKey, True, index)
             return
         if not waited and lockKey in self._filling:
             self._wait(lockKey, _Waiter(exchange, head, uri, forward))
@@ -253,10 +253,11 @@ class HTTPCache:
             lockKey = None
         else:
             self._filling[lockKey] = []
-        self._fetch(exchange, head, key, forward, decision, stale, entry, lockKey, False)
+        self._fetch(exchange, head, key, forward, decision, stale, entry, lockKey, False, index)
 
     def _fetch(self, exchange, head: RequestHead, key: bytes, forward: Forward, decision: Decision,
-               stale: Optional[StoredResponse], entry, lockKey: Optional[bytes], background: bool) -> None:
+               stale: Optional[StoredResponse], entry, lockKey: Optional[bytes], background: bool,
+               index: Optional[VaryIndex]) -> None:
         # The client's own conditions are answered here, from the response
         # the cache gets for itself (RFC 9111 section 4.3.2).
         headers = head.headers.copy()
@@ -270,6 +271,7 @@ class HTTPCache:
             self.stats.misses += 1
         outgoing = RequestHead(head.method, head.target, head.version, headers, head.framing, head.length)
         fill = _Fill(self, exchange, exchange.request, outgoing, key, decision, stale, entry, lockKey, background)
+        fill.index = index
         forward(exchange, outgoing, fill)
 
     def _find(self, key: bytes, head: RequestHead, get: Callable[[bytes], object]):
@@ -401,10 +403,14 @@ class HTTPCache:
 
     # Storing
 
-    def storeKey(self, key: bytes, request: RequestHead, response: ResponseHead) -> Optional[bytes]:
+    def storeKey(self, key: bytes, request: RequestHead, response: ResponseHead,
+                 found: Optional[VaryIndex] = None) -> Optional[bytes]:
         """
         Where to store C{response} to C{request}, updating the URI's vary
         index as needed; None when it varies on everything.
+
+        @param found: the index the lookup found, for a store that no
+            longer has it at hand.
         """
         varies = response.headers.getAll(b"vary")
         if not varies:
@@ -414,19 +420,20 @@ class HTTPCache:
             return None
         names = tuple(name for name, _ in secondary)
         current = self.store.peek(key)
-        index = None if current is None else records.load(current.head, current.size)
+        index = found if current is None else records.load(current.head, current.size)
         if not isinstance(index, VaryIndex) or index.names != names:
             index = VaryIndex.new(names)
             writer = self.store.open(key)
             writer.commit(records.dumpIndex(index))
         return index.variantKey(key, secondary)
 
-    def refresh(self, key: bytes, stored: StoredResponse, entry, request: RequestHead):
+    def refresh(self, key: bytes, stored: StoredResponse, entry, request: RequestHead,
+                index: Optional[VaryIndex] = None):
         """
         Store C{stored} (updated headers) with C{entry}'s body; the new
         entry, or C{entry} if it could not be stored.
         """
-        variant = self.storeKey(key, request, stored.response)
+        variant = self.storeKey(key, request, stored.response, index)
         if variant is None:
             return entry
         writer = self.store.open(variant)
@@ -514,7 +521,8 @@ class _Storing(Passthrough):
         self.writer = None
         self.record: Optional[StoredResponse] = None
 
-    def store(self, key: bytes, request: RequestHead, head: ResponseHead, now: float) -> Optional[str]:
+    def store(self, key: bytes, request: RequestHead, head: ResponseHead, now: float,
+              index: Optional[VaryIndex] = None) -> Optional[str]:
         """
         Start storing C{head} and the body to come under C{key}, unless it
         may not be: then why not.
@@ -522,7 +530,7 @@ class _Storing(Passthrough):
         detail = _storeDetail(self.cache, request, head, now)
         if detail is not None:
             return detail
-        variant = self.cache.storeKey(key, request, head)
+        variant = self.cache.storeKey(key, request, head, index)
         if variant is None:
             return "vary *"
         copy = ResponseHead(head.status, head.reason, head.headers.copy(), head.version, head.framing, head.length)
@@ -622,6 +630,8 @@ class _Fill(_Storing):
         self.background = background
         self.taken = False
         self.bodyToClient = True
+        # The URI's vary index as the lookup found it.
+        self.index: Optional[VaryIndex] = None
 
     def abandoned(self) -> None:
         lockKey, self.lockKey = self.lockKey, None
@@ -651,7 +661,7 @@ class _Fill(_Storing):
         if stale is not None and head.status == 304:
             cache.stats.revalidated += 1
             updated = StoredResponse(updateHeaders(stale.response, head), self.requestTime, now, stale.varyKey)
-            entry = cache.refresh(self.key, updated, self.entry, self.outgoing)
+            entry = cache.refresh(self.key, updated, self.entry, self.outgoing, self.index)
             self.abandoned()
             self._takeOver(updated, entry, "revalidated")
             return
@@ -660,7 +670,7 @@ class _Fill(_Storing):
             self.abandoned()
             self._takeOver(stale, self.entry, "stale-if-error")
             return
-        detail = self.store(self.key, self.outgoing, head, now)
+        detail = self.store(self.key, self.outgoing, head, now, self.index)
         decision = self.decision
         if detail is None:
             record = self.record

@@ -16,7 +16,7 @@ from ..plugins import checkOptions, positiveOption
 
 
 @implementer(ICacheEntry)
-class _Entry:
+class MemoryEntry:
     def __init__(self, head: bytes, body: List[bytes], size: int):
         self.head = head
         self.body = body
@@ -58,7 +58,7 @@ class _Writer:
 
     def commit(self, head: bytes) -> None:
         if self.body is not None:
-            self.store._put(self.key, _Entry(head, self.body, self.size))
+            self.store.put(self.key, MemoryEntry(head, self.body, self.size))
             self.body = None
 
     def abort(self) -> None:
@@ -77,12 +77,12 @@ class MemoryStore:
         self.maxObjectSize = min(maxObjectSize, maxBytes)
         self.bytesStored = 0
         self.evictions = 0
-        self._entries: "OrderedDict[bytes, _Entry]" = OrderedDict()
+        self._entries: "OrderedDict[bytes, MemoryEntry]" = OrderedDict()
 
     def open(self, key: bytes) -> _Writer:
         return _Writer(self, key)
 
-    def get(self, key: bytes) -> Optional[_Entry]:
+    def get(self, key: bytes) -> Optional[MemoryEntry]:
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -96,7 +96,15 @@ class MemoryStore:
         if entry is not None:
             self.bytesStored -= entry.footprint
 
-    def _put(self, key: bytes, entry: _Entry) -> None:
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytesStored = 0
+
+    def put(self, key: bytes, entry: MemoryEntry) -> None:
+        """
+        Hold a whole entry at once (one had from elsewhere), unless it is
+        larger than the store.
+        """
         if entry.footprint > self.maxBytes:
             return
         self.remove(key)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
@@ -44,6 +44,14 @@ class _Connection(Protocol):
         self.parser = ReplyParser(client.maxReply)
         self.waiting: Deque[Tuple[defer.Deferred, Any]] = deque()
         self.lost = False
+        # Digests of the scripts this connection has sent whole.
+        self.scripts: Set[str] = set()
+
+    def unwrapped(self) -> _Connection:
+        """
+        This protocol itself, where L{ClientService} hands out a proxy of it.
+        """
+        return self
 
     def execute(self, *args) -> defer.Deferred:
         d = defer.Deferred()
@@ -143,6 +151,7 @@ class RedisClient(MultiService):
         self._commands: Optional[_Connection] = None
         self._subscriber: Optional[_Subscriber] = None
         self._scripts: Dict[str, str] = {}
+        self._waiting: List[defer.Deferred] = []
         self._service(_Connection)
 
     def _service(self, protocol) -> None:
@@ -155,6 +164,7 @@ class RedisClient(MultiService):
         """
         Log in and choose the database before the connection is used.
         """
+        connection = connection.unwrapped()
         steps: List[Sequence[Any]] = []
         if self.password is not None:
             steps.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
@@ -174,11 +184,12 @@ class RedisClient(MultiService):
                 # subscribers start again from nothing they hold.
                 for callback in self.subscriptions.values():
                     callback(None)
-                return
-            self._commands = connection
-            if not self.up:
-                self.up = True
-                _log.info("Redis at {endpoint} is up", endpoint=self.endpointDescription)
+            else:
+                self._commands = connection
+                if not self.up:
+                    self.up = True
+                    _log.info("Redis at {endpoint} is up", endpoint=self.endpointDescription)
+            self._tellConnected()
 
         def refused(failure) -> None:
             _log.error("Redis at {endpoint} refused the connection's set-up: {error}",
@@ -196,6 +207,23 @@ class RedisClient(MultiService):
             if self.up:
                 self.up = False
                 _log.warn("Redis at {endpoint} is down; retrying", endpoint=self.endpointDescription)
+
+    def whenConnected(self) -> defer.Deferred:
+        """
+        Fires once the command connection, and the subscriber if anything
+        subscribed, are ready.
+        """
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append(d)
+        self._tellConnected()
+        return d
+
+    def _tellConnected(self) -> None:
+        if self._commands is None or (self.subscriptions and self._subscriber is None):
+            return
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(self)
 
     def execute(self, *args) -> defer.Deferred:
         """
@@ -215,14 +243,20 @@ class RedisClient(MultiService):
 
     def evaluate(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> defer.Deferred:
         """
-        Run a Lua C{script} atomically: by its digest, sending its text
-        only when the server does not know it yet.
+        Run a Lua C{script} atomically.  Its text goes once a connection,
+        in order with the commands around it; after that only its digest.
         """
+        connection = self._commands
         digest = self._scripts.get(script)
         if digest is None:
             digest = self._scripts[script] = hashlib.sha1(script.encode("utf-8")).hexdigest()
+        if connection is None or digest not in connection.scripts:
+            if connection is not None:
+                connection.scripts.add(digest)
+            return self.execute("EVAL", script, len(keys), *keys, *args)
 
         def unknown(failure):
+            # The server's script cache was flushed under us.
             failure.trap(RedisError)
             if not str(failure.value).startswith("NOSCRIPT"):
                 return failure

@@ -127,10 +127,17 @@ class CacheTestCase(TestCase):
                                                         **switch)}
         if store is not None:
             config["cache"] = store
+        config.update(self.moreConfig())
         proxy = Proxy(config, filters)
         self.addCleanup(proxy.stop)
         self.proxy = proxy
         return proxy
+
+    def moreConfig(self) -> dict:
+        """
+        Top-level tables a subclass adds to every proxy's config.
+        """
+        return {}
 
     def target(self, path: str) -> str:
         if self.mode == "reverse":

@@ -405,7 +405,7 @@ class SettingsTests(SynchronousTestCase):
         from dualproxy.config import ConfigError
 
         for table, message in (
-            ({"store": "tape"}, "cache.store: unknown store 'tape' (known: disk, memory)"),
+            ({"store": "tape"}, "cache.store: unknown store 'tape' (known: disk, memory, redis)"),
             ({"store": "disk"}, "cache.path: expected the cache directory, got None"),
             ({"max_bytes": -1}, "cache.max_bytes: expected a positive number of bytes, got -1"),
             ({"colour": "red"}, "cache.colour: unknown option for the memory store (known: max_bytes, max_object_size)"),
