@@ -157,4 +157,5 @@ SHARED: Dict[str, Callable[[str, Any, str], Any]] = {
     "tls": lambda key, value, base: _tls(values.table(key, value), base),
     "cache": lambda key, value, base: _cache(values.table(key, value), base),
     "admin": lambda key, value, base: _admin(values.table(key, value), base),
+    "proxy_protocol": lambda key, value, base: values.arrayOf(values.network)(key, value),
 }

@@ -269,3 +269,18 @@ def pendingOutput(transport) -> Optional[tuple]:
     if transport is None or flushed(transport):
         return None
     return id(transport.dataBuffer), transport.offset
+
+
+def handOver(transport, protocol, peer=None, host=None) -> None:
+    """
+    Give a socket transport to another protocol for the rest of its life,
+    and, when a PROXY header named them, new addresses for C{getPeer} and
+    C{getHost}: a reader of the header steps aside without staying a layer
+    every read goes through.  Twisted's socket transports deliver each read
+    and the loss to whatever their C{protocol} attribute holds then.
+    """
+    if peer is not None:
+        transport.getPeer = lambda: peer
+        transport.getHost = lambda: host
+    transport.protocol = protocol
+    protocol.makeConnection(transport)

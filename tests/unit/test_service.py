@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dualproxy.config import fromDict
 from dualproxy.core.exchange import ExchangeContext
 from dualproxy.proxymode import ProxyMode
+from dualproxy.service.listeners import clientFactory
 from dualproxy.service.root import Lasting
 
 
@@ -96,7 +97,7 @@ class ReloadTests(ServiceTestCase):
         self.assertIsNone(removed.port)
         self.assertIsNotNone(listeners[1].port)
         self.assertEqual([p for p, *_ in self.reactor.tcpServers], [8080, 8081, 8082])
-        self.assertIs(channel.handler, kept.factory.handler)
+        self.assertIs(channel.handler, clientFactory(kept).handler)
         self.assertEqual(service.openConnections(), 1)
 
     def test_busyPortRejectsWholeReload(self):
