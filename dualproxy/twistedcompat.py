@@ -46,6 +46,16 @@ def socketTransport(transport) -> Optional[FileDescriptor]:
     return transport
 
 
+def bottomTransport(transport):
+    """
+    The transport under any TLS layers: where bytes meant to precede TLS
+    are written.
+    """
+    while getattr(transport, "transport", None) is not None:
+        transport = transport.transport
+    return transport
+
+
 def buffered(transport) -> bool:
     """
     Whether C{transport} is a socket transport whose buffer this module can

@@ -21,7 +21,7 @@ from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
 from ..http.parser import Limits, MessageReader
 from ..http.proxystatus import CONNECTION_READ_TIMEOUT, CONNECTION_TERMINATED
 from ..tls import upstreamTLSError
-from ..twistedcompat import canWriteThrough, noDelay, socketTransport, tcpSocket, writeThrough
+from ..twistedcompat import bottomTransport, canWriteThrough, noDelay, tcpSocket, writeThrough
 from . import splice
 from ..http.rules import wantsKeepAlive
 
@@ -101,7 +101,7 @@ class UpstreamProtocol(Protocol):
         if self.preamble:
             # Twisted's TLS layer connects this protocol before it starts
             # its handshake, so the preamble precedes the ClientHello.
-            socketTransport(self.transport).write(self.preamble)
+            bottomTransport(self.transport).write(self.preamble)
         handle = tcpSocket(self.transport)
         noDelay(handle)
         self._quickAck = handle if TCP_QUICKACK is not None else None
