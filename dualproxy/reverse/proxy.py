@@ -154,7 +154,8 @@ class PoolRelay(Relay):
             self.connect = partial(self.handler.open, backend)
         else:
             # A connection whose header names one client serves no other.
-            preamble = proxyHeader(version, exchange.channel.transport)
+            channel = exchange.channel
+            preamble = proxyHeader(version, channel.transport if channel is not None else None)
             self.key = backend.key + (preamble,)
             self.connect = partial(self.handler.open, backend, preamble)
         self.what = f"backend {backend.name}"
@@ -299,8 +300,11 @@ def proxyHeader(version: int, transport) -> bytes:
     """
     The PROXY header of C{version} for a backend connection relaying the
     client on C{transport}: its peer (a PROXY header's client, if it sent
-    one) to the address it reached.
+    one) to the address it reached.  No transport: the proxy's own request
+    (a cache's background revalidation), a LOCAL one.
     """
+    if transport is None:
+        return proxyprotocol.local(version)
     return proxyprotocol.header(version, _hostAndPort(transport.getPeer()), _hostAndPort(transport.getHost()))
 
 

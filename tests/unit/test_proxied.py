@@ -226,6 +226,13 @@ class SendingTests(SynchronousTestCase):
                                     hostAddress=IPv4Address("TCP", "198.51.100.7", 443))
         self.assertEqual(proxyHeader(1, transport), b"PROXY TCP4 192.0.2.1 198.51.100.7 5 443\r\n")
 
+    def test_noClientIsLocal(self):
+        """
+        A request of the proxy's own (a background revalidation) has no
+        client connection.
+        """
+        self.assertEqual(proxyHeader(2, None), proxyprotocol.local(2))
+
     def test_clientWithoutAddress(self):
         from twisted.internet.address import UNIXAddress
 
