@@ -170,4 +170,5 @@ SHARED: Dict[str, Callable[[str, Any, str], Any]] = {
     "cache": lambda key, value, base: _cache(values.table(key, value), base),
     "admin": lambda key, value, base: _admin(values.table(key, value), base),
     "redis": lambda key, value, base: _redis(values.table(key, value)),
+    "proxy_protocol": lambda key, value, base: values.arrayOf(values.network)(key, value),
 }

@@ -46,6 +46,16 @@ def socketTransport(transport) -> Optional[FileDescriptor]:
     return transport
 
 
+def bottomTransport(transport):
+    """
+    The transport under any TLS layers: where bytes meant to precede TLS
+    are written.
+    """
+    while getattr(transport, "transport", None) is not None:
+        transport = transport.transport
+    return transport
+
+
 def buffered(transport) -> bool:
     """
     Whether C{transport} is a socket transport whose buffer this module can
@@ -269,3 +279,18 @@ def pendingOutput(transport) -> Optional[tuple]:
     if transport is None or flushed(transport):
         return None
     return id(transport.dataBuffer), transport.offset
+
+
+def handOver(transport, protocol, peer=None, host=None) -> None:
+    """
+    Give a socket transport to another protocol for the rest of its life,
+    and, when a PROXY header named them, new addresses for C{getPeer} and
+    C{getHost}: a reader of the header steps aside without staying a layer
+    every read goes through.  Twisted's socket transports deliver each read
+    and the loss to whatever their C{protocol} attribute holds then.
+    """
+    if peer is not None:
+        transport.getPeer = lambda: peer
+        transport.getHost = lambda: host
+    transport.protocol = protocol
+    protocol.makeConnection(transport)

@@ -21,7 +21,7 @@ from ..http.message import CHUNKED, CLOSE, Refusal, RequestHead
 from ..http.parser import Limits, MessageReader
 from ..http.proxystatus import CONNECTION_READ_TIMEOUT, CONNECTION_TERMINATED
 from ..tls import upstreamTLSError
-from ..twistedcompat import canWriteThrough, noDelay, tcpSocket, writeThrough
+from ..twistedcompat import bottomTransport, canWriteThrough, noDelay, tcpSocket, writeThrough
 from . import splice
 from ..http.rules import wantsKeepAlive
 
@@ -59,14 +59,17 @@ class UpstreamProtocol(Protocol):
 
     @ivar closedUnanswered: the upstream closed the connection before a
         byte of the response due.
+    @ivar preamble: written on the socket before anything else, under any
+        TLS (a PROXY protocol header).
     """
 
     # Connections of this process open now, for metrics.
     openCount = 0
 
-    def __init__(self, clock, readTimeout: float):
+    def __init__(self, clock, readTimeout: float, preamble: bytes = b""):
         self.clock = clock
         self.readTimeout = readTimeout
+        self.preamble = preamble
         self.reader = MessageReader(self, False, DEFAULT_RESPONSE_LIMITS)
         self.listener = None
         self.pool = None
@@ -95,6 +98,10 @@ class UpstreamProtocol(Protocol):
     def connectionMade(self) -> None:
         UpstreamProtocol.openCount += 1
         self.lastActivity = self.clock.seconds()
+        if self.preamble:
+            # Twisted's TLS layer connects this protocol before it starts
+            # its handshake, so the preamble precedes the ClientHello.
+            bottomTransport(self.transport).write(self.preamble)
         handle = tcpSocket(self.transport)
         noDelay(handle)
         self._quickAck = handle if TCP_QUICKACK is not None else None

@@ -86,21 +86,23 @@ class _OneConnection(Factory):
         return self._protocol
 
 
-def connectTCP(reactor, address: str, port: int, timeout: float, readTimeout: float, tls=None) -> Deferred:
+def connectTCP(reactor, address: str, port: int, timeout: float, readTimeout: float, tls=None,
+               preamble: bytes = b"") -> Deferred:
     """
     A new L{UpstreamProtocol} connected to an IP address; over TLS when
     C{tls} is given (an L{IOpenSSLClientConnectionCreator} from
-    L{dualproxy.tls.clientCreator}).
+    L{dualproxy.tls.clientCreator}); C{preamble} (a PROXY header) is sent
+    first, before any TLS.
     """
     endpointType = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
     endpoint = endpointType(reactor, address, port, timeout=timeout)
     if tls is not None:
         endpoint = wrapClientTLS(tls, endpoint)
-    return endpoint.connect(_OneConnection(UpstreamProtocol(reactor, readTimeout)))
+    return endpoint.connect(_OneConnection(UpstreamProtocol(reactor, readTimeout, preamble)))
 
 
 def connectHost(reactor, resolver, host: str, port: int, timeouts, tls=None, addresses: Sequence[str] = (),
-                check: Optional[Callable[[str], Optional[Refusal]]] = None) -> Deferred:
+                check: Optional[Callable[[str], Optional[Refusal]]] = None, preamble: bytes = b"") -> Deferred:
     """
     The one way an upstream connection is opened: resolve C{host} (unless
     C{addresses} already says where it is), then connect to the first
@@ -113,6 +115,7 @@ def connectHost(reactor, resolver, host: str, port: int, timeouts, tls=None, add
 
     @param timeouts: the L{dualproxy.settings.model.Timeouts}.
     @param check: the refusal for an address that may not be used, or None.
+    @param preamble: bytes sent first on the connection, see L{connectTCP}.
     @return: a L{Deferred} firing with the connected L{UpstreamProtocol},
         or failing with the first refusal when no address may be used.
     """
@@ -122,7 +125,8 @@ def connectHost(reactor, resolver, host: str, port: int, timeouts, tls=None, add
         for address in addresses:
             reason = check(address) if check is not None else None
             if reason is None:
-                return connectTCP(reactor, address, port, timeouts.connect, timeouts.upstream_read, tls)
+                return connectTCP(reactor, address, port, timeouts.connect, timeouts.upstream_read, tls,
+                                  preamble)
             refusal = refusal or reason
         raise refusal
 

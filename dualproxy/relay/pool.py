@@ -121,7 +121,11 @@ class ConnectionPool(Service):
 
     def sweep(self) -> None:
         deadline = self.clock.seconds() - self.idleTimeout
-        for idle in list(self._idle.values()):
+        for key, idle in list(self._idle.items()):
+            if not idle:
+                # A key per client (a pool sending PROXY headers) would
+                # otherwise leave one empty list per client behind.
+                del self._idle[key]
             for upstream in [u for u in idle if u.lastActivity <= deadline]:
                 upstream.transport.loseConnection()
 

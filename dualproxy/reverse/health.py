@@ -150,6 +150,8 @@ class HealthCheck(Service):
 
     @ivar onRound: called after each complete round of probes, so that
         callers (tests) can wait on rounds rather than on time.
+    @ivar preamble: sent first on each probe's connection: a LOCAL PROXY
+        header for a pool whose backends require one.
     """
 
     def __init__(
@@ -163,6 +165,7 @@ class HealthCheck(Service):
         host: Optional[bytes] = None,
         connect: Optional[Callable[..., Deferred]] = None,
         onRound: Optional[Callable[[], None]] = None,
+        preamble: bytes = b"",
     ):
         self.reactor = reactor
         self.backends = backends
@@ -172,6 +175,7 @@ class HealthCheck(Service):
         self.expectStatus = expectStatus
         self.host = host
         self.onRound = onRound
+        self.preamble = preamble
         self._connect = connect if connect is not None else connectTCP
         self._loop = LoopingCall(self._round)
         self._loop.clock = reactor
@@ -209,8 +213,9 @@ class HealthCheck(Service):
         address = backend.addresses[0] if backend.addresses else backend.host
         tls = getattr(backend, "tls", None)
         probe.done.addCallback(self._record, backend, probe)
+        extra = {"preamble": self.preamble} if self.preamble else {}
         probe.start(
-            self._connect(self.reactor, address, backend.port, self.timeout, self.timeout, tls=tls),
+            self._connect(self.reactor, address, backend.port, self.timeout, self.timeout, tls=tls, **extra),
             RequestHead(b"GET", self.path, b"HTTP/1.1", headers),
             f"backend {backend.name}",
         )

@@ -37,6 +37,7 @@ class ReverseMode(ProxyMode):
 
     def makeHandler(self, root, config, filters):
         from ..plugins import loadBalancer
+        from ..proxyprotocol import local
         from ..routing.pages import pageTarget
         from .dns import BackendResolver, makeResolver
         from .health import HealthCheck
@@ -66,6 +67,7 @@ class ReverseMode(ProxyMode):
                     reactor, pools[pool.name].backends, path=health.path.encode("ascii"),
                     interval=health.interval, timeout=health.timeout, expectStatus=health.expect_status,
                     host=pool.host.encode("ascii") if pool.host else None,
+                    preamble=local(pool.proxy_protocol) if pool.proxy_protocol is not None else b"",
                 ).setServiceParent(root.upstreams)
         root.pools = pools
         dns = settings.dns

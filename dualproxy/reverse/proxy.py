@@ -6,11 +6,12 @@ resource tree, and relay the ones routed to a pool to one of its backends.
 from __future__ import annotations
 
 from functools import partial
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from .. import proxyprotocol
 from ..policy.acl import ClientACL
 from ..http.message import Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import DESTINATION_UNAVAILABLE
@@ -147,8 +148,16 @@ class PoolRelay(Relay):
         backend.inFlight += 1
         exchange.context.backend = backend
         self.tried.append(backend)
-        self.key = backend.key
-        self.connect = partial(self.handler.open, backend)
+        version = pool.settings.proxy_protocol
+        if version is None:
+            self.key = backend.key
+            self.connect = partial(self.handler.open, backend)
+        else:
+            # A connection whose header names one client serves no other.
+            channel = exchange.channel
+            preamble = proxyHeader(version, channel.transport if channel is not None else None)
+            self.key = backend.key + (preamble,)
+            self.connect = partial(self.handler.open, backend, preamble)
         self.what = f"backend {backend.name}"
         return True
 
@@ -277,10 +286,28 @@ class ReverseHandler:
         request = RoutingRequest(exchange, hostName(head.headers), path, query)
         route(self.routes, request).serve(request)
 
-    def open(self, backend: BackendState) -> Deferred:
+    def open(self, backend: BackendState, preamble: bytes = b"") -> Deferred:
         """
         A new connection to a backend, to the address its name resolved to
-        last, or, before the first lookup is done, to whichever it has now.
+        last, or, before the first lookup is done, to whichever it has now;
+        C{preamble} (a PROXY header) is sent first.
         """
         return connectHost(self.reactor, self.resolver, backend.host, backend.port, self.timeouts, backend.tls,
-                           addresses=backend.addresses)
+                           addresses=backend.addresses, preamble=preamble)
+
+
+def proxyHeader(version: int, transport) -> bytes:
+    """
+    The PROXY header of C{version} for a backend connection relaying the
+    client on C{transport}: its peer (a PROXY header's client, if it sent
+    one) to the address it reached.  No transport: the proxy's own request
+    (a cache's background revalidation), a LOCAL one.
+    """
+    if transport is None:
+        return proxyprotocol.local(version)
+    return proxyprotocol.header(version, _hostAndPort(transport.getPeer()), _hostAndPort(transport.getHost()))
+
+
+def _hostAndPort(address) -> Optional[Tuple[str, int]]:
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    return (host, port) if host is not None and port is not None else None

@@ -123,11 +123,20 @@ def _pool(key: str, name: str, value: Any, base: str) -> PoolSettings:
         "tls_client_cert": lambda key, value: tables.certificate(key, value, base),
         "cache": values.boolean,
         "rate_limit": lambda key, value: tables.rateLimit(key, value, "reverse"),
+        "proxy_protocol": _proxyProtocolVersion,
     }
     settings = values.parsed(table, key + ".", parsers)
     if not settings.get("backends"):
         raise ConfigError(f"{key}.backends", "a pool needs at least one backend")
     return PoolSettings(name, **settings)
+
+
+def _proxyProtocolVersion(key: str, value: Any) -> int:
+    """
+    C{"v1"} or C{"v2"}: the PROXY header HAProxy's C{send-proxy} or
+    C{send-proxy-v2} would write.
+    """
+    return int(values.oneOf(key, value, ("v1", "v2"))[1])
 
 
 def _backend(key: str, value: Any) -> Backend:

@@ -19,6 +19,7 @@ from ..interfaces import IClientFactory, IExchangeHandler
 from ..listeners import ListenError, ListenerService
 from ..server.http1 import HTTPServerFactory
 from ..server.http2 import NegotiatingFactory
+from ..server.proxied import ProxyProtocolFactory
 
 
 class ListenerGroup(MultiService):
@@ -56,14 +57,24 @@ class ListenerGroup(MultiService):
             )
             secure = self.httpFactory(handler, NegotiatingFactory if offerH2 else HTTPServerFactory)
             secure.hsts = tls.hsts.encode("latin-1") if tls.hsts else None
-            wrapped = TLSMemoryBIOFactory(self.serverTLS, False, secure)
+            wrapped = self.proxied(TLSMemoryBIOFactory(self.serverTLS, False, secure))
             secureListeners = [ListenerService(description, wrapped, self.reactor) for description in tls.listen]
         if secureListeners and tls.redirect_http:
             factory.handler = RedirectToHTTPS(handler, secureListeners[0])
+        plain = self.proxied(factory)
         for description in descriptions:
-            ListenerService(description, factory, self.reactor).setServiceParent(self)
+            ListenerService(description, plain, self.reactor).setServiceParent(self)
         for listener in secureListeners:
             listener.setServiceParent(self)
+
+    def proxied(self, factory) -> ProxyProtocolFactory:
+        """
+        C{factory} behind the PROXY protocol layer every client listener
+        has, so that a reload can switch C{proxy_protocol} on or off on the
+        sockets it keeps.
+        """
+        return ProxyProtocolFactory(factory, self.reactor, self.config.proxy_protocol,
+                                    self.config.timeouts.proxy_header)
 
     def httpFactory(self, handler, factoryType=HTTPServerFactory) -> HTTPServerFactory:
         """
@@ -88,7 +99,7 @@ class ListenerGroup(MultiService):
         return list(self)
 
     def factories(self) -> List[IClientFactory]:
-        return [_clientFactory(listener) for listener in self]
+        return [clientFactory(listener) for listener in self]
 
     def connections(self) -> Iterator[Protocol]:
         """
@@ -143,7 +154,8 @@ class ListenerGroup(MultiService):
             mine = ours.pop(_listenerKey(listener), None)
             if mine is not None:
                 kept[listener] = mine
-                _clientFactory(mine).adopt(_clientFactory(listener))
+                mine.factory.adopt(listener.factory)
+                clientFactory(mine).adopt(clientFactory(listener))
         for removed in ours.values():
             removed.disownServiceParent()
         if self.serverTLS is not None and successor.serverTLS is not None:
@@ -161,8 +173,15 @@ class ListenerGroup(MultiService):
         self.handler = successor.handler
 
 
-def _clientFactory(listener: ListenerService) -> IClientFactory:
-    return getattr(listener.factory, "wrappedFactory", listener.factory)
+def clientFactory(listener: ListenerService) -> IClientFactory:
+    """
+    The factory of a client listener's connections, under the PROXY
+    protocol and TLS layers.
+    """
+    factory = listener.factory
+    while hasattr(factory, "wrappedFactory"):
+        factory = factory.wrappedFactory
+    return factory
 
 
 def _listenerKey(listener: ListenerService) -> tuple:
@@ -170,7 +189,7 @@ def _listenerKey(listener: ListenerService) -> tuple:
     What makes two listeners the same across a reload: the endpoint and
     what is served there (plain or TLS).
     """
-    return listener.description, type(listener.factory)
+    return listener.description, type(listener.factory.wrappedFactory)
 
 
 @implementer(IExchangeHandler)

@@ -27,6 +27,8 @@ class Timeouts:
     client_header: float = 20.0
     client_body: float = 60.0
     client_write: float = 60.0
+    #: For a PROXY header from a C{proxy_protocol} peer to arrive.
+    proxy_header: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,9 @@ class PoolSettings:
     tls_client_cert: Optional[CertificateFiles] = None
     cache: bool = False
     rate_limit: Optional[RateLimitSettings] = None
+    #: The PROXY protocol version (1 or 2) written first on each connection
+    #: to a backend, None for none.
+    proxy_protocol: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -350,6 +355,9 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     admin: Optional[AdminSettings] = None
     redis: Optional[RedisSettings] = None
+    #: The networks (load balancers) whose connections to the client
+    #: listeners must begin with a PROXY header; empty: none.
+    proxy_protocol: Tuple[Network, ...] = ()
     modes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property

@@ -305,7 +305,7 @@ class Proxy:
         self.service = mode.makeService(self.config, list(filters))
         self.service.startService()
         listener = self.service.listeners()[0]
-        self.handler = listener.factory.handler
+        self.handler = self.service.listenerGroup.factories()[0].handler
         if names is not None:
             self.handler.resolver = FakeResolver(names)
         host = listener.port.getHost()

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dualproxy.config import fromDict
 from dualproxy.core.exchange import ExchangeContext
 from dualproxy.proxymode import ProxyMode
+from dualproxy.service.listeners import clientFactory
 from dualproxy.service.root import Lasting
 
 
@@ -96,8 +97,27 @@ class ReloadTests(ServiceTestCase):
         self.assertIsNone(removed.port)
         self.assertIsNotNone(listeners[1].port)
         self.assertEqual([p for p, *_ in self.reactor.tcpServers], [8080, 8081, 8082])
-        self.assertIs(channel.handler, kept.factory.handler)
+        self.assertIs(channel.handler, clientFactory(kept).handler)
         self.assertEqual(service.openConnections(), 1)
+
+    def test_reloadSwitchesProxyProtocolOnTheKeptSocket(self):
+        """
+        A reload that adds C{proxy_protocol} keeps the listener and its
+        socket, and its new connections from those networks must send a
+        PROXY header.
+        """
+        from dualproxy.server.proxied import ProxyHeaderReader
+
+        service = self.start(_config())
+        [listener] = service.listenerGroup.listeners()
+        port = listener.port
+        balancer = IPv4Address("TCP", "127.0.0.1", 40000)
+        self.assertNotIsInstance(listener.factory.buildProtocol(balancer), ProxyHeaderReader)
+        self.reloadTo(service, _config(proxy_protocol=["127.0.0.0/8"], timeouts={"proxy_header": 2}))
+        self.assertEqual(service.listenerGroup.listeners(), [listener])
+        self.assertIs(listener.port, port)
+        self.assertIsInstance(listener.factory.buildProtocol(balancer), ProxyHeaderReader)
+        self.assertEqual(listener.factory.timeout, 2.0)
 
     def test_busyPortRejectsWholeReload(self):
         """

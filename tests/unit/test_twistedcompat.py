@@ -14,10 +14,13 @@ import socket
 from OpenSSL import SSL
 
 from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.python import log
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from zope.interface import implementer
@@ -196,6 +199,31 @@ class _Recorder(Protocol):
         self.lost.append(reason)
         if self.failIn == "connectionLost":
             raise KeyError("a bug in connectionLost")
+
+
+class HandOverTests(_SocketPair, SynchronousTestCase):
+    """
+    A PROXY header's reader gives its socket transport to the protocol
+    after it.
+    """
+
+    def test_readsAndLossReachTheNewProtocol(self) -> None:
+        successor = _Recorder()
+        peer = IPv4Address("TCP", "192.0.2.1", 5)
+        host = IPv4Address("TCP", "198.51.100.7", 443)
+        twistedcompat.handOver(self.connection, successor, peer, host)
+        self.assertIs(successor.transport, self.connection)
+        self.assertEqual((self.connection.getPeer(), self.connection.getHost()), (peer, host))
+        self.peer.send(b"GET")
+        self.connection.doRead()
+        self.assertEqual(successor.received, [b"GET"])
+        self.connection.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(successor.lost), 1)
+
+    def test_addressesKeptWithoutHeaderAddresses(self) -> None:
+        before = self.connection.getPeer
+        twistedcompat.handOver(self.connection, _Recorder())
+        self.assertEqual(self.connection.getPeer, before)
 
 
 class FastDispatchTests(SynchronousTestCase):
