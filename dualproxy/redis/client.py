@@ -90,12 +90,12 @@ class _Connection(Protocol):
 
     def connectionLost(self, reason) -> None:
         self.lost = True
+        self.client._lost(self)
         waiting, self.waiting = self.waiting, deque()
         for d, timer in waiting:
             if timer.active():
                 timer.cancel()
             d.errback(RedisUnavailable("the connection to Redis was lost"))
-        self.client._lost(self)
 
 
 class _Subscriber(_Connection):
@@ -189,13 +189,17 @@ class RedisClient(MultiService):
                 if not self.up:
                     self.up = True
                     _log.info("Redis at {endpoint} is up", endpoint=self.endpointDescription)
-            self._tellConnected()
+            # Told once ClientService, next in this chain, has the connection
+            # as made: stopping it before then leaves it in a state it
+            # cannot leave.
+            self.reactor.callLater(0, self._tellConnected)
 
         def refused(failure) -> None:
+            # Dropped as a lost connection, which ClientService retries with
+            # backoff (a failed set-up it would leave open).
             _log.error("Redis at {endpoint} refused the connection's set-up: {error}",
                        endpoint=self.endpointDescription, error=failure.value.subFailure.value)
-            connection.transport.abortConnection()
-            return failure
+            connection.transport.loseConnection()
 
         return d.addCallbacks(ready, refused)
 
