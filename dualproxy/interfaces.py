@@ -409,7 +409,9 @@ class ICacheStore(Interface):
 
     def remove(key):
         """
-        Forget C{key} (purge, invalidation); no error if absent.
+        Forget C{key} (purge, invalidation); no error if absent.  A store
+        that must ask a server returns a Deferred that fires once it is
+        done, or fails if that cannot be known.
         """
 
 

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.http import datetimeToString
 
 from ..core.exchange import proceed
-from ..http.message import LENGTH, NO_BODY, Headers, RequestHead, ResponseHead
+from ..http.message import LENGTH, NO_BODY, Headers, Refusal, RequestHead, ResponseHead
 from . import conditional, records
 from .policy import (
     MAX_DELTA,
@@ -143,11 +143,17 @@ class HTTPCache:
             return entry.addCallback(self._purged, key)
         return self._purged(entry, key)
 
-    def _purged(self, entry, key: bytes) -> bool:
-        self.store.remove(key)
+    def _purged(self, entry, key: bytes):
+        done = self.store.remove(key)
         if entry is not None:
             self.stats.purged += 1
+        if isinstance(done, Deferred):
+            return done.addCallbacks(lambda _: entry is not None, self._unconfirmed)
         return entry is not None
+
+    def _unconfirmed(self, failure):
+        raise Refusal(503, f"the cache store did not confirm the purge: {failure.getErrorMessage()}",
+                      [(b"Retry-After", b"1")])
 
     @property
     def hitRatio(self) -> float:
@@ -449,7 +455,10 @@ class HTTPCache:
 
     def invalidate(self, key: bytes) -> None:
         found = self.store.peek(key) is not None
-        self.store.remove(key)
+        done = self.store.remove(key)
+        if isinstance(done, Deferred):
+            # The store counts and logs what it could not do.
+            done.addErrback(lambda failure: None)
         if found:
             self.stats.invalidated += 1
 

@@ -190,10 +190,16 @@ class RedisStore:
         for answer in self._fetching.pop(key, ()):
             answer.callback(entry)
 
-    def remove(self, key: bytes) -> None:
+    def remove(self, key: bytes) -> defer.Deferred:
+        """
+        Forget C{key} here, in Redis and in every instance's local tier;
+        fires once Redis has done both, fails if it cannot tell.
+        """
         self.local.remove(key)
-        self.send("DEL", self.entryKey(key))
-        self.send("PUBLISH", self._channel, key)
+        redis = self.redis
+        done = defer.gatherResults([redis.execute("DEL", self.entryKey(key)),
+                                    redis.execute("PUBLISH", self._channel, key)], consumeErrors=True)
+        return done.addCallbacks(self._sent, lambda failure: self._failed(failure.value.subFailure, failure.value.subFailure))
 
     def _removedElsewhere(self, key: Optional[bytes]) -> None:
         if key is not None:

@@ -212,7 +212,8 @@ class StoreTests(TestCase):
         writer = self.two.open(b"k")
         self.assertTrue(writer.write(b"body"))
         writer.commit(b"head")
-        self.assertGreaterEqual(self.two.errors, 2)
+        yield self.assertFailure(self.two.remove(b"other"), RedisUnavailable)
+        self.assertGreaterEqual(self.two.errors, 3)
         # What was stored locally still serves this instance.
         self.assertEqual(b"".join(self.two.peek(b"k").chunks()), b"body")
 
