@@ -16,9 +16,9 @@ from .sources import ADAPTER, modules
 #: Lowest first; a module belongs to the first entry naming it or a package above it.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dualproxy", "dualproxy.http", "dualproxy.interfaces", "dualproxy.settings", "dualproxy.plugins",
-     "dualproxy.twistedcompat"),
+     "dualproxy.twistedcompat", "dualproxy.proxyprotocol"),
     ("dualproxy.core",),
-    ("dualproxy.tls", "dualproxy.listeners", "dualproxy.metrics", "dualproxy.accesslog"),
+    ("dualproxy.tls", "dualproxy.listeners", "dualproxy.metrics", "dualproxy.accesslog", "dualproxy.redis"),
     ("dualproxy.relay",),
     ("dualproxy.server", "dualproxy.interception", "dualproxy.routing", "dualproxy.policy", "dualproxy.filters", "dualproxy.cache",
      "dualproxy.admin"),
