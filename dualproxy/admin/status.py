@@ -61,6 +61,7 @@ def document(service) -> dict:
             } for backend in pool.backends],
         })
     cache = service.cacheIfBuilt()
+    redis = service.lasting.redis
     return {
         "version": __version__,
         "pid": os.getpid(),
@@ -80,6 +81,9 @@ def document(service) -> dict:
             "hits": cache.stats.hits, "misses": cache.stats.misses, "revalidations": cache.stats.revalidations,
             "stale": cache.stats.stale, "stored": cache.stats.stored, "bytes": cache.bytesStored,
             "evictions": cache.evictions, "hit_ratio": round(cache.hitRatio, 4),
+        },
+        "redis": None if redis is None else {
+            "endpoint": redis.endpointDescription, "up": redis.up, "failures": redis.failures,
         },
         "reloads": dict(metrics.reloads),
         "config": _configDocument(config),

@@ -5,6 +5,7 @@ two stores on two clients stand for two proxy instances.
 
 from __future__ import annotations
 
+import json
 import signal
 
 from twisted.internet import defer
@@ -12,6 +13,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from dualproxy.admin.status import document
 from dualproxy.cache.redisstore import RedisStore, pack
 from dualproxy.config import ConfigError, fromDict
 from dualproxy.plugins import findModes
@@ -20,6 +22,7 @@ from dualproxy.redis.protocol import RedisError
 from dualproxy.service.root import Lasting
 
 from ..redisserver import startRedis
+from .support import Proxy
 
 
 class ClientTests(TestCase):
@@ -221,3 +224,18 @@ class StoreTests(TestCase):
         config = fromDict({"mode": "reverse", "cache": {"store": "redis"}}, findModes())
         error = self.assertRaises(ConfigError, Lasting.start(config, Clock()).cache.get)
         self.assertEqual(str(error), "cache.store: the redis store needs a [redis] table")
+
+
+class ProxyServiceTests(TestCase):
+    @inlineCallbacks
+    def test_statusShowsRedisAndHidesItsPassword(self):
+        server = yield startRedis(self, "--requirepass", "s3cret")
+        proxy = Proxy({"mode": "reverse", "redis": {"endpoint": server.endpoint, "password": "s3cret"},
+                       "reverse": {"pools": {"app": {"backends": ["http://127.0.0.1:1"]}},
+                                   "routes": [{"pool": "app"}]}})
+        self.addCleanup(proxy.stop)
+        yield proxy.service.lasting.redis.whenConnected()
+        status = document(proxy.service)
+        self.assertEqual(status["redis"], {"endpoint": server.endpoint, "up": True, "failures": 0})
+        self.assertEqual(status["config"]["redis"]["password"], "<redacted>")
+        self.assertNotIn("s3cret", json.dumps(status))
