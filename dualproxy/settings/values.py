@@ -261,15 +261,9 @@ def endpoint(key: str, value: Any) -> str:
     A Twisted server endpoint string, parsed (not listened on) to be sure
     it names a known type with valid arguments.
     """
-    from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    description = nonEmptyString(key, value)
-    try:
-        serverFromString(reactor, description)
-    except Exception as e:
-        raise ConfigError(key, f"bad endpoint {description!r}: {oneLine(str(e)) or type(e).__name__}")
-    return description
+    return _endpoint(key, value, serverFromString)
 
 
 def clientEndpoint(key: str, value: Any) -> str:
@@ -277,12 +271,17 @@ def clientEndpoint(key: str, value: Any) -> str:
     A Twisted client endpoint string (C{tcp:HOST:PORT}, C{unix:PATH}),
     parsed, not connected.
     """
-    from twisted.internet import reactor
     from twisted.internet.endpoints import clientFromString
+
+    return _endpoint(key, value, clientFromString)
+
+
+def _endpoint(key: str, value: Any, parse: Callable[[Any, str], Any]) -> str:
+    from twisted.internet import reactor
 
     description = nonEmptyString(key, value)
     try:
-        clientFromString(reactor, description)
+        parse(reactor, description)
     except Exception as e:
         raise ConfigError(key, f"bad endpoint {description!r}: {oneLine(str(e)) or type(e).__name__}")
     return description

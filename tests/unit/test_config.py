@@ -23,6 +23,7 @@ from dualproxy.settings.model import (
     ForwardSettings,
     ParentProxy,
     ParentRule,
+    RedisSettings,
     ReverseSettings,
     Timeouts,
     UpstreamSettings,
@@ -568,3 +569,21 @@ class DnsSettingsTests(SynchronousTestCase):
             self.assertEqual((error.key, problem in error.problem), (key, True), f"{dns!r}: {error}")
         error = self.assertRaises(ConfigError, fromDict, {"reverse": {"dns": []}})
         self.assertEqual(str(error), "reverse.dns: expected a table, got an array")
+
+
+class RedisSettingsTests(SynchronousTestCase):
+    def test_offWithoutATable(self):
+        self.assertIsNone(fromDict({}, findModes()).redis)
+
+    def test_defaultsAndValues(self):
+        self.assertEqual(fromDict({"redis": {}}, findModes()).redis, RedisSettings())
+        settings = fromDict({"redis": {"endpoint": "unix:/run/redis.sock", "timeout": 0.2, "database": 2,
+                                       "username": "proxy", "password": "pw", "prefix": "edge:"}}, findModes()).redis
+        self.assertEqual(settings, RedisSettings("unix:/run/redis.sock", 0.2, 2, "proxy", "pw", "edge:"))
+
+    def test_errorsNameTheKey(self):
+        for table, key in (({"endpoint": "nonsense:x"}, "redis.endpoint"), ({"timeout": -1}, "redis.timeout"),
+                           ({"database": -1}, "redis.database"), ({"host": "x"}, "redis.host")):
+            with self.assertRaises(ConfigError) as caught:
+                fromDict({"redis": table}, findModes())
+            self.assertEqual(caught.exception.key, key, table)
