@@ -36,16 +36,6 @@ _log = Logger()
 _BUFFER_FIELDS = ("dataBuffer", "offset", "_tempDataLen", "_writeDisconnected")
 
 
-def socketTransport(transport) -> Optional[FileDescriptor]:
-    """
-    The transport that owns the socket, under any TLS layers; None if there
-    is none (a test's in-memory transport).
-    """
-    while transport is not None and not isinstance(transport, FileDescriptor):
-        transport = getattr(transport, "transport", None)
-    return transport
-
-
 def bottomTransport(transport):
     """
     The transport under any TLS layers: where bytes meant to precede TLS
@@ -54,6 +44,15 @@ def bottomTransport(transport):
     while getattr(transport, "transport", None) is not None:
         transport = transport.transport
     return transport
+
+
+def socketTransport(transport) -> Optional[FileDescriptor]:
+    """
+    The transport that owns the socket, under any TLS layers; None if there
+    is none (a test's in-memory transport).
+    """
+    bottom = bottomTransport(transport)
+    return bottom if isinstance(bottom, FileDescriptor) else None
 
 
 def buffered(transport) -> bool:

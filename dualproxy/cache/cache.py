@@ -276,8 +276,8 @@ class HTTPCache:
         else:
             self.stats.misses += 1
         outgoing = RequestHead(head.method, head.target, head.version, headers, head.framing, head.length)
-        fill = _Fill(self, exchange, exchange.request, outgoing, key, decision, stale, entry, lockKey, background)
-        fill.index = index
+        fill = _Fill(self, exchange, exchange.request, outgoing, key, decision, stale, entry, lockKey, background,
+                     index)
         forward(exchange, outgoing, fill)
 
     def _find(self, key: bytes, head: RequestHead, get: Callable[[bytes], object]):
@@ -627,7 +627,7 @@ class _Fill(_Storing):
 
     def __init__(self, cache: HTTPCache, exchange, request: RequestHead, outgoing: RequestHead, key: bytes,
                  decision: Decision, stale: Optional[StoredResponse], entry, lockKey: Optional[bytes],
-                 background: bool):
+                 background: bool, index: Optional[VaryIndex]):
         super().__init__(cache, exchange)
         self.request = request
         self.outgoing = outgoing
@@ -640,7 +640,7 @@ class _Fill(_Storing):
         self.taken = False
         self.bodyToClient = True
         # The URI's vary index as the lookup found it.
-        self.index: Optional[VaryIndex] = None
+        self.index = index
 
     def abandoned(self) -> None:
         lockKey, self.lockKey = self.lockKey, None
