@@ -469,10 +469,22 @@ class IRateLimiterFactory(Interface):
 
         @param options: the C{rate_limit} table's settings other than C{key}
             and C{limiter} (a mapping, e.g. C{{"rate": 10, "burst": 20}}).
-        @param resources: an L{IPluginResources}.
+        @param resources: an L{IRateLimiterResources}.
         @raise ValueError: naming the option that is wrong.
         @return: an L{IRateLimiter}.
         """
+
+
+class IRateLimiterResources(IPluginResources):
+    """
+    What a rate limiter's factory is lent: the proxy's resources, and which
+    limit it builds, so that buckets in a shared store are kept apart.
+    """
+
+    label = Attribute(
+        "The limit's label in the metrics, as str: 'route:HOST/PREFIX', 'pool:NAME', 'forward' or 'socks'. "
+        "The same for every instance running one configuration, and across reloads."
+    )
 
 
 class IRateLimiter(Interface):
@@ -501,5 +513,6 @@ class IRateLimiter(Interface):
 
         @return: a mapping with at least C{allowed} and C{rejected}
             (requests since start), C{keys} (buckets tracked) and
-            C{saturated} (buckets with less than one token).
+            C{saturated} (buckets with less than one token); a limiter
+            that asks a server adds C{errors} (answers it could not get).
         """

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..core.exchange import ExchangeContext
+from ..core.exchange import ExchangeContext, proceed
 from ..http.message import NO_BODY, Headers, Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import DESTINATION_IP_PROHIBITED, HTTP_REQUEST_DENIED, PROXY_LOOP_DETECTED
 from ..http.rules import (
@@ -120,9 +120,18 @@ class ForwardHandler:
         client already admitted and authenticated (an intercepted tunnel's
         requests come here too).
         """
+        if self.rateLimit is None:
+            self._admitted(None, exchange)
+            return
+        checked = self.rateLimit.check(exchange.clientHost, exchange.request.headers, exchange.user,
+                                       self.reactor.seconds())
+        proceed(exchange, checked, self._admitted, exchange)
+
+    def _admitted(self, _, exchange) -> None:
+        """
+        Relay or tunnel a request its rate limit let through.
+        """
         head = exchange.request
-        if self.rateLimit is not None:
-            self.rateLimit.check(exchange.clientHost, head.headers, exchange.user, self.reactor.seconds())
         if self._seenBefore(head.headers):
             raise Refusal(508, "proxy loop detected: this request already passed through this proxy",
                           errorType=PROXY_LOOP_DETECTED)

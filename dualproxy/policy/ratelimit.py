@@ -15,16 +15,26 @@ import math
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Tuple
 
+from twisted.internet.defer import Deferred
 from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..http.message import Headers, Refusal
+from ..http.proxystatus import PROXY_INTERNAL_ERROR
 from ..interfaces import IRateLimiter, IRateLimiterFactory
 from ..plugins import checkOptions, positiveOption
 
 # Keys longer than this (a client-chosen header value) are stored as their
 # hash, so that max_keys bounds memory and not just the number of buckets.
 _MAX_KEY_LENGTH = 64
+
+
+class LimiterUnavailable(Exception):
+    """
+    A limiter could not tell whether a request may go (its store gave no
+    answer) and is set to refuse it then.
+    """
 
 
 class TokenBucket:
@@ -119,13 +129,24 @@ class MemoryRateLimiterFactory:
 
     def __call__(self, options: Mapping, resources=None) -> MemoryRateLimiter:
         checkOptions(options, ("rate", "burst", "max_keys"), "the memory limiter")
-        rate = options.get("rate")
-        if not (_isNumber(rate) and rate > 0):
-            raise ValueError(f"rate: expected a positive number of requests per second, got {rate!r}")
-        burst = options.get("burst", max(1.0, rate))
-        if not (_isNumber(burst) and burst >= 1):
-            raise ValueError(f"burst: expected a number of requests of 1 or more, got {burst!r}")
-        return MemoryRateLimiter(float(rate), float(burst), positiveOption(options, "max_keys", 100000))
+        rate, burst = bucketOptions(options)
+        return MemoryRateLimiter(rate, burst, positiveOption(options, "max_keys", 100000))
+
+
+def bucketOptions(options: Mapping) -> Tuple[float, float]:
+    """
+    A limiter's C{rate} and C{burst} options, checked; the burst defaults
+    to the rate, and is at least one request.
+
+    @raise ValueError: naming the option that is wrong.
+    """
+    rate = options.get("rate")
+    if not (_isNumber(rate) and rate > 0):
+        raise ValueError(f"rate: expected a positive number of requests per second, got {rate!r}")
+    burst = options.get("burst", max(1.0, rate))
+    if not (_isNumber(burst) and burst >= 1):
+        raise ValueError(f"burst: expected a number of requests of 1 or more, got {burst!r}")
+    return float(rate), float(burst)
 
 
 memory = MemoryRateLimiterFactory()
@@ -158,16 +179,35 @@ class RateLimit:
             return "user:" + _compact(user)
         return "address:" + _compact(address or "unknown")
 
-    def check(self, address: Optional[str], headers: Headers, user: Optional[str], now: float) -> None:
+    def check(self, address: Optional[str], headers: Headers, user: Optional[str], now: float) -> Optional[Deferred]:
         """
         Count a request against its client's bucket.
 
         @raise Refusal: 429 with C{Retry-After} when the bucket is empty.
+        @return: None, the request may go; or, from a limiter that asks a
+            server, a Deferred firing None or failing with that 429, or a
+            503 when the limiter could not tell and refuses then (see
+            L{dualproxy.core.exchange.proceed}).
         """
         wait = self.limiter.take(self.keyFor(address, headers, user), now)
+        if not wait:
+            return None
+        if isinstance(wait, Deferred):
+            return wait.addCallbacks(self._answered, self._unavailable)
+        raise self._exceeded(wait)
+
+    def _exceeded(self, wait: float) -> Refusal:
+        return Refusal(429, f"rate limit exceeded for {self.what}",
+                       [(b"Retry-After", b"%d" % math.ceil(wait))], errorType="http_request_denied")
+
+    def _answered(self, wait: float) -> None:
         if wait > 0:
-            raise Refusal(429, f"rate limit exceeded for {self.what}",
-                          [(b"Retry-After", b"%d" % math.ceil(wait))], errorType="http_request_denied")
+            raise self._exceeded(wait)
+
+    def _unavailable(self, failure: Failure) -> None:
+        failure.trap(LimiterUnavailable)
+        raise Refusal(503, f"the rate-limit store for {self.what} is unavailable", [(b"Retry-After", b"1")],
+                      errorType=PROXY_INTERNAL_ERROR)
 
 
 def _isNumber(value) -> bool:

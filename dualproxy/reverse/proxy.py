@@ -17,7 +17,7 @@ from ..http.message import Refusal, RequestHead, ResponseHead
 from ..http.proxystatus import DESTINATION_UNAVAILABLE
 from ..http.rules import Hop, RewritePolicy, absoluteTarget, offeredUpgrade, rewriteRequest, rewriteResponse
 from ..interfaces import IExchangeHandler
-from ..core.exchange import ExchangeContext
+from ..core.exchange import ExchangeContext, proceed
 from ..relay.client import isIdempotent
 from ..relay.connect import connectHost, outOfResources
 from ..relay.pool import ConnectionPool
@@ -63,11 +63,22 @@ class PoolTarget(Target):
     def serve(self, request: RoutingRequest) -> None:
         exchange = request.exchange
         exchange.context.pool = self.pool.name
+        if self.rateLimit is None:
+            self._admitted(None, request)
+            return
+        handler = self.handler
+        # Before the cache: a limited client gets no hits either.
+        checked = self.rateLimit.check(handler.clientAddress(exchange), exchange.request.headers, None,
+                                       handler.reactor.seconds())
+        proceed(exchange, checked, self._admitted, request)
+
+    def _admitted(self, _, request: RoutingRequest) -> None:
+        """
+        Serve a request its rate limit let through.
+        """
+        exchange = request.exchange
         incoming = exchange.request
         handler = self.handler
-        if self.rateLimit is not None:
-            # Before the cache: a limited client gets no hits either.
-            self.rateLimit.check(handler.clientAddress(exchange), incoming.headers, None, handler.reactor.seconds())
         host = incoming.headers.get(b"host")
         cache = self.cache
         if cache is not None:

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..accesslog import AccessLog, AccessLogFile
-from ..interfaces import IPluginResources, IRateLimiter
+from ..interfaces import IPluginResources, IRateLimiter, IRateLimiterResources
 from ..listeners import PAUSES, ListenerService
 from ..metrics import Metrics
 from ..plugins import loadRateLimiter
@@ -82,6 +82,18 @@ class Lasting:
                           self.redisSettings)
         lasting.cache = self.cache.successor(config.cache, lasting)
         return lasting
+
+
+@implementer(IRateLimiterResources)
+class LimiterResources:
+    """
+    The resources lent to the factory of the limit labelled C{label}.
+    """
+
+    def __init__(self, resources: IPluginResources, label: str):
+        self.reactor = resources.reactor
+        self.redis = resources.redis
+        self.label = label
 
 
 class ProxyService(MultiService):
@@ -170,7 +182,7 @@ class ProxyService(MultiService):
         @param key: the table's dotted key, for configuration errors.
         @param what: what it limits, for the 429 answer ("pool app").
         """
-        limiter = loadRateLimiter(settings, key, self.lasting)
+        limiter = loadRateLimiter(settings, key, LimiterResources(self.lasting, label))
         self.rateLimiters.append((label, limiter))
         return RateLimit(limiter, settings.key, what)
 
@@ -237,9 +249,16 @@ class ProxyService(MultiService):
             ("dualproxy_ratelimit_allowed", "Requests a rate limit let through.", "allowed"),
             ("dualproxy_ratelimit_saturated_keys", "Clients out of tokens now, per limiter.", "saturated"),
             ("dualproxy_ratelimit_keys", "Clients tracked now, per limiter.", "keys"),
+            ("dualproxy_ratelimit_errors", "Requests a rate limit got no answer for from its store.", "errors"),
         ):
-            kind = "counter" if field in ("rejected", "allowed") else "gauge"
+            kind = "counter" if field in ("rejected", "allowed", "errors") else "gauge"
             metrics.addGauge(name, help, kind, self._limiterStat(field))
+        redis = self.lasting.redis
+        if redis is not None:
+            metrics.addGauge("dualproxy_redis_up", "Whether the connection to Redis is ready (1) or not (0).",
+                             "gauge", lambda: [({}, 1.0 if redis.up else 0.0)])
+            metrics.addGauge("dualproxy_redis_failures", "Redis commands that got no answer.", "counter",
+                             lambda: [({}, redis.failures)])
 
     def _cacheStat(self, read: Callable[[object], float]):
         def sample():
@@ -249,7 +268,8 @@ class ProxyService(MultiService):
         return sample
 
     def _limiterStat(self, field: str):
-        return lambda: [({"limiter": label}, limiter.stats(self.reactor.seconds())[field])
+        # Fields beyond the required ones (errors) count as 0 when absent.
+        return lambda: [({"limiter": label}, limiter.stats(self.reactor.seconds()).get(field, 0))
                         for label, limiter in self.rateLimiters]
 
     # Reloading

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
-from typing import Callable, Dict, FrozenSet, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -113,10 +113,11 @@ class SocksHandler:
         self._verified[key] = user
         return True
 
-    def refusal(self, session: Session, host: str, port: int) -> Optional[str]:
+    def refusal(self, session: Session, host: str, port: int) -> Union[None, str, Deferred]:
         """
         Why a tunnel to C{host}:C{port} is refused before anything is
-        resolved (port, destination, rate limit), or None.
+        resolved (port, destination, rate limit), or None; a Deferred
+        firing with either when the rate limit asks a shared store.
         """
         if not self.settings.allowsPort(port):
             return f"port {port} is not in socks.ports"
@@ -125,9 +126,11 @@ class SocksHandler:
             return reason
         if self.rateLimit is not None:
             try:
-                self.rateLimit.check(session.clientHost, Headers(), session.user, self.reactor.seconds())
+                checked = self.rateLimit.check(session.clientHost, Headers(), session.user, self.reactor.seconds())
             except Refusal as refused:
                 return refused.reason
+            if checked is not None:
+                return checked.addErrback(_refusedReason)
         return None
 
     def connect(self, host: str, port: int) -> Deferred:
@@ -140,6 +143,11 @@ class SocksHandler:
     def _addressRefusal(self, address: str) -> Optional[Refusal]:
         reason = self.destinations.checkAddress(address)
         return None if reason is None else Refusal(403, reason, errorType=DESTINATION_IP_PROHIBITED)
+
+
+def _refusedReason(failure: Failure) -> str:
+    failure.trap(Refusal)
+    return failure.value.reason
 
 
 def replyFor(failure: Failure, destination: str) -> Tuple[int, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -95,8 +96,19 @@ class SocksConnection(Protocol):
         self.transport.pauseProducing()
         host = f"[{event.host}]" if ":" in event.host else event.host
         destination = self.session.destination = f"{host}:{event.port}"
+        reason = self.factory.handler.refusal(self.session, event.host, event.port)
+        if isinstance(reason, Deferred):
+            reason.addCallback(self._checked, event, destination).addErrback(self._notOpened, destination)
+            return
+        self._checked(reason, event, destination)
+
+    def _checked(self, reason: Optional[str], event: protocol.Connect, destination: str) -> None:
+        """
+        Refuse the tunnel, or open it.
+        """
+        if self._gone:
+            return
         handler = self.factory.handler
-        reason = handler.refusal(self.session, event.host, event.port)
         if reason is not None:
             _log.info("SOCKS tunnel for {client} to {destination} refused: {reason}",
                       client=self.session.clientHost or "-", destination=destination, reason=reason)

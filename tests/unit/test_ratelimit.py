@@ -184,7 +184,7 @@ class LoadTests(SynchronousTestCase):
 
     def test_errors(self):
         for settings, message in (
-            (RateLimitSettings(1.0, limiter="redis"), "forward.rate_limit.limiter: unknown limiter 'redis' (known: "),
+            (RateLimitSettings(1.0, limiter="nope"), "forward.rate_limit.limiter: unknown limiter 'nope' (known: "),
             (RateLimitSettings(1.0, options={"max_keys": 0}), "forward.rate_limit.max_keys: expected a positive"),
             (RateLimitSettings(1.0, options={"maxkeys": 1}), "forward.rate_limit.maxkeys: unknown option"),
         ):
