@@ -1,8 +1,7 @@
 """
-The built-in rate limiters, found like third-party ones.
+The built-in rate limiter, found like third-party ones.
 """
 
 from dualproxy.policy.ratelimit import memory
-from dualproxy.policy.redislimit import redis
 
-__all__ = ["memory", "redis"]
+__all__ = ["memory"]
