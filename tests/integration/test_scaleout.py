@@ -34,6 +34,11 @@ cache = true
 [[reverse.routes]]
 prefix = "/"
 pool = "app"
+
+[[reverse.routes]]
+prefix = "/limited/"
+pool = "app"
+rate_limit = {{ limiter = "redis", rate = 0.01, burst = 3 }}
 """
 
 
@@ -79,3 +84,18 @@ class TwoInstancesTests(TwistdTestCase):
         # the purge missed, the second hit what the first stored.
         self.assertEqual(self.origin.count("/page"), 2)
         self.assertIn("hit", header(head, "Cache-Status"))
+
+    @inlineCallbacks
+    def test_sharedRateLimit(self):
+        """
+        One client's burst of 3 is spent across both instances: the fourth
+        request, whichever instance gets it, waits for the next token.
+        """
+        self.origin.script("/limited/x", b"limited body")
+        statuses = []
+        for instance in (0, 1, 0, 1):
+            status, head, _ = yield self.fetch(instance, "/limited/x")
+            statuses.append(status)
+        self.assertEqual(statuses, [200, 200, 200, 429])
+        self.assertEqual(header(head, "Retry-After"), "100")
+        self.assertEqual(self.origin.count("/limited/x"), 3)
