@@ -20,7 +20,8 @@ from dualproxy.policy.ratelimit import LimiterUnavailable
 from dualproxy.policy.redislimit import redis as redisLimiter
 
 from ..redisserver import startRedis
-from .support import REPEAT_CLIENT, Origin, Proxy, pythonClient
+from .support import REPEAT_CLIENT, Origin, Proxy, curl, pythonClient
+from .test_socks import CURL_SOCKS_REFUSED
 
 
 class Resources:
@@ -216,3 +217,25 @@ class ProxyTests(TestCase):
         yield self.server.stop()
         answers = yield self.answers(proxy, 2, "/name")
         self.assertEqual(answers, [[200, None, "a"]] * 2)
+
+    @inlineCallbacks
+    def test_socksTunnels(self):
+        """
+        SOCKS tunnels wait for the shared bucket too: the second within the
+        burst of 1 is refused, and so is every one while Redis is down and
+        the limit fails closed.
+        """
+        proxy = yield self.proxy({"mode": "socks", "socks": {
+            "allow_destinations": ["127.0.0.0/8"], "ports": ["1-65535"],
+            "rate_limit": {"rate": 0.01, "burst": 1, "limiter": "redis", "on_error": "deny"}}})
+        out, err, code = yield curl("--socks5", proxy.address, self.origin.url("/name"))
+        self.assertEqual((code, out), (0, b"a"), err)
+        codes = []
+        for stop in (False, True):
+            if stop:
+                yield self.server.stop()
+            _, _, code = yield curl("--socks5", proxy.address, self.origin.url("/name"))
+            codes.append(code)
+        self.assertEqual(codes, [CURL_SOCKS_REFUSED] * 2)
+        self.assertEqual(self.origin.connections, 1)
+        self.assertEqual(self.gauge(proxy, "dualproxy_ratelimit_errors"), [({"limiter": "socks"}, 1)])
