@@ -149,39 +149,39 @@ class AcmeClient:
             loadOrCreateKey(os.path.join(self._accountDirectory, "key.pem")), None))
         net = client.ClientNetwork(key, alg=jose.ES256, verify_ssl=self.verify, user_agent=USER_AGENT)
         directory = client.ClientV2.get_directory(self.directoryURL, net)
-        acme = client.ClientV2(directory, net)
+        ca = client.ClientV2(directory, net)
         registrationPath = os.path.join(self._accountDirectory, "registration.json")
         try:
             with open(registrationPath, "rb") as f:
                 net.account = messages.RegistrationResource.json_loads(f.read())
         except FileNotFoundError:
             registration = messages.NewRegistration(contact=self.contact, terms_of_service_agreed=True)
-            net.account = acme.new_account(registration)
+            net.account = ca.new_account(registration)
             writePrivate(registrationPath, net.account.json_dumps().encode("utf-8"))
             log.info("Registered ACME account {uri} at {directory}", uri=net.account.uri,
                      directory=self.directoryURL)
-        self._client = acme
+        self._client = ca
         return net.account.uri
 
     def _obtain(self, names: List[str]) -> CertificatePaths:
         self._register()
-        acme = self._client
+        ca = self._client
         directory = certificateDirectory(self.storage, names[0])
         keyPEM = newPrivateKeyPEM()
-        order = acme.new_order(crypto_util.make_csr(keyPEM, names))
+        order = ca.new_order(crypto_util.make_csr(keyPEM, names))
         published = []
         try:
             for authorization in order.authorizations:
                 if authorization.body.status == messages.STATUS_VALID:
                     continue
                 challenge = self._http01(authorization)
-                response, validation = challenge.response_and_validation(acme.net.key)
+                response, validation = challenge.response_and_validation(ca.net.key)
                 token = challenge.chall.encode("token")
                 self._onReactor(self.publish, token, validation)
                 published.append(token)
-                acme.answer_challenge(challenge, response)
+                ca.answer_challenge(challenge, response)
             deadline = datetime.datetime.now() + ORDER_TIMEOUT
-            order = acme.poll_and_finalize(order, deadline)
+            order = ca.poll_and_finalize(order, deadline)
         finally:
             for token in published:
                 self._onReactor(self.withdraw, token)
