@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 from .plugins import findModes
 from .settings import tables, values
 from .settings.model import (
+    AcmeSettings,
     AdminSettings,
     CacheSettings,
     Config,
@@ -134,6 +135,23 @@ def _cache(table: Mapping[str, Any], base: str) -> CacheSettings:
     return CacheSettings(store_options=MappingProxyType(options), **settings)
 
 
+def _acme(table: Mapping[str, Any], base: str) -> AcmeSettings:
+    parsers: Dict[str, Callable[[str, Any], Any]] = {
+        "directory": values.acmeDirectory,
+        "storage": lambda key, value: values.path(key, value, base),
+        "contact": values.arrayOf(values.acmeContact),
+        "domains": values.arrayOf(values.acmeDomain),
+        "ca": lambda key, value: values.path(key, value, base),
+        "challenge": lambda key, value: values.oneOf(key, value, ("http-01", "tls-alpn-01")),
+    }
+    if "directory" not in table:
+        raise ConfigError("tls.acme.directory", "missing (the CA's ACME directory URL, "
+                                                "e.g. https://acme-v02.api.letsencrypt.org/directory)")
+    settings = values.parsed(table, "tls.acme.", parsers)
+    settings.setdefault("storage", values.path("tls.acme.storage", "acme", base))
+    return AcmeSettings(**settings)
+
+
 def _tls(table: Mapping[str, Any], base: str) -> TLSSettings:
     parsers: Dict[str, Callable[[str, Any], Any]] = {
         "listen": values.arrayOf(values.endpoint),
@@ -146,12 +164,15 @@ def _tls(table: Mapping[str, Any], base: str) -> TLSSettings:
         "client_subject_header": values.fieldName,
         "hsts": values.headerValue,
         "redirect_http": values.boolean,
+        "acme": lambda key, value: _acme(values.table(key, value), base),
     }
     settings = TLSSettings(**values.parsed(table, "tls.", parsers))
     if settings.min_version not in ("TLSv1.2", "TLSv1.3"):
         raise ConfigError("tls.min_version", f"{settings.min_version!r} is not TLSv1.2 or TLSv1.3")
-    if settings.listen and not settings.certificates:
-        raise ConfigError("tls.certificates", "TLS listeners need at least one certificate")
+    if settings.listen and not settings.certificates and settings.acme is None:
+        raise ConfigError("tls.certificates", "TLS listeners need at least one certificate (or a [tls.acme] table)")
+    if settings.acme is not None and not settings.listen:
+        raise ConfigError("tls.acme", "certificates over ACME are for TLS listeners: set tls.listen")
     return settings
 
 

@@ -8,6 +8,7 @@ protocol work stays in L{twisted.protocols.tls}.
 
 from __future__ import annotations
 
+import datetime
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from cryptography import x509
@@ -40,6 +41,7 @@ __all__ = [
     "CertificatePair",
     "loadPair",
     "ServerTLS",
+    "CertificateBook",
     "serverContext",
     "peerSubject",
     "clientCreator",
@@ -177,6 +179,20 @@ def loadPair(certPath: str, keyPath: str) -> CertificatePair:
     return CertificatePair(certPath, keyPath, chain, key)
 
 
+def validity(certificate: x509.Certificate) -> Tuple[float, float]:
+    """
+    When C{certificate} starts and stops being valid, in POSIX seconds.
+    """
+    # cryptography before 42 has only the naive UTC datetimes.
+    before = getattr(certificate, "not_valid_before_utc", None)
+    after = getattr(certificate, "not_valid_after_utc", None)
+    if before is None or after is None:
+        utc = datetime.timezone.utc
+        before = certificate.not_valid_before.replace(tzinfo=utc)
+        after = certificate.not_valid_after.replace(tzinfo=utc)
+    return before.timestamp(), after.timestamp()
+
+
 class _Generation:
     """
     The named contexts built from one reading of the files.  It chooses for
@@ -213,7 +229,77 @@ class _Generation:
             connection.set_context(context)
 
 
-def _pairContext(pair: CertificatePair, minimumVersion: int, alpn: Sequence[bytes]) -> SSL.Context:
+class CertificateBook:
+    """
+    Certificates that change while the proxy runs (obtained over ACME), by
+    the name each was obtained for, and the TLS-ALPN-01 challenges in
+    progress.  Listeners that present them take each new generation at
+    their next connection; connections already made keep theirs.
+
+    @ivar placeholder: presented for a name whose certificate is not
+        there yet, when no configured certificate is either.
+    """
+
+    def __init__(self, placeholder: CertificatePair) -> None:
+        self.placeholder = placeholder
+        self.generation = 0
+        self._pairs: Dict[str, CertificatePair] = {}
+        self._challenges: Dict[str, Tuple[x509.Certificate, object]] = {}
+
+    def pairs(self) -> List[CertificatePair]:
+        return list(self._pairs.values())
+
+    def get(self, name: str) -> Optional[CertificatePair]:
+        return self._pairs.get(name)
+
+    def put(self, name: str, pair: CertificatePair) -> None:
+        self._pairs[name] = pair
+        self.generation += 1
+
+    def offerChallenge(self, name: str, certificate: x509.Certificate, key) -> None:
+        """
+        Present C{certificate} to TLS-ALPN-01 validation of C{name} until
+        L{withdrawChallenge}.
+        """
+        self._challenges[_normalise(name)] = (certificate, key)
+
+    def withdrawChallenge(self, name: str) -> None:
+        self._challenges.pop(_normalise(name), None)
+
+    def answerChallenge(self, connection: SSL.Connection, offered: List[bytes]) -> Optional[bytes]:
+        """
+        In the ALPN callback: for a validation server's hello naming a
+        challenge in progress, switch the connection to the challenge
+        certificate and choose C{acme-tls/1}; None for every other client.
+        OpenSSL picks the certificate after ALPN (and after SNI, which may
+        have switched the context: so every context asks the book).
+        """
+        if not self._challenges or not isChallengeHello(offered):
+            return None
+        name = connection.get_servername()
+        challenge = self._challenges.get(_normalise(name.decode("ascii", "replace"))) if name else None
+        if challenge is None:
+            return None
+        connection.use_certificate(challenge[0])
+        connection.use_privatekey(challenge[1])
+        return ACME_TLS_ALPN
+
+
+#: The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+ACME_TLS_ALPN = b"acme-tls/1"
+
+
+def isChallengeHello(offered: List[bytes]) -> bool:
+    """
+    Whether a client's ALPN offer is a validation server's: RFC 8737
+    section 3 has it offer C{acme-tls/1} and nothing else, so an ordinary
+    client that also lists it still gets the normal certificate.
+    """
+    return offered == [ACME_TLS_ALPN]
+
+
+def _pairContext(pair: CertificatePair, minimumVersion: int, alpn: Sequence[bytes],
+                 book: Optional[CertificateBook] = None) -> SSL.Context:
     """
     A server context presenting C{pair}, with the secure defaults every
     listening context shares (ciphers are set last, by the caller).
@@ -232,6 +318,10 @@ def _pairContext(pair: CertificatePair, minimumVersion: int, alpn: Sequence[byte
         preferred = tuple(alpn)
 
         def select(connection: SSL.Connection, offered: List[bytes]):
+            if book is not None:
+                challenge = book.answerChallenge(connection, offered)
+                if challenge is not None:
+                    return challenge
             for protocol in preferred:
                 if protocol in offered:
                     return protocol
@@ -266,7 +356,8 @@ class ServerTLS:
 
     @param pairs: the certificates to choose among, earlier ones winning
         when several cover a name.
-    @param default: presented when no pair fits.
+    @param default: presented when no pair fits; None, with a C{book}: its
+        first certificate, or its placeholder until it has one.
     @param minimumVersion: C{"TLSv1.2"} or C{"TLSv1.3"}.
     @param alpn: protocols the server speaks, preferred first; h2 only when
         the caller can serve it.
@@ -277,17 +368,21 @@ class ServerTLS:
         still verify).
     @param ciphers: an OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are
         all modern already).
+    @param book: certificates obtained at run time, presented after
+        C{pairs} (and by default when C{pairs} is empty), and the
+        TLS-ALPN-01 challenges to answer.
     """
 
     def __init__(
         self,
         pairs: Sequence[CertificatePair],
-        default: CertificatePair,
+        default: Optional[CertificatePair],
         minimumVersion: str = "TLSv1.2",
         alpn: Sequence[bytes] = (b"http/1.1",),
         clientCA: Optional[str] = None,
         clientCertificateOptional: bool = False,
         ciphers: str = _CIPHERS.decode("ascii"),
+        book: Optional[CertificateBook] = None,
     ) -> None:
         if minimumVersion not in _VERSIONS:
             raise TLSConfigError(
@@ -302,15 +397,23 @@ class ServerTLS:
             SSL.Context(SSL.TLS_SERVER_METHOD).set_cipher_list(self._ciphers)
         except SSL.Error:
             raise TLSConfigError(f"no usable cipher in {ciphers!r}")
+        self._book = book
         self._pairs = list(pairs)
         self._default = default
         self._context = self._build(self._pairs, self._default)
 
-    def _build(self, pairs: Sequence[CertificatePair], default: CertificatePair) -> SSL.Context:
+    def _build(self, pairs: Sequence[CertificatePair], default: Optional[CertificatePair]) -> SSL.Context:
         """
         The default context of a new generation, which every connection
         starts from.
         """
+        book = self._book
+        if book is not None:
+            self._seen = book.generation
+            obtained = book.pairs()
+            pairs = list(pairs) + obtained
+            if default is None:
+                default = obtained[0] if obtained else book.placeholder
         authorities = _loadCertificates(self._clientCA) if self._clientCA is not None else []
         generation = _Generation([(pair, self._contextFor(pair, authorities)) for pair in pairs])
         return self._contextFor(default, authorities, generation.chooseContext)
@@ -321,7 +424,7 @@ class ServerTLS:
         # After SNI switches a connection to another context, OpenSSL reads
         # the certificate and ALPN callback from that context but keeps the
         # connection's options and verify mode: every context gets them all.
-        context = _pairContext(pair, self._minimumVersion, self._alpn)
+        context = _pairContext(pair, self._minimumVersion, self._alpn, self._book)
         if authorities:
             store = context.get_cert_store()
             for authority in authorities:
@@ -339,6 +442,9 @@ class ServerTLS:
         return context
 
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
+        book = self._book
+        if book is not None and book.generation != self._seen:
+            self._context = self._build(self._pairs, self._default)
         return tlsConnection(self._context)
 
     def reload(self) -> None:
@@ -350,7 +456,7 @@ class ServerTLS:
             in use stay.
         """
         pairs = [loadPair(pair.certPath, pair.keyPath) for pair in self._pairs]
-        default = loadPair(self._default.certPath, self._default.keyPath)
+        default = None if self._default is None else loadPair(self._default.certPath, self._default.keyPath)
         context = self._build(pairs, default)
         self._pairs, self._default, self._context = pairs, default, context
 

@@ -24,7 +24,7 @@ from twisted.trial.unittest import SkipTest
 from .certs import CertificateAuthority
 
 
-def _freePort() -> int:
+def freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -111,7 +111,7 @@ def startPebble(testCase, httpPort: int, tlsPort: Optional[int] = None, director
         testCase.addCleanup(shutil.rmtree, directory, True)
     authority = CertificateAuthority(directory, "pebble test CA", "pebble-ca")
     certPath, keyPath = authority.issue("pebble", ["localhost"])
-    server = PebbleServer(directory, _freePort(), _freePort())
+    server = PebbleServer(directory, freePort(), freePort())
     server.caBundle = authority.certPath
     config = {"pebble": {
         "listenAddress": f"127.0.0.1:{server.port}",
@@ -119,7 +119,7 @@ def startPebble(testCase, httpPort: int, tlsPort: Optional[int] = None, director
         "certificate": certPath,
         "privateKey": keyPath,
         "httpPort": httpPort,
-        "tlsPort": tlsPort if tlsPort is not None else _freePort(),
+        "tlsPort": tlsPort if tlsPort is not None else freePort(),
         "ocspResponderURL": "",
         "externalAccountBindingRequired": False,
     }}

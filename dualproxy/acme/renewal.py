@@ -5,28 +5,18 @@ pure arithmetic, so the schedule is tested without a clock or a CA.
 
 from __future__ import annotations
 
-import datetime
-
 RENEW_AT = 2 / 3
 FIRST_RETRY = 60.0
 LAST_RETRY = 86400.0
 
 
-def renewalTime(notBefore: datetime.datetime, notAfter: datetime.datetime,
-                fraction: float = RENEW_AT) -> datetime.datetime:
+def renewalTime(notBefore: float, notAfter: float, fraction: float = RENEW_AT) -> float:
     """
-    The moment C{fraction} of the validity period has passed: early enough
-    that a CA outage of a third of the lifetime costs nothing.
+    The moment (POSIX seconds) C{fraction} of the validity period has
+    passed: early enough that a CA outage of a third of the lifetime
+    costs nothing.
     """
     return notBefore + (notAfter - notBefore) * fraction
-
-
-def shouldRenew(now: datetime.datetime, notBefore: datetime.datetime, notAfter: datetime.datetime,
-                fraction: float = RENEW_AT) -> bool:
-    """
-    Whether a certificate valid from C{notBefore} to C{notAfter} is due.
-    """
-    return now >= renewalTime(notBefore, notAfter, fraction)
 
 
 def retryDelay(failures: int, jitter: float, first: float = FIRST_RETRY, last: float = LAST_RETRY) -> float:

@@ -62,6 +62,7 @@ def document(service) -> dict:
         })
     cache = service.cacheIfBuilt()
     redis = service.lasting.redis
+    acme = service.lasting.acme
     return {
         "version": __version__,
         "pid": os.getpid(),
@@ -84,6 +85,10 @@ def document(service) -> dict:
         },
         "redis": None if redis is None else {
             "endpoint": redis.endpointDescription, "up": redis.up, "failures": redis.failures,
+        },
+        "acme": None if acme is None else {
+            "directory": acme.settings.directory, "challenge": acme.settings.challenge,
+            "certificates": acme.describe(),
         },
         "reloads": dict(metrics.reloads),
         "config": _configDocument(config),

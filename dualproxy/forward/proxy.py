@@ -86,6 +86,13 @@ class ForwardHandler:
         self.rateLimit: Optional[RateLimit] = None
         self.interception = None
 
+    @property
+    def routingTree(self) -> VirtualHosts:
+        """
+        The proxy's own pages, for requests in origin form.
+        """
+        return self.pages
+
     # Channel callbacks
 
     def connectionMade(self, channel) -> None:

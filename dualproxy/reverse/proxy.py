@@ -240,6 +240,13 @@ class ReverseHandler:
         self.resolver = reactor.nameResolver
         self.routes = VirtualHosts()
 
+    @property
+    def routingTree(self) -> VirtualHosts:
+        """
+        The routes, where listeners add well-known answers (ACME's).
+        """
+        return self.routes
+
     def addRoute(self, host: str, prefix: str, target: Target) -> None:
         target.label = host + prefix
         self.routes.tree(host).add(prefix, target)

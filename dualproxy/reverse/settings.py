@@ -56,18 +56,25 @@ def checkReverse(settings: ReverseSettings, config: Config) -> None:
 
 def _checkCoverage(settings: ReverseSettings, config: Config) -> None:
     """
-    Every host routed to over TLS must be covered by a certificate, or its
-    clients would get the default certificate and a name mismatch.
+    Every host routed to over TLS must be covered by a certificate (one
+    in the files, or one obtained over ACME), or its clients would get the
+    default certificate and a name mismatch.
     """
     pairs = [prestart.certificatePair(f"tls.certificates[{index}]", files)
              for index, files in enumerate(config.tls.certificates)]
+    obtained = set()
+    if config.tls.acme is not None:
+        from ..acme.service import acmeDomains
+
+        obtained = set(acmeDomains(config))
     for index, route in enumerate(settings.routes):
-        if route.host == "*":
+        if route.host == "*" or route.host.split(":")[0] in obtained:
             continue
         name = "wildcard." + route.host[2:] if route.host.startswith("*.") else route.host
         if not any(pair.covers(name) for pair in pairs):
             raise ConfigError(f"reverse.routes[{index}].host",
-                              f"no certificate in tls.certificates covers {route.host!r}")
+                              f"no certificate in tls.certificates covers {route.host!r}"
+                              + (" (nor is it in tls.acme.domains)" if config.tls.acme is not None else ""))
 
 
 def _dns(table: Mapping[str, Any]) -> DnsSettings:

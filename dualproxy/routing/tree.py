@@ -13,7 +13,7 @@ a redirect.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.web.resource import Resource, getChildForRequest
 
@@ -58,6 +58,11 @@ def prefixSegments(prefix: str) -> List[bytes]:
 class VirtualHosts(Resource):
     """
     Picks the route tree for the request's host.
+
+    @ivar wellKnown: RFC 8615 well-known URIs every host has, before its
+        own routes: C{/.well-known/NAME/...} asks C{wellKnown[NAME]} for
+        its target, which may be None to leave the request to the routes
+        (an ACME challenge it has no token for).
     """
 
     def __init__(self):
@@ -65,6 +70,7 @@ class VirtualHosts(Resource):
         self.exact: Dict[str, PrefixNode] = {}
         self.wildcards: List[Tuple[str, PrefixNode]] = []
         self.default = PrefixNode()
+        self.wellKnown: Dict[bytes, Callable[[RoutingRequest], Optional[Target]]] = {}
 
     def tree(self, host: str) -> PrefixNode:
         """
@@ -93,7 +99,19 @@ class VirtualHosts(Resource):
         return self.default
 
     def getChildWithDefault(self, path: bytes, request: RoutingRequest) -> Resource:
+        if path == b".well-known" and self.wellKnown:
+            target = self.wellKnownTarget(request)
+            if target is not None:
+                return target
         return self.select(request.host).getChildWithDefault(path, request)
+
+    def wellKnownTarget(self, request: RoutingRequest) -> Optional[Target]:
+        """
+        The well-known target for a request whose walk is past
+        C{.well-known}, or None.
+        """
+        answer = self.wellKnown.get(request.postpath[0]) if request.postpath else None
+        return None if answer is None else answer(request)
 
 
 def route(root: VirtualHosts, request: RoutingRequest) -> Target:

@@ -27,10 +27,16 @@ class ListenerGroup(MultiService):
     The listeners of one configuration, plain ones first, then TLS ones.
     """
 
-    def __init__(self, config, reactor):
+    def __init__(self, config, reactor, acme=None):
+        """
+        @param acme: the L{dualproxy.acme.service.AcmeService} whose
+            certificates the TLS listeners present, and whose HTTP-01
+            challenges the routing tree answers.
+        """
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.acme = acme
         self.serverTLS = None
         self.handler = None
 
@@ -43,6 +49,12 @@ class ListenerGroup(MultiService):
         """
         handler = self.handler = getattr(factory, "handler", None)
         tls = self.config.tls
+        acme = self.acme
+        tree = getattr(handler, "routingTree", None)
+        if acme is not None and tree is not None and tls.acme.challenge == "http-01":
+            from ..acme.challenges import WELL_KNOWN
+
+            tree.wellKnown[WELL_KNOWN] = acme.tokens.target
         secureListeners = []
         if tls.listen:
             from ..server import http2
@@ -51,9 +63,10 @@ class ListenerGroup(MultiService):
             pairs = [loadPair(files.cert, files.key) for files in tls.certificates]
             offerH2 = tls.http2 and http2.available()
             self.serverTLS = ServerTLS(
-                pairs, pairs[0], tls.min_version,
+                pairs, pairs[0] if pairs else None, tls.min_version,
                 (b"h2", b"http/1.1") if offerH2 else (b"http/1.1",),
                 tls.client_ca, tls.client_certificate_optional, tls.ciphers,
+                None if acme is None else acme.book,
             )
             secure = self.httpFactory(handler, NegotiatingFactory if offerH2 else HTTPServerFactory)
             secure.hsts = tls.hsts.encode("latin-1") if tls.hsts else None
@@ -216,12 +229,23 @@ class RedirectToHTTPS:
 
     def handle(self, exchange) -> None:
         from ..http.message import Refusal
-        from ..routing.tree import hostName
+        from ..routing.targets import RoutingRequest
+        from ..routing.tree import hostName, splitTarget
 
         request = exchange.request
         host = hostName(request.headers)
         if not host or not request.target.startswith(b"/"):
             raise Refusal(400, "this listener only redirects to HTTPS")
+        tree = getattr(self.handler, "routingTree", None)
+        if tree is not None and tree.wellKnown and request.target.startswith(b"/.well-known/"):
+            # What must be answered over plain HTTP (an ACME challenge) is.
+            path, query = splitTarget(request.target)
+            walk = RoutingRequest(exchange, host, path, query)
+            walk.postpath.pop(0)
+            target = tree.wellKnownTarget(walk)
+            if target is not None:
+                target.serve(walk)
+                return
         port = getattr(self.listener.port.getHost(), "port", 443)
         authority = host if port == 443 else f"{host}:{port}"
         location = b"https://" + authority.encode("idna") + request.target

@@ -45,13 +45,15 @@ class Lasting:
     """
 
     def __init__(self, reactor, connections: ConnectionPool, metrics: Metrics, startedAt: float,
-                 redis: Optional[RedisClient], redisSettings=None):
+                 redis: Optional[RedisClient], redisSettings=None, acme=None):
         self.reactor = reactor
         self.connections = connections
         self.metrics = metrics
         self.startedAt = startedAt
         self.redis = redis
         self.redisSettings = redisSettings
+        # The ACME certificates' service (dualproxy.acme.service), if [tls.acme].
+        self.acme = acme
         self.cache: Optional[SharedCache] = None
 
     @classmethod
@@ -67,19 +69,26 @@ class Lasting:
         if settings is not None:
             redis = RedisClient(reactor, settings.endpoint, settings.timeout, settings.database,
                                 settings.username, settings.password, settings.prefix)
-        lasting = cls(reactor, connections, Metrics(config.mode, reactor), reactor.seconds(), redis, settings)
+        acme = None
+        if config.tls.acme is not None:
+            from ..acme.service import AcmeService, acmeDomains
+
+            acme = AcmeService(config.tls.acme, acmeDomains(config), reactor)
+        lasting = cls(reactor, connections, Metrics(config.mode, reactor), reactor.seconds(), redis, settings, acme)
         lasting.cache = SharedCache(config.cache, reactor, lasting)
         return lasting
 
     def successor(self, config) -> Lasting:
         """
         These parts as a reload to C{config} hands them on; the C{[redis]}
-        table's own settings take a restart.
+        and C{[tls.acme]} tables' own settings take a restart.
         """
         if config.redis != self.redisSettings:
             _log.warn("the [redis] table changed: the change takes a restart")
+        if config.tls.acme != (None if self.acme is None else self.acme.settings):
+            _log.warn("the [tls.acme] table changed: the change takes a restart")
         lasting = Lasting(self.reactor, self.connections, self.metrics, self.startedAt, self.redis,
-                          self.redisSettings)
+                          self.redisSettings, self.acme)
         lasting.cache = self.cache.successor(config.cache, lasting)
         return lasting
 
@@ -130,11 +139,13 @@ class ProxyService(MultiService):
             self.connections.setServiceParent(self)
             if self.lasting.redis is not None:
                 self.lasting.redis.setServiceParent(self)
+            if self.lasting.acme is not None:
+                self.lasting.acme.setServiceParent(self)
             self._watch(self.metrics)
         self.accessLog, self.sessionLog = self._accessLog(config)
         self.upstreams = MultiService()
         self.upstreams.setServiceParent(self)
-        self.listenerGroup = ListenerGroup(config, reactor)
+        self.listenerGroup = ListenerGroup(config, reactor, self.lasting.acme)
         self.listenerGroup.setServiceParent(self)
         self.admin: Optional[ListenerService] = None
         if config.admin is not None:
@@ -259,6 +270,15 @@ class ProxyService(MultiService):
                              "gauge", lambda: [({}, 1.0 if redis.up else 0.0)])
             metrics.addGauge("dualproxy_redis_failures", "Redis commands that got no answer.", "counter",
                              lambda: [({}, redis.failures)])
+        acme = self.lasting.acme
+        if acme is not None:
+            metrics.addGauge("dualproxy_certificate_expiry_seconds",
+                             "When the ACME certificate presented for a name expires (Unix time).", "gauge",
+                             lambda: [({"name": name}, state.notAfter) for name, state in acme.certificates.items()
+                                      if state.notAfter is not None])
+            metrics.addGauge("dualproxy_acme_order_failures",
+                             "ACME orders for a name failed in a row (0 once one succeeds).", "gauge",
+                             lambda: [({"name": name}, state.failures) for name, state in acme.certificates.items()])
 
     def _cacheStat(self, read: Callable[[object], float]):
         def sample():

@@ -274,6 +274,21 @@ class CertificateFiles:
 
 
 @dataclass(frozen=True)
+class AcmeSettings:
+    """
+    Certificates obtained and renewed over ACME for the TLS listeners.
+    C{domains} empty: the exact hosts of the reverse routes.
+    """
+
+    directory: str
+    storage: str
+    contact: Tuple[str, ...] = ()
+    domains: Tuple[str, ...] = ()
+    ca: Optional[str] = None
+    challenge: str = "http-01"
+
+
+@dataclass(frozen=True)
 class TLSSettings:
     """
     TLS termination: the listeners that speak it and what they present.
@@ -289,6 +304,7 @@ class TLSSettings:
     client_subject_header: str = "X-Client-Subject"
     hsts: str = ""
     redirect_http: bool = False
+    acme: Optional[AcmeSettings] = None
 
 
 @dataclass(frozen=True)

@@ -303,3 +303,34 @@ def realm(key: str, value: Any) -> str:
 
 def oneLine(text: str) -> str:
     return " ".join(text.split())
+
+
+def acmeDirectory(key: str, value: Any) -> str:
+    """
+    An ACME directory URL: HTTPS, as RFC 8555 section 6.1 requires.
+    """
+    text, parsed = url(key, value, "expected the CA's https:// directory URL")
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise ConfigError(key, f"{text!r} is not an https:// URL (RFC 8555 requires HTTPS)")
+    return text
+
+
+def acmeContact(key: str, value: Any) -> str:
+    text = nonEmptyString(key, value)
+    if not text.startswith("mailto:") or "@" not in text or any(c in text for c in " ,"):
+        raise ConfigError(key, f"{text!r} is not a contact URI such as mailto:ops@example.com")
+    return text
+
+
+def acmeDomain(key: str, value: Any) -> str:
+    """
+    A name to obtain a certificate for: a DNS name, not a wildcard (those
+    need DNS-01) and not an address.
+    """
+    text = nonEmptyString(key, value).lower().rstrip(".")
+    if text.startswith("*."):
+        raise ConfigError(key, f"{text!r}: wildcard certificates need the DNS-01 challenge, which dualproxy does "
+                               "not answer; name each host")
+    if not HOSTNAME.match(text) or text.startswith(".") or text.replace(".", "").isdigit():
+        raise ConfigError(key, f"{text!r} is not a DNS name")
+    return text

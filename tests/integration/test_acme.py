@@ -1,80 +1,152 @@
 """
-The ACME client against a real ACME server (pebble): HTTP-01 answered by
-a twisted.web site on the port pebble validates, for C{localhost}.
+Automatic HTTPS against a real ACME server (pebble): a reverse proxy
+obtains a certificate for its route's host, answering HTTP-01 from its own
+routing tree or TLS-ALPN-01 on its own TLS listener, presents it to real
+clients, takes a renewed one without dropping open connections, and finds
+it stored after a restart.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
+import ssl
 import stat
 
 from twisted.internet import reactor, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
-from twisted.web.server import Site
 
-from dualproxy.acme.challenges import ChallengeTokens, HTTP01Resource
+from dualproxy.admin.status import document
 
-from ..pebbleserver import startPebble
+from ..pebbleserver import freePort, startPebble
+from .support import Origin, Proxy, curl
 
 try:
     import requests
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from cryptography.x509.verification import PolicyBuilder, Store
-
-    from dualproxy.acme.client import AcmeClient
 except ImportError:
-    AcmeClient = None
+    requests = None
 
 
 def _mode(path: str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-class PebbleTests(TestCase):
+class AcmeTests(TestCase):
     @inlineCallbacks
     def setUp(self):
-        if AcmeClient is None:
+        if requests is None:
             raise SkipTest("the acme extra is not installed")
-        self.tokens = ChallengeTokens()
-        port = reactor.listenTCP(0, Site(HTTP01Resource(self.tokens)), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        self.pebble = yield startPebble(self, httpPort=port.getHost().port)
+        self.origin = Origin("site")
+        self.addCleanup(self.origin.stop)
+        self.plainPort, self.tlsPort = freePort(), freePort()
+        self.pebble = yield startPebble(self, httpPort=self.plainPort, tlsPort=self.tlsPort)
         self.storage = os.path.abspath(self.mktemp())
-
-    def client(self) -> AcmeClient:
-        return AcmeClient(reactor, self.pebble.directoryURL, self.storage, self.tokens.publish,
-                          self.tokens.withdraw, contact=["mailto:ops@example.com"], verify=self.pebble.caBundle)
-
-    def root(self):
-        response = requests.get(self.pebble.managementURL + "/roots/0", verify=self.pebble.caBundle, timeout=10)
-        response.raise_for_status()
-        return x509.load_pem_x509_certificate(response.content)
+        response = yield threads.deferToThread(
+            requests.get, self.pebble.managementURL + "/roots/0", verify=self.pebble.caBundle, timeout=10)
+        self.root = os.path.abspath(self.mktemp())
+        with open(self.root, "wb") as f:
+            f.write(response.content)
 
     @inlineCallbacks
-    def test_obtainsCertificate(self):
-        paths = yield self.client().obtain(["localhost"])
-        self.assertEqual(paths.certificate, os.path.join(self.storage, "certs", "localhost", "cert.pem"))
-        self.assertEqual(_mode(paths.key), 0o600)
+    def proxy(self, challenge: str = "http-01", plainPort: int = 0, tlsPort: int = 0, **tls):
+        proxy = Proxy({
+            "mode": "reverse",
+            "listen": [f"tcp:{plainPort or self.plainPort}:interface=127.0.0.1"],
+            "tls": dict(tls, listen=[f"tcp:{tlsPort or self.tlsPort}:interface=127.0.0.1"], acme={
+                "directory": self.pebble.directoryURL, "ca": self.pebble.caBundle, "storage": self.storage,
+                "contact": ["mailto:ops@example.com"], "challenge": challenge}),
+            "reverse": {"pools": {"app": {"backends": [{"url": f"http://{self.origin.address}"}]}},
+                        "routes": [{"host": "localhost", "prefix": "/", "pool": "app"}]},
+        })
+        self.addCleanup(proxy.stop)
+        # Bounded: a failed order is retried only a minute later.
+        yield proxy.service.lasting.acme.ready("localhost").addTimeout(30, reactor)
+        return proxy
+
+    def fetch(self, port: int, *args: str):
+        return curl("--cacert", self.root, "--resolve", f"localhost:{port}:127.0.0.1", *args,
+                    f"https://localhost:{port}/name")
+
+    def gauge(self, proxy, name: str):
+        sample, = [sample for gauge, _, _, sample in proxy.service.metrics.gauges if gauge == name]
+        return list(sample())
+
+    @inlineCallbacks
+    def test_http01FromTheRoutingTree(self):
+        """
+        The CA's HTTP-01 request reaches the plain listener, which
+        redirects everything else to HTTPS; the certificate obtained is
+        presented, verified by curl against pebble's root, and shown in
+        the status and metrics.
+        """
+        proxy = yield self.proxy(redirect_http=True)
+        out, err, code = yield self.fetch(self.tlsPort)
+        self.assertEqual((code, out), (0, b"site"), err)
+        out, err, code = yield curl("--include", f"http://localhost:{self.plainPort}/name")
+        self.assertIn(b"308", out.split(b"\r\n")[0])
+        state, = document(proxy.service)["acme"]["certificates"]
+        self.assertEqual((state["name"], state["failures"], state["error"]), ("localhost", 0, None))
+        self.assertEqual(self.gauge(proxy, "dualproxy_certificate_expiry_seconds"),
+                         [({"name": "localhost"}, state["not_after"])])
+        self.assertGreater(state["renew_at"], proxy.service.reactor.seconds())
         self.assertEqual(_mode(os.path.join(self.storage, "account", "key.pem")), 0o600)
-        self.assertEqual(len(self.tokens), 0)
-        with open(paths.certificate, "rb") as f:
-            leaf, *intermediates = x509.load_pem_x509_certificates(f.read())
-        root = yield threads.deferToThread(self.root)
-        verifier = PolicyBuilder().store(Store([root])).build_server_verifier(x509.DNSName("localhost"))
-        chain = verifier.verify(leaf, intermediates)
-        self.assertEqual(chain[-1], root)
-        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        self.assertEqual(names.get_values_for_type(x509.DNSName), ["localhost"])
-        with open(paths.key, "rb") as f:
-            key = f.read()
-        self.assertEqual(load_pem_private_key(key, None).public_key(), leaf.public_key())
+        self.assertEqual(_mode(os.path.join(self.storage, "certs", "localhost", "key.pem")), 0o600)
 
     @inlineCallbacks
-    def test_secondRunReusesAccount(self):
-        first = yield self.client().register()
-        second = yield self.client().register()
-        self.assertEqual(first, second)
-        paths = yield self.client().obtain(["localhost"])
-        self.assertTrue(os.path.exists(paths.certificate))
+    def test_tlsAlpn01OnTheTLSListener(self):
+        """
+        TLS-ALPN-01 is answered by the TLS listener itself, which
+        presented a placeholder until then.
+        """
+        proxy = yield self.proxy("tls-alpn-01")
+        out, err, code = yield self.fetch(self.tlsPort)
+        self.assertEqual((code, out), (0, b"site"), err)
+        book = proxy.service.lasting.acme.book
+        self.assertEqual(book.placeholder.names, ("localhost",))
+        leaf = book.get("localhost").chain[0]
+        self.assertNotEqual(leaf.issuer, leaf.subject)
+
+    @inlineCallbacks
+    def test_renewedWithoutDroppingConnections(self):
+        """
+        A renewed certificate is presented to new connections; one opened
+        before keeps its certificate and goes on serving requests.
+        """
+        proxy = yield self.proxy()
+        context = ssl.create_default_context(cafile=self.root)
+        context.check_hostname = False
+
+        def connect():
+            connection = http.client.HTTPSConnection("127.0.0.1", self.tlsPort, context=context, timeout=10)
+            self.addCleanup(connection.close)
+            return connection
+
+        def get(connection):
+            connection.request("GET", "/name", headers={"Host": "localhost"})
+            return connection.getresponse().read(), connection.sock.getpeercert(binary_form=True)
+
+        kept = connect()
+        before = yield threads.deferToThread(get, kept)
+        self.assertEqual(before[0], b"site")
+        yield proxy.service.lasting.acme.renew("localhost")
+        after = yield threads.deferToThread(get, kept)
+        self.assertEqual(after, before)
+        fresh = yield threads.deferToThread(get, connect())
+        self.assertEqual(fresh[0], b"site")
+        self.assertNotEqual(fresh[1], before[1])
+        # The old pair's directory went with it: one pair stored.
+        self.assertEqual(len([name for name in os.listdir(os.path.join(self.storage, "certs"))
+                              if name.startswith(".")]), 1)
+
+    @inlineCallbacks
+    def test_restartPresentsStored(self):
+        first = yield self.proxy()
+        presented = first.service.lasting.acme.book.get("localhost").certPath
+        yield first.stop()
+        again = yield self.proxy(plainPort=freePort(), tlsPort=freePort())
+        acme = again.service.lasting.acme
+        self.assertEqual(acme.book.get("localhost").certPath, presented)
+        self.assertFalse(acme.certificates["localhost"].ordering)
+        out, err, code = yield self.fetch(again.tlsPort)
+        self.assertEqual((code, out), (0, b"site"), err)

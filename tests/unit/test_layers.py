@@ -21,7 +21,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dualproxy.tls", "dualproxy.listeners", "dualproxy.metrics", "dualproxy.accesslog", "dualproxy.redis"),
     ("dualproxy.relay",),
     ("dualproxy.server", "dualproxy.interception", "dualproxy.routing", "dualproxy.policy", "dualproxy.filters", "dualproxy.cache",
-     "dualproxy.admin"),
+     "dualproxy.admin", "dualproxy.acme"),
     ("dualproxy.config", "dualproxy.prestart"),
     ("dualproxy.service", "dualproxy.proxymode"),
     ("dualproxy.forward", "dualproxy.reverse", "dualproxy.socks"),

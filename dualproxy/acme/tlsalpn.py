@@ -1,0 +1,92 @@
+"""
+TLS-ALPN-01 (RFC 8737) building blocks, free of I/O: the C{acme} library
+dropped this challenge, so the key authorization, the challenge certificate
+and the recognition of a validation server's hello are done here.
+
+A TLS server answers a challenge by presenting the challenge certificate
+only to a validation server's hello (L{dualproxy.tls.CertificateBook}),
+and the normal certificate to everyone else.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ObjectIdentifier
+
+# RFC 8737 section 6.1: id-pe-acmeIdentifier.
+ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+# The validation server checks only the extension and the name, so a
+# short lifetime is enough; the day before tolerates its clock being slow.
+_NOT_BEFORE = datetime.timedelta(days=1)
+_NOT_AFTER = datetime.timedelta(days=7)
+
+
+class _Thumbprinted(Protocol):
+    """
+    What L{keyAuthorization} needs of an account key: a C{josepy} JWK.
+    """
+
+    def thumbprint(self) -> bytes: ...
+
+
+def keyAuthorization(token: str, accountKey: _Thumbprinted) -> str:
+    """
+    The key authorization of RFC 8555 section 8.1, which binds the
+    challenge's C{token} to the account: the token, a dot and the
+    unpadded base64url SHA-256 JWK thumbprint (RFC 7638) of the account's
+    public key.
+    """
+    thumbprint = base64.urlsafe_b64encode(accountKey.thumbprint()).rstrip(b"=")
+    return token + "." + thumbprint.decode("ascii")
+
+
+def _acmeIdentifier(keyAuthorization: str) -> bytes:
+    """
+    The DER of the extension's value, an OCTET STRING holding the SHA-256
+    digest of the key authorization (RFC 8737 section 3): the digest has a
+    fixed length of 32, so its header is always C{04 20}.
+    """
+    return b"\x04\x20" + hashlib.sha256(keyAuthorization.encode("ascii")).digest()
+
+
+def challengeCertificate(
+    domain: str, keyAuthorization: str
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """
+    A fresh self-signed certificate and its key that answer the
+    TLS-ALPN-01 challenge for C{domain}: its only name is C{domain} and its
+    critical acmeIdentifier extension carries the key authorization's
+    digest (RFC 8737 section 3). The key is new each time because the
+    certificate is thrown away once the challenge is decided.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _NOT_BEFORE)
+        .not_valid_after(now + _NOT_AFTER)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=True
+        )
+        .add_extension(
+            x509.UnrecognizedExtension(
+                ACME_IDENTIFIER_OID, _acmeIdentifier(keyAuthorization)
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, key
+
