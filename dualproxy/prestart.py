@@ -47,6 +47,10 @@ def _tls(settings: TLSSettings) -> None:
         existingFile("tls.client_ca", settings.client_ca)
     for index, files in enumerate(settings.certificates):
         certificatePair(f"tls.certificates[{index}]", files)
+    if settings.acme is not None:
+        if settings.acme.ca is not None:
+            existingFile("tls.acme.ca", settings.acme.ca)
+        makeableDirectory("tls.acme.storage", settings.acme.storage)
 
 
 def appendable(key: str, path: str) -> None:
@@ -59,6 +63,20 @@ def appendable(key: str, path: str) -> None:
             pass
     except OSError as e:
         raise ConfigError(key, f"cannot open {path!r} for appending: {e.strerror}")
+
+
+def makeableDirectory(key: str, path: str) -> None:
+    """
+    The directory exists and can be written to, or can be made: the
+    deepest part of the path that exists is a directory we may write in.
+    """
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(key, f"{existing!r} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(key, f"cannot write in {existing!r}")
 
 
 def existingFile(key: str, path: str) -> None:

@@ -333,3 +333,26 @@ class SettingsTests(SynchronousTestCase):
         config = self.parse({"directory": "https://ca.test/dir"}, mode="forward")
         error = self.assertRaises(ConfigError, acmeDomains, config)
         self.assertEqual(error.key, "tls.acme.domains")
+
+
+class PrestartTests(SynchronousTestCase):
+    def check(self, **acme):
+        from dualproxy import prestart
+        from dualproxy.plugins import findModes
+
+        config = fromDict({"tls": {"listen": ["tcp:8443"], "acme": dict({"directory": "https://ca.test/d",
+                                                                          "domains": ["a.example"]}, **acme)}})
+        prestart.check(config, findModes())
+
+    def test_storageMadeLater(self):
+        self.check(storage=os.path.join(os.path.abspath(self.mktemp()), "deeper", "acme"))
+
+    def test_storageUnderAFile(self):
+        file = os.path.abspath(self.mktemp())
+        open(file, "w").close()
+        error = self.assertRaises(ConfigError, self.check, storage=os.path.join(file, "acme"))
+        self.assertEqual((error.key, str(error).endswith("is not a directory")), ("tls.acme.storage", True))
+
+    def test_missingCA(self):
+        error = self.assertRaises(ConfigError, self.check, ca="/nonexistent/ca.pem", storage=self.mktemp())
+        self.assertEqual(error.key, "tls.acme.ca")
