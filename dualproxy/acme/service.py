@@ -12,9 +12,6 @@ import datetime
 import random
 from typing import Callable, Dict, List, Optional, Sequence
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -25,6 +22,7 @@ from ..settings.values import ConfigError
 from ..tls import CertificateBook, CertificatePair, TLSConfigError, loadPair, validity
 from .challenges import ALPNChallenges, ChallengeTokens
 from .renewal import renewalTime, retryDelay
+from .tlsalpn import selfSigned
 
 _log = Logger()
 
@@ -59,20 +57,7 @@ def placeholderPair(names: Sequence[str]) -> CertificatePair:
     client that comes too early fails verification rather than connecting
     to nothing.
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "dualproxy: certificate pending")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    certificate, key = selfSigned(names, "dualproxy: certificate pending")
     return CertificatePair("(placeholder)", "(placeholder)", [certificate], key)
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-from typing import Protocol
+from typing import Optional, Protocol, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ObjectIdentifier
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 # RFC 8737 section 6.1: id-pe-acmeIdentifier.
 ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
@@ -56,37 +56,39 @@ def _acmeIdentifier(keyAuthorization: str) -> bytes:
     return b"\x04\x20" + hashlib.sha256(keyAuthorization.encode("ascii")).digest()
 
 
-def challengeCertificate(
-    domain: str, keyAuthorization: str
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def selfSigned(names: Sequence[str], commonName: Optional[str] = None,
+               extensions: Sequence[x509.ExtensionType] = ()) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """
-    A fresh self-signed certificate and its key that answer the
-    TLS-ALPN-01 challenge for C{domain}: its only name is C{domain} and its
-    critical acmeIdentifier extension carries the key authorization's
-    digest (RFC 8737 section 3). The key is new each time because the
-    certificate is thrown away once the challenge is decided.
+    A fresh self-signed P-256 certificate for C{names}, valid for a week,
+    with C{extensions} marked critical.  Without a common name the subject
+    is empty, so the names are critical too (RFC 5280 section 4.2.1.6).
     """
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)] if commonName else [])
     now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _NOT_BEFORE)
         .not_valid_after(now + _NOT_AFTER)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=True
-        )
-        .add_extension(
-            x509.UnrecognizedExtension(
-                ACME_IDENTIFIER_OID, _acmeIdentifier(keyAuthorization)
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]),
+                       critical=commonName is None)
     )
-    return certificate, key
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=True)
+    return builder.sign(key, hashes.SHA256()), key
 
+
+def challengeCertificate(domain: str, keyAuthorization: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """
+    A certificate and its key that answer the TLS-ALPN-01 challenge for
+    C{domain}: its only name is C{domain} and its critical acmeIdentifier
+    extension carries the key authorization's digest (RFC 8737 section 3).
+    The key is new each time because the certificate is thrown away once
+    the challenge is decided.
+    """
+    return selfSigned([domain], extensions=[
+        x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, _acmeIdentifier(keyAuthorization))])
