@@ -94,6 +94,7 @@ class UpstreamProtocol(Protocol):
         self._writeThrough = False
         self._handshaken = False
         self._handshakeWaiter: Optional[Deferred] = None
+        self._gone = False
 
     def connectionMade(self) -> None:
         UpstreamProtocol.openCount += 1
@@ -319,6 +320,7 @@ class UpstreamProtocol(Protocol):
 
     def connectionLost(self, reason=None) -> None:
         UpstreamProtocol.openCount -= 1
+        self._gone = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -366,22 +368,25 @@ class UpstreamProtocol(Protocol):
         self._tunnelPeer = peer
         self.transport.registerProducer(peer, True)
 
-    # IPushProducer, driven by the client's transport.
+    # IPushProducer, driven by the client's transport.  It may outlive this
+    # connection: the client's side drains before it lets go, and a TLS
+    # transport cannot be touched once it is lost.
 
     def pauseProducing(self) -> None:
-        if not self._paused:
+        if not self._paused and not self._gone:
             self._paused = True
             self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
-        if self._paused:
+        if self._paused and not self._gone:
             self._paused = False
             self.lastActivity = self.clock.seconds()
             self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         self.listener = None
-        self.transport.abortConnection()
+        if not self._gone:
+            self.transport.abortConnection()
 
 
 def isIdempotent(method: bytes) -> bool:

@@ -2,7 +2,8 @@
 The upstream side's own rules in memory: the bounds on a response head
 ([limits] max_response_header_bytes) and where they apply, and an upstream
 that does not speak HTTP told apart by its first bytes, and quick ACKs
-for a response that arrives in parts.
+for a response that arrives in parts, and a tunnel's producer outliving
+its TLS upstream.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import socket
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -413,3 +417,24 @@ class QuickAckTests(SynchronousTestCase):
         self.assertEqual(handle.options, [])
         upstream.dataReceived(b"cd")
         self.assertEqual(failures, [])
+
+
+class TunnelOverTLSTests(SynchronousTestCase):
+    """
+    A tunnel through a TLS upstream (an https parent) that closes first:
+    the client's side still holds the upstream as its producer while it
+    drains, and stopping it then must not touch the lost TLS transport.
+    """
+
+    def test_producerOutlivesTheTLSConnection(self):
+        upstream = UpstreamProtocol(Clock(), 5.0)
+        tls = TLSMemoryBIOFactory(CertificateOptions(), True,
+                                  Factory.forProtocol(lambda: upstream)).buildProtocol(None)
+        tls.makeConnection(StringTransport())
+        client = StringTransport()
+        upstream.becomeTunnel(client)
+        tls.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(client.disconnecting)
+        upstream.pauseProducing()
+        upstream.resumeProducing()
+        upstream.stopProducing()
