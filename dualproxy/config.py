@@ -143,12 +143,20 @@ def _acme(table: Mapping[str, Any], base: str) -> AcmeSettings:
         "domains": values.arrayOf(values.acmeDomain),
         "ca": lambda key, value: values.path(key, value, base),
         "challenge": lambda key, value: values.oneOf(key, value, ("http-01", "tls-alpn-01")),
+        "on_demand": values.boolean,
+        "on_demand_limit": values.positive,
     }
     if "directory" not in table:
         raise ConfigError("tls.acme.directory", "missing (the CA's ACME directory URL, "
                                                 "e.g. https://acme-v02.api.letsencrypt.org/directory)")
     settings = values.parsed(table, "tls.acme.", parsers)
     settings.setdefault("storage", values.path("tls.acme.storage", "acme", base))
+    if not settings.get("on_demand"):
+        for index, name in enumerate(settings.get("domains", ())):
+            if name.startswith("*."):
+                raise ConfigError(f"tls.acme.domains[{index}]", f"{name!r}: a wildcard certificate needs the DNS-01 "
+                                  "challenge, which dualproxy does not answer; name each host, or set "
+                                  "on_demand to order one per name at its first handshake")
     return AcmeSettings(**settings)
 
 

@@ -441,6 +441,16 @@ class ServerTLS:
         context.set_cipher_list(self._ciphers)
         return context
 
+    def presents(self, name: str) -> bool:
+        """
+        Whether a configured or obtained certificate (not the placeholder)
+        covers C{name}: its handshake has nothing to wait for.
+        """
+        name = _normalise(name)
+        if self._book is not None and self._book.get(name) is not None:
+            return True
+        return any(pair.covers(name) for pair in self._pairs)
+
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
         book = self._book
         if book is not None and book.generation != self._seen:

@@ -19,6 +19,7 @@ from typing import Optional
 from twisted.internet import defer, error, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
+from twisted.names import dns, server
 from twisted.trial.unittest import SkipTest
 
 from .certs import CertificateAuthority
@@ -28,6 +29,32 @@ def freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class _Loopback:
+    """
+    A resolver for which every name is 127.0.0.1, and has no other record.
+    """
+
+    def query(self, query: dns.Query, timeout=None) -> defer.Deferred:
+        answers = []
+        if query.type == dns.A:
+            answers.append(dns.RRHeader(query.name.name, dns.A, ttl=0, payload=dns.Record_A("127.0.0.1", 0)))
+        return defer.succeed((answers, [], []))
+
+
+def startLoopbackDNS(testCase) -> str:
+    """
+    A name server on loopback (stopped at C{testCase}'s end) under which
+    every name is 127.0.0.1, for pebble to validate any name on this
+    machine.
+
+    @return: its C{host:port}.
+    """
+    port = reactor.listenUDP(0, dns.DNSDatagramProtocol(server.DNSServerFactory(clients=[_Loopback()])),
+                             interface="127.0.0.1")
+    testCase.addCleanup(port.stopListening)
+    return f"127.0.0.1:{port.getHost().port}"
 
 
 class PebbleServer(protocol.ProcessProtocol):
@@ -93,11 +120,12 @@ class PebbleServer(protocol.ProcessProtocol):
 
 
 def startPebble(testCase, httpPort: int, tlsPort: Optional[int] = None, directory: Optional[str] = None,
-                **environment: str) -> defer.Deferred:
+                dnsServer: Optional[str] = None, **environment: str) -> defer.Deferred:
     """
     Start pebble for C{testCase} (killed at its end), validating HTTP-01 on
     C{httpPort} and TLS-ALPN-01 on C{tlsPort} of the names' addresses
-    (C{localhost} is 127.0.0.1 through the system resolver).
+    (C{localhost} is 127.0.0.1 through the system resolver, every name is
+    through L{startLoopbackDNS}'s C{dnsServer}).
 
     @param environment: more C{PEBBLE_*} settings, over the fast and
         deterministic defaults.
@@ -128,7 +156,7 @@ def startPebble(testCase, httpPort: int, tlsPort: Optional[int] = None, director
         json.dump(config, f)
     env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PATH": os.environ.get("PATH", ""),
            **environment}
-    server.transport = reactor.spawnProcess(server, executable, [executable, "-config", configPath],
-                                            env=env, path=directory)
+    arguments = [executable, "-config", configPath] + (["-dnsserver", dnsServer] if dnsServer else [])
+    server.transport = reactor.spawnProcess(server, executable, arguments, env=env, path=directory)
     testCase.addCleanup(server.stop)
     return server._start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import random
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..settings.model import AcmeSettings
-from ..settings.values import ConfigError
+from ..settings.values import HOSTNAME, ConfigError
 from ..tls import CertificateBook, CertificatePair, TLSConfigError, loadPair, validity
 from .challenges import ALPNChallenges, ChallengeTokens
 from .renewal import renewalTime, retryDelay
@@ -29,11 +29,29 @@ _log = Logger()
 
 def acmeDomains(config) -> Sequence[str]:
     """
-    The names to keep certificates for: C{tls.acme.domains}, or else the
-    exact hosts the reverse routes name (not C{*}, wildcards or addresses).
+    The names to keep certificates for from the start: the exact names of
+    C{tls.acme.domains}, or else the exact hosts the reverse routes name
+    (not C{*}, wildcards or addresses).
 
-    @raise ConfigError: there are none.
+    @raise ConfigError: there are none, nor any to order on demand.
     """
+    names = tuple(name for name in _names(config) if not name.startswith("*."))
+    if not names and not onDemandPatterns(config):
+        raise ConfigError("tls.acme.domains", "no names to obtain certificates for: list them here"
+                          + (", or give the reverse routes hosts" if config.mode == "reverse" else ""))
+    return names
+
+
+def onDemandPatterns(config) -> Tuple[str, ...]:
+    """
+    With C{tls.acme.on_demand}: the names and C{*.domain} patterns a
+    handshake may order a certificate for, C{tls.acme.domains} or else
+    the reverse routes' hosts; none without it.
+    """
+    return _names(config) if config.tls.acme.on_demand else ()
+
+
+def _names(config) -> Tuple[str, ...]:
     settings = config.tls.acme
     if settings.domains:
         return settings.domains
@@ -41,13 +59,20 @@ def acmeDomains(config) -> Sequence[str]:
     if config.mode == "reverse":
         for route in config.reverse.routes:
             host = route.host.split(":")[0]
-            if host != "*" and not host.startswith("*.") and not host.replace(".", "").isdigit() \
-                    and host not in names:
+            if host != "*" and not host.replace(".", "").isdigit() and host not in names:
                 names.append(host)
-    if not names:
-        raise ConfigError("tls.acme.domains", "no names to obtain certificates for: list them here"
-                          + (", or give the reverse routes hosts" if config.mode == "reverse" else ""))
     return tuple(names)
+
+
+def mayOrder(patterns: Sequence[str], name: str) -> bool:
+    """
+    Whether C{name}, from a client's hello, is one of C{patterns} or under
+    one of their C{*.domain}s (at any depth, as the routes match hosts).
+    """
+    if len(name) > 253 or not HOSTNAME.match(name) or name.startswith(".") or name.replace(".", "").isdigit():
+        return False
+    return any(pattern == name or (pattern.startswith("*.") and name.endswith(pattern[1:]))
+               for pattern in patterns)
 
 
 def placeholderPair(names: Sequence[str]) -> CertificatePair:
@@ -70,6 +95,7 @@ class Certificate:
     @ivar renewAt: when the next order is due.
     @ivar failures: orders failed in a row.
     @ivar error: the last failure, in words; None once one succeeded.
+    @ivar settled: fired once the order in progress is settled.
     """
 
     def __init__(self, name: str) -> None:
@@ -78,6 +104,7 @@ class Certificate:
         self.renewAt: Optional[float] = None
         self.failures = 0
         self.error: Optional[str] = None
+        self.settled: List[defer.Deferred] = []
         self.ordering = False
         self.call = None
 
@@ -88,18 +115,21 @@ class Certificate:
 
 class AcmeService(Service):
     """
-    Keeps one certificate per name of C{domains}, obtained through
-    C{client} (an L{dualproxy.acme.client.AcmeClient}).
+    Keeps one certificate per name of C{domains}, and of each name of
+    C{onDemand} a handshake asks for, obtained through C{client} (an
+    L{dualproxy.acme.client.AcmeClient}).
 
+    @param onDemand: names and C{*.domain} patterns (L{onDemandPatterns}).
     @param jitter: draws a number in [0, 1) to spread retries.
     """
 
     def __init__(self, settings: AcmeSettings, domains: Sequence[str], reactor, client=None,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random, onDemand: Sequence[str] = ()) -> None:
         self.settings = settings
         self.reactor = reactor
         self.jitter = jitter
-        self.book = CertificateBook(placeholderPair(domains))
+        self.onDemandPatterns = tuple(onDemand)
+        self.book = CertificateBook(placeholderPair(list(domains) + [name for name in onDemand if name not in domains]))
         self.tokens = ChallengeTokens()
         if client is None:
             try:
@@ -112,6 +142,8 @@ class AcmeService(Service):
         self.client = client
         self.certificates: Dict[str, Certificate] = {name: Certificate(name) for name in domains}
         self._waiting: Dict[str, List[defer.Deferred]] = {}
+        self._orderedOnDemand = 0
+        self._limitLogged = False
 
     def ready(self, name: str) -> defer.Deferred:
         """
@@ -126,21 +158,41 @@ class AcmeService(Service):
 
     def startService(self) -> None:
         super().startService()
-        from .client import storedPaths
-
         now = self.reactor.seconds()
-        for name, state in self.certificates.items():
-            paths = storedPaths(self.settings.storage, name)
-            pair = None
-            if paths is not None:
-                try:
-                    pair = loadPair(paths.certificate, paths.key)
-                except TLSConfigError as e:
-                    _log.warn("ACME: the stored certificate for {name} does not load ({error}); ordering another",
-                              name=name, error=e)
-            if pair is not None and pair.covers(name) and validity(pair.chain[0])[1] > now:
-                self._present(state, pair)
+        for state in self.certificates.values():
+            self._presentStored(state, now)
             self._schedule(state, state.renewAt if state.renewAt is not None else now)
+
+    def onDemand(self, name: str) -> Optional[defer.Deferred]:
+        """
+        For a handshake asking for C{name}, which no certificate covers: a
+        Deferred that fires once the order for it is settled, the order
+        started now if C{name} may be ordered on demand; None for the
+        handshake to go on at once.
+        """
+        state = self.certificates.get(name)
+        if state is None:
+            if not self.running or not mayOrder(self.onDemandPatterns, name):
+                return None
+            if self._orderedOnDemand >= self.settings.on_demand_limit:
+                if not self._limitLogged:
+                    self._limitLogged = True
+                    _log.warn("ACME: not ordering a certificate for {name} on demand, nor for any other new name: "
+                              "tls.acme.on_demand_limit ({limit}) names have been", name=name,
+                              limit=self.settings.on_demand_limit)
+                return None
+            self._orderedOnDemand += 1
+            state = self.certificates[name] = Certificate(name)
+            self._presentStored(state, self.reactor.seconds())
+            if state.notAfter is not None:
+                self._schedule(state, state.renewAt)
+                return None
+            self.renew(name)
+        if not state.ordering:
+            return None
+        d = defer.Deferred()
+        state.settled.append(d)
+        return d
 
     def stopService(self) -> None:
         super().stopService()
@@ -148,6 +200,26 @@ class AcmeService(Service):
             if state.call is not None and state.call.active():
                 state.call.cancel()
             state.call = None
+            _settle(state)
+
+    def _presentStored(self, state: Certificate, now: float) -> None:
+        """
+        Present the certificate the storage holds for the name, if it loads
+        and has not expired.
+        """
+        from .client import storedPaths
+
+        paths = storedPaths(self.settings.storage, state.name)
+        if paths is None:
+            return
+        try:
+            pair = loadPair(paths.certificate, paths.key)
+        except TLSConfigError as e:
+            _log.warn("ACME: the stored certificate for {name} does not load ({error}); ordering another",
+                      name=state.name, error=e)
+            return
+        if pair.covers(state.name) and validity(pair.chain[0])[1] > now:
+            self._present(state, pair)
 
     def _present(self, state: Certificate, pair: CertificatePair) -> None:
         notBefore, notAfter = validity(pair.chain[0])
@@ -195,6 +267,7 @@ class AcmeService(Service):
         _log.info("ACME: presenting the new certificate for {name} (expires {notAfter}); renewing at {renewAt}",
                   name=state.name, notAfter=_when(state.notAfter), renewAt=_when(state.renewAt))
         self._schedule(state, state.renewAt)
+        _settle(state)
 
     def _failed(self, failure: Failure, state: Certificate) -> None:
         state.ordering = False
@@ -206,9 +279,16 @@ class AcmeService(Service):
         _log.warn("ACME: ordering a certificate for {name} failed ({error}); trying again in {delay:.0f} s",
                   name=state.name, error=state.error, delay=delay)
         self._schedule(state, self.reactor.seconds() + delay)
+        _settle(state)
 
     def describe(self) -> List[dict]:
         return [state.describe() for state in self.certificates.values()]
+
+
+def _settle(state: Certificate) -> None:
+    settled, state.settled = state.settled, []
+    for d in settled:
+        d.callback(None)
 
 
 def _when(seconds: Optional[float]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ipaddress import ip_address
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 from .. import prestart
 from ..settings import tables, values
@@ -62,15 +62,17 @@ def _checkCoverage(settings: ReverseSettings, config: Config) -> None:
     """
     pairs = [prestart.certificatePair(f"tls.certificates[{index}]", files)
              for index, files in enumerate(config.tls.certificates)]
-    obtained = set()
+    obtained: Sequence[str] = ()
+    onDemand: Sequence[str] = ()
     if config.tls.acme is not None:
-        from ..acme.service import acmeDomains
+        from ..acme.service import acmeDomains, mayOrder, onDemandPatterns
 
-        obtained = set(acmeDomains(config))
+        obtained, onDemand = acmeDomains(config), onDemandPatterns(config)
     for index, route in enumerate(settings.routes):
-        if route.host == "*" or route.host.split(":")[0] in obtained:
-            continue
         name = "wildcard." + route.host[2:] if route.host.startswith("*.") else route.host
+        if route.host == "*" or route.host.split(":")[0] in obtained \
+                or (onDemand and mayOrder(onDemand, name.split(":")[0])):
+            continue
         if not any(pair.covers(name) for pair in pairs):
             raise ConfigError(f"reverse.routes[{index}].host",
                               f"no certificate in tls.certificates covers {route.host!r}"

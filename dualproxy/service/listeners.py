@@ -70,7 +70,13 @@ class ListenerGroup(MultiService):
             )
             secure = self.httpFactory(handler, NegotiatingFactory if offerH2 else HTTPServerFactory)
             secure.hsts = tls.hsts.encode("latin-1") if tls.hsts else None
-            wrapped = self.proxied(TLSMemoryBIOFactory(self.serverTLS, False, secure))
+            wrapped = TLSMemoryBIOFactory(self.serverTLS, False, secure)
+            if acme is not None and acme.onDemandPatterns:
+                from ..acme.ondemand import HandshakeGateFactory
+
+                wrapped = HandshakeGateFactory(wrapped, self.reactor, self.serverTLS.presents, acme.onDemand,
+                                               self.config.timeouts.client_header)
+            wrapped = self.proxied(wrapped)
             secureListeners = [ListenerService(description, wrapped, self.reactor) for description in tls.listen]
         if secureListeners and tls.redirect_http:
             factory.handler = RedirectToHTTPS(handler, secureListeners[0])

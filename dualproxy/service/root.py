@@ -71,9 +71,9 @@ class Lasting:
                                 settings.username, settings.password, settings.prefix)
         acme = None
         if config.tls.acme is not None:
-            from ..acme.service import AcmeService, acmeDomains
+            from ..acme.service import AcmeService, acmeDomains, onDemandPatterns
 
-            acme = AcmeService(config.tls.acme, acmeDomains(config), reactor)
+            acme = AcmeService(config.tls.acme, acmeDomains(config), reactor, onDemand=onDemandPatterns(config))
         lasting = cls(reactor, connections, Metrics(config.mode, reactor), reactor.seconds(), redis, settings, acme)
         lasting.cache = SharedCache(config.cache, reactor, lasting)
         return lasting

@@ -277,7 +277,10 @@ class CertificateFiles:
 class AcmeSettings:
     """
     Certificates obtained and renewed over ACME for the TLS listeners.
-    C{domains} empty: the exact hosts of the reverse routes.
+    C{domains} empty: the hosts of the reverse routes.  C{on_demand}: a
+    handshake for a name C{domains} (or a route) covers, that has no
+    certificate yet, waits while one is ordered; at most
+    C{on_demand_limit} names are ordered so.
     """
 
     directory: str
@@ -286,6 +289,8 @@ class AcmeSettings:
     domains: Tuple[str, ...] = ()
     ca: Optional[str] = None
     challenge: str = "http-01"
+    on_demand: bool = False
+    on_demand_limit: int = 100
 
 
 @dataclass(frozen=True)

@@ -324,13 +324,12 @@ def acmeContact(key: str, value: Any) -> str:
 
 def acmeDomain(key: str, value: Any) -> str:
     """
-    A name to obtain a certificate for: a DNS name, not a wildcard (those
-    need DNS-01) and not an address.
+    A name to obtain a certificate for: a DNS name, not an address; or a
+    C{*.domain} pattern of names to obtain certificates for on demand (a
+    wildcard certificate itself would need DNS-01).
     """
     text = nonEmptyString(key, value).lower().rstrip(".")
-    if text.startswith("*."):
-        raise ConfigError(key, f"{text!r}: wildcard certificates need the DNS-01 challenge, which dualproxy does "
-                               "not answer; name each host")
-    if not HOSTNAME.match(text) or text.startswith(".") or text.replace(".", "").isdigit():
-        raise ConfigError(key, f"{text!r} is not a DNS name")
+    name = text[2:] if text.startswith("*.") else text
+    if not HOSTNAME.match(name) or name.startswith(".") or name.replace(".", "").isdigit():
+        raise ConfigError(key, f"{text!r} is not a DNS name or *.domain")
     return text

@@ -3,7 +3,8 @@ Automatic HTTPS against a real ACME server (pebble): a reverse proxy
 obtains a certificate for its route's host, answering HTTP-01 from its own
 routing tree or TLS-ALPN-01 on its own TLS listener, presents it to real
 clients, takes a renewed one without dropping open connections, and finds
-it stored after a restart.
+it stored after a restart; with on_demand, a name under a route's
+wildcard is ordered at its first handshake, which waits for it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from dualproxy.admin.status import document
 
-from ..pebbleserver import freePort, startPebble
+from ..pebbleserver import freePort, startLoopbackDNS, startPebble
 from .support import Origin, Proxy, curl
 
 try:
@@ -40,7 +41,8 @@ class AcmeTests(TestCase):
         self.origin = Origin("site")
         self.addCleanup(self.origin.stop)
         self.plainPort, self.tlsPort = freePort(), freePort()
-        self.pebble = yield startPebble(self, httpPort=self.plainPort, tlsPort=self.tlsPort)
+        self.pebble = yield startPebble(self, httpPort=self.plainPort, tlsPort=self.tlsPort,
+                                        dnsServer=startLoopbackDNS(self))
         self.storage = os.path.abspath(self.mktemp())
         response = yield threads.deferToThread(
             requests.get, self.pebble.managementURL + "/roots/0", verify=self.pebble.caBundle, timeout=10)
@@ -48,25 +50,30 @@ class AcmeTests(TestCase):
         with open(self.root, "wb") as f:
             f.write(response.content)
 
-    @inlineCallbacks
-    def proxy(self, challenge: str = "http-01", plainPort: int = 0, tlsPort: int = 0, **tls):
+    def start(self, challenge: str = "http-01", plainPort: int = 0, tlsPort: int = 0, host: str = "localhost",
+              acme=(), **tls) -> Proxy:
         proxy = Proxy({
             "mode": "reverse",
             "listen": [f"tcp:{plainPort or self.plainPort}:interface=127.0.0.1"],
-            "tls": dict(tls, listen=[f"tcp:{tlsPort or self.tlsPort}:interface=127.0.0.1"], acme={
-                "directory": self.pebble.directoryURL, "ca": self.pebble.caBundle, "storage": self.storage,
-                "contact": ["mailto:ops@example.com"], "challenge": challenge}),
+            "tls": dict(tls, listen=[f"tcp:{tlsPort or self.tlsPort}:interface=127.0.0.1"], acme=dict(
+                acme, directory=self.pebble.directoryURL, ca=self.pebble.caBundle, storage=self.storage,
+                contact=["mailto:ops@example.com"], challenge=challenge)),
             "reverse": {"pools": {"app": {"backends": [{"url": f"http://{self.origin.address}"}]}},
-                        "routes": [{"host": "localhost", "prefix": "/", "pool": "app"}]},
+                        "routes": [{"host": host, "prefix": "/", "pool": "app"}]},
         })
         self.addCleanup(proxy.stop)
+        return proxy
+
+    @inlineCallbacks
+    def proxy(self, *args, **kw):
+        proxy = self.start(*args, **kw)
         # Bounded: a failed order is retried only a minute later.
         yield proxy.service.lasting.acme.ready("localhost").addTimeout(30, reactor)
         return proxy
 
-    def fetch(self, port: int, *args: str):
-        return curl("--cacert", self.root, "--resolve", f"localhost:{port}:127.0.0.1", *args,
-                    f"https://localhost:{port}/name")
+    def fetch(self, port: int, *args: str, name: str = "localhost"):
+        return curl("--cacert", self.root, "--resolve", f"{name}:{port}:127.0.0.1", *args,
+                    f"https://{name}:{port}/name")
 
     def gauge(self, proxy, name: str):
         sample, = [sample for gauge, _, _, sample in proxy.service.metrics.gauges if gauge == name]
@@ -150,3 +157,34 @@ class AcmeTests(TestCase):
         self.assertFalse(acme.certificates["localhost"].ordering)
         out, err, code = yield self.fetch(again.tlsPort)
         self.assertEqual((code, out), (0, b"site"), err)
+
+    @inlineCallbacks
+    def onDemand(self, challenge: str):
+        proxy = self.start(challenge, host="*.example.com", acme={"on_demand": True})
+        acme = proxy.service.lasting.acme
+        self.assertEqual(acme.certificates, {})
+        for name in ["a.example.com", "b.c.example.com"]:
+            out, err, code = yield self.fetch(self.tlsPort, name=name)
+            self.assertEqual((code, out), (0, b"site"), err)
+            self.assertEqual(acme.book.get(name).names, (name,))
+        self.assertEqual(sorted(acme.certificates), ["a.example.com", "b.c.example.com"])
+        # A name the routes do not cover is not ordered: the placeholder answers it.
+        out, err, code = yield self.fetch(self.tlsPort, name="example.org")
+        self.assertEqual(code, 60, err)
+        self.assertNotIn("example.org", acme.certificates)
+
+    def test_onDemandHTTP01(self):
+        """
+        With on_demand and a route for C{*.example.com}, nothing is ordered
+        at start; each name's first handshake waits while its certificate
+        is ordered (validated over HTTP-01), and curl verifies it against
+        pebble's root.
+        """
+        return self.onDemand("http-01")
+
+    def test_onDemandTLSALPN01(self):
+        """
+        The same over TLS-ALPN-01: the CA's validation handshake, for the
+        very name being waited for, is answered at once.
+        """
+        return self.onDemand("tls-alpn-01")

@@ -16,7 +16,7 @@ from .sources import ADAPTER, modules
 #: Lowest first; a module belongs to the first entry naming it or a package above it.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dualproxy", "dualproxy.http", "dualproxy.interfaces", "dualproxy.settings", "dualproxy.plugins",
-     "dualproxy.twistedcompat", "dualproxy.proxyprotocol"),
+     "dualproxy.twistedcompat", "dualproxy.proxyprotocol", "dualproxy.clienthello"),
     ("dualproxy.core",),
     ("dualproxy.tls", "dualproxy.listeners", "dualproxy.metrics", "dualproxy.accesslog", "dualproxy.redis"),
     ("dualproxy.relay",),
