@@ -441,6 +441,13 @@ class ServerTLS:
         context.set_cipher_list(self._ciphers)
         return context
 
+    def pairs(self) -> List[CertificatePair]:
+        """
+        The configured pairs presented now, earliest winning (the book's
+        are not among them), for their expiry in the status and metrics.
+        """
+        return list(self._pairs)
+
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
         book = self._book
         if book is not None and book.generation != self._seen:

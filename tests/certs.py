@@ -80,6 +80,7 @@ class CertificateAuthority:
         organization: Optional[str] = None,
         client: bool = False,
         chain: bool = False,
+        days: int = 30,
     ) -> Tuple[str, str]:
         """
         Write C{stem}.crt and C{stem}.key for a leaf with C{names} as DNS
@@ -89,6 +90,7 @@ class CertificateAuthority:
             of a server one.
         @param chain: append the CA certificate after the leaf, as a server
             sending its whole chain would.
+        @param days: how long from now the leaf stays valid.
         @return: the certificate and key paths.
         """
         key = _newKey()
@@ -102,7 +104,7 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
+            .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
