@@ -40,6 +40,7 @@ __all__ = [
     "TLSConfigError",
     "CertificatePair",
     "loadPair",
+    "certificateBuilder",
     "ServerTLS",
     "CertificateBook",
     "serverContext",
@@ -191,6 +192,26 @@ def validity(certificate: x509.Certificate) -> Tuple[float, float]:
         before = certificate.not_valid_before.replace(tzinfo=utc)
         after = certificate.not_valid_after.replace(tzinfo=utc)
     return before.timestamp(), after.timestamp()
+
+
+def certificateBuilder(subject: x509.Name, issuer: x509.Name, publicKey, now: datetime.datetime,
+                       notAfter: datetime.datetime) -> x509.CertificateBuilder:
+    """
+    The start every certificate made at run time shares (ACME's
+    placeholder and challenges, the interception CA and its leaves): a
+    random serial, and valid from a day before C{now}, so that a peer
+    whose clock is slow accepts it; the caller adds the extensions and
+    signs.
+    """
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(publicKey)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(notAfter)
+    )
 
 
 class _Generation:
@@ -450,6 +471,13 @@ class ServerTLS:
         if self._book is not None and self._book.get(name) is not None:
             return True
         return any(pair.covers(name) for pair in self._pairs)
+
+    def pairs(self) -> List[CertificatePair]:
+        """
+        The configured pairs presented now, earliest winning (the book's
+        are not among them), for their expiry in the status and metrics.
+        """
+        return list(self._pairs)
 
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
         book = self._book

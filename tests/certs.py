@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from dualproxy.tls import certificateBuilder
+
 
 def _newKey() -> ec.EllipticCurvePrivateKey:
     # P-256 rather than RSA: generating it is instant, even on PyPy.
@@ -49,13 +51,7 @@ class CertificateAuthority:
         now = datetime.datetime.now(datetime.timezone.utc)
         name = _name(commonName, None)
         self.certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
+            certificateBuilder(name, name, self.key.public_key(), now, now + datetime.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -80,6 +76,7 @@ class CertificateAuthority:
         organization: Optional[str] = None,
         client: bool = False,
         chain: bool = False,
+        days: int = 30,
     ) -> Tuple[str, str]:
         """
         Write C{stem}.crt and C{stem}.key for a leaf with C{names} as DNS
@@ -89,6 +86,7 @@ class CertificateAuthority:
             of a server one.
         @param chain: append the CA certificate after the leaf, as a server
             sending its whole chain would.
+        @param days: how long from now the leaf stays valid.
         @return: the certificate and key paths.
         """
         key = _newKey()
@@ -96,13 +94,8 @@ class CertificateAuthority:
         names = list(names)
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(commonName, organization))
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
+            certificateBuilder(_name(commonName, organization), self.certificate.subject, key.public_key(), now,
+                               now + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(

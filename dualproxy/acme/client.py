@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 from dualproxy import __version__
+from dualproxy.files import replaceFile
 
 from .tlsalpn import keyAuthorization
 
@@ -51,21 +52,11 @@ class CertificatePaths(NamedTuple):
 def writePrivate(path: str, data: bytes, mode: int = 0o600) -> None:
     """
     Replace C{path} with C{data} atomically, the new file created with
-    C{mode} from the start (never readable by others, even briefly).
+    C{mode} from the start (never readable by others, even briefly), in
+    directories private to the proxy (0700), made as needed.
     """
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    replaceFile(path, data, mode)
 
 
 def newPrivateKeyPEM() -> bytes:

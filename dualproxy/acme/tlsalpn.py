@@ -20,12 +20,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
+from ..tls import certificateBuilder
+
 # RFC 8737 section 6.1: id-pe-acmeIdentifier.
 ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 # The validation server checks only the extension and the name, so a
-# short lifetime is enough; the day before tolerates its clock being slow.
-_NOT_BEFORE = datetime.timedelta(days=1)
-_NOT_AFTER = datetime.timedelta(days=7)
+# short lifetime is enough.
+_LIFETIME = datetime.timedelta(days=7)
 
 
 class _Thumbprinted(Protocol):
@@ -66,17 +67,8 @@ def selfSigned(names: Sequence[str], commonName: Optional[str] = None,
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)] if commonName else [])
     now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _NOT_BEFORE)
-        .not_valid_after(now + _NOT_AFTER)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]),
-                       critical=commonName is None)
-    )
+    builder = certificateBuilder(subject, subject, key.public_key(), now, now + _LIFETIME).add_extension(
+        x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=commonName is None)
     for extension in extensions:
         builder = builder.add_extension(extension, critical=True)
     return builder.sign(key, hashes.SHA256()), key

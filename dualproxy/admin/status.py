@@ -86,6 +86,7 @@ def document(service) -> dict:
         "redis": None if redis is None else {
             "endpoint": redis.endpointDescription, "up": redis.up, "failures": redis.failures,
         },
+        "certificates": service.certificates(),
         "acme": None if acme is None else {
             "directory": acme.settings.directory, "challenge": acme.settings.challenge,
             "certificates": acme.describe(),

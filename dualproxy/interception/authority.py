@@ -23,15 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 
-from ..tls import CertificatePair, TLSConfigError, loadPair, serverContext
+from ..tls import CertificatePair, TLSConfigError, certificateBuilder, loadPair, serverContext
 
 CERTIFICATE_FILE = "ca.pem"
 KEY_FILE = "ca-key.pem"
 
 #: How long a minted leaf is valid; it is minted again after half of it.
 LEAF_LIFETIME = datetime.timedelta(days=30)
-
-_ONE_DAY = datetime.timedelta(days=1)
 
 
 def _now() -> datetime.datetime:
@@ -64,13 +62,7 @@ def createAuthority(directory: str, commonName: str = "dualproxy interception CA
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dualproxy")])
     now = _now()
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _ONE_DAY)
-        .not_valid_after(now + datetime.timedelta(days=days))
+        certificateBuilder(name, name, key.public_key(), now, now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,
@@ -155,14 +147,9 @@ class LeafMinter:
         issuer = self.authority.chain[0]
         now = self.clock()
         notAfter = min(now + LEAF_LIFETIME, _notAfter(issuer))
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])])
         certificate = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])]))
-            .issuer_name(issuer.subject)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _ONE_DAY)
-            .not_valid_after(notAfter)
+            certificateBuilder(subject, issuer.subject, self.key.public_key(), now, notAfter)
             .add_extension(x509.SubjectAlternativeName([_subjectName(host)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

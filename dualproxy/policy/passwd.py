@@ -12,10 +12,10 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-import tempfile
 import unicodedata
 from typing import List, Optional, Tuple
 
+from ..files import replaceFile
 from .auth import hashPassword
 
 USAGE = "usage: dualproxy-passwd FILE USER"
@@ -91,39 +91,21 @@ def _replaced(lines: List[bytes], user: str, entry: bytes) -> Tuple[List[bytes],
     return out, found
 
 
-def _keepOwner(path: str, existing: os.stat_result) -> None:
-    """
-    Keep the file's owner and group when run as root (sudo), or the proxy
-    user could no longer read its own password file.
-    """
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        os.chown(path, existing.st_uid, existing.st_gid)
-
-
 def _write(path: str, data: bytes) -> None:
     """
     Replace C{path} with C{data} atomically, keeping an existing file's
-    permissions (new files are private to the owner: mode 0600).
+    permissions (new files are private to the owner: mode 0600), and its
+    owner and group when run as root (sudo), or the proxy user could no
+    longer read its own password file.
     """
     path = os.path.realpath(path)
     try:
-        existing: Optional[os.stat_result] = os.stat(path)
+        existing = os.stat(path)
     except FileNotFoundError:
-        existing = None
-    directory, name = os.path.split(path)
-    fd, temporary = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if existing is not None:
-                os.chmod(temporary, existing.st_mode & 0o7777)
-                _keepOwner(temporary, existing)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+        replaceFile(path, data)
+        return
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    replaceFile(path, data, existing.st_mode & 0o7777, (existing.st_uid, existing.st_gid) if root else None)
 
 
 def _run(arguments: List[str]) -> str:

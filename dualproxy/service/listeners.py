@@ -138,6 +138,28 @@ class ListenerGroup(MultiService):
         """
         return sum(connection.busy() for connection in self.connections())
 
+    def certificates(self) -> List[dict]:
+        """
+        The certificate the TLS listeners present for each name, with its
+        expiry (POSIX seconds) and source (C{file:PATH} or C{acme}): a
+        configured one before an ACME one for the same name, as the
+        listeners choose.
+        """
+        presented: Dict[str, dict] = {}
+        if self.serverTLS is not None:
+            from ..tls import validity
+
+            for pair in self.serverTLS.pairs():
+                notAfter = validity(pair.chain[0])[1]
+                source = "file:" + pair.certPath
+                for name in pair.names:
+                    presented.setdefault(name, {"name": name, "not_after": notAfter, "source": source})
+        if self.acme is not None:
+            for name, state in self.acme.certificates.items():
+                if state.notAfter is not None:
+                    presented.setdefault(name, {"name": name, "not_after": state.notAfter, "source": "acme"})
+        return list(presented.values())
+
     # Reloading
 
     def bindBeside(self, running: ListenerGroup) -> None:
@@ -179,6 +201,9 @@ class ListenerGroup(MultiService):
             removed.disownServiceParent()
         if self.serverTLS is not None and successor.serverTLS is not None:
             self.serverTLS.adopt(successor.serverTLS)
+        else:
+            # TLS listeners came or went: keep the one they now use.
+            self.serverTLS = successor.serverTLS
         for listener in list(successor):
             if listener not in kept:
                 listener.disownServiceParent()

@@ -211,6 +211,9 @@ class ProxyService(MultiService):
     def inFlight(self) -> int:
         return self.listenerGroup.inFlight()
 
+    def certificates(self) -> List[dict]:
+        return self.listenerGroup.certificates()
+
     def cacheIfBuilt(self):
         return self.lasting.cache.ifBuilt()
 
@@ -270,12 +273,12 @@ class ProxyService(MultiService):
                              "gauge", lambda: [({}, 1.0 if redis.up else 0.0)])
             metrics.addGauge("dualproxy_redis_failures", "Redis commands that got no answer.", "counter",
                              lambda: [({}, redis.failures)])
+        metrics.addGauge("dualproxy_certificate_expiry_seconds",
+                         "When the certificate presented for a name expires (Unix time).", "gauge",
+                         lambda: [({"name": certificate["name"]}, certificate["not_after"])
+                                  for certificate in self.certificates()])
         acme = self.lasting.acme
         if acme is not None:
-            metrics.addGauge("dualproxy_certificate_expiry_seconds",
-                             "When the ACME certificate presented for a name expires (Unix time).", "gauge",
-                             lambda: [({"name": name}, state.notAfter) for name, state in acme.certificates.items()
-                                      if state.notAfter is not None])
             metrics.addGauge("dualproxy_acme_order_failures",
                              "ACME orders for a name failed in a row (0 once one succeeds).", "gauge",
                              lambda: [({"name": name}, state.failures) for name, state in acme.certificates.items()])

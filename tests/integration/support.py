@@ -5,7 +5,6 @@ the proxy built from a config as a user's would be, and real clients.
 
 from __future__ import annotations
 
-import datetime
 import gc
 import json
 import os
@@ -380,27 +379,13 @@ def serveTLS(testCase, origin, cert: bytes, key: bytes) -> int:
 
 def selfSignedCertificate(name: str = "localhost"):
     """
-    A fresh certificate and key made at run time, for a TLS origin.
+    A fresh certificate and key made at run time, for a TLS origin: PEM.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import serialization
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    from dualproxy.acme.tlsalpn import selfSigned
+
+    cert, key = selfSigned([name], name)
     return (
         cert.public_bytes(serialization.Encoding.PEM),
         key.private_bytes(

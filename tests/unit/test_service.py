@@ -5,15 +5,22 @@ reactor.
 
 from __future__ import annotations
 
+import os
+from types import SimpleNamespace
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from dualproxy.admin.status import document
 from dualproxy.config import fromDict
 from dualproxy.core.exchange import ExchangeContext
 from dualproxy.proxymode import ProxyMode
-from dualproxy.service.listeners import clientFactory
+from dualproxy.service.listeners import ListenerGroup, clientFactory
 from dualproxy.service.root import Lasting
+from dualproxy.tls import ServerTLS, loadPair, validity
+
+from ..certs import CertificateAuthority
 
 
 class _Handler:
@@ -180,6 +187,93 @@ class ReloadTests(ServiceTestCase):
         self.assertIsNot(service.upstreams, old)
         self.assertIs(service.upstreams.parent, service)
         self.assertTrue(service.upstreams.running)
+
+
+class CertificateTests(ServiceTestCase):
+    """
+    The expiry of the certificates presented, in the metrics and the
+    status, as the files now loaded say.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.ca = CertificateAuthority(self.directory)
+        self.cert, self.key = self.ca.issue("a", ["a.test", "*.a.test"])
+
+    def config(self, **settings):
+        return _config(tls={"listen": ["tcp:8443"], "certificates": [{"cert": self.cert, "key": self.key}]},
+                       **settings)
+
+    def expiry(self, service):
+        sample, = [sample for name, _, _, sample in service.metrics.gauges
+                   if name == "dualproxy_certificate_expiry_seconds"]
+        return list(sample())
+
+    def notAfter(self) -> float:
+        return validity(loadPair(self.cert, self.key).chain[0])[1]
+
+    def assertPresented(self, service, notAfter: float):
+        self.assertEqual(self.expiry(service), [({"name": "a.test"}, notAfter), ({"name": "*.a.test"}, notAfter)])
+        source = "file:" + self.cert
+        self.assertEqual(document(service)["certificates"],
+                         [{"name": "a.test", "not_after": notAfter, "source": source},
+                          {"name": "*.a.test", "not_after": notAfter, "source": source}])
+
+    def test_staticCertificate(self):
+        """
+        A configured certificate has one sample per name it covers.
+        """
+        self.assertPresented(self.start(self.config()), self.notAfter())
+
+    def test_reloadedFilesShowTheirExpiry(self):
+        """
+        A reload that reads replaced files shows the new certificate's
+        expiry, with and without a configuration to re-read.
+        """
+        service = self.start(self.config())
+        first = self.notAfter()
+        self.ca.issue("a", ["a.test", "*.a.test"], days=60)
+        self.assertIsNone(service.reload())
+        second = self.notAfter()
+        self.assertGreater(second, first)
+        self.assertPresented(service, second)
+        self.ca.issue("a", ["a.test", "*.a.test"], days=90)
+        self.reloadTo(service, self.config())
+        self.assertGreater(self.notAfter(), second)
+        self.assertPresented(service, self.notAfter())
+
+    def test_tlsListenersAddedOnReload(self):
+        """
+        TLS listeners a reload adds present their certificates in the
+        metrics; a reload that takes them away takes those too.
+        """
+        service = self.start(_config())
+        self.assertEqual(self.expiry(service), [])
+        self.reloadTo(service, self.config())
+        self.assertPresented(service, self.notAfter())
+        self.reloadTo(service, _config())
+        self.assertEqual((self.expiry(service), document(service)["certificates"]), ([], []))
+
+    def test_configuredBeforeAcme(self):
+        """
+        A name both a configured certificate and ACME cover shows the
+        configured one, which the listeners present; ACME names without a
+        certificate yet are left out.
+        """
+        pair = loadPair(self.cert, self.key)
+        acme = SimpleNamespace(certificates={
+            "a.test": SimpleNamespace(notAfter=1.0), "b.test": SimpleNamespace(notAfter=2.0),
+            "c.test": SimpleNamespace(notAfter=None)})
+        group = ListenerGroup(self.config(), self.reactor, acme)
+        group.serverTLS = ServerTLS([pair], pair)
+        notAfter = self.notAfter()
+        self.assertEqual(group.certificates(), [
+            {"name": "a.test", "not_after": notAfter, "source": "file:" + self.cert},
+            {"name": "*.a.test", "not_after": notAfter, "source": "file:" + self.cert},
+            {"name": "b.test", "not_after": 2.0, "source": "acme"},
+        ])
 
 
 class DrainTests(ServiceTestCase):
