@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -144,6 +145,29 @@ def pauseWhenExhausted(port: IListeningPort, description: str, clock) -> Optiona
     backoff = AcceptBackoff(description, clock, port.stopReading, resume)
     port.socket = _PausingSocket(listening, backoff)
     return backoff
+
+
+class LayerFactory(Factory):
+    """
+    A factory in front of a listener's own (the PROXY header reader, the
+    on-demand handshake gate), whose protocols read a connection's first
+    bytes and then hand it to C{wrappedFactory}'s: it starts, stops and
+    logs as that one does.
+    """
+
+    noisy = False
+
+    def __init__(self, wrappedFactory: Factory) -> None:
+        self.wrappedFactory = wrappedFactory
+
+    def doStart(self) -> None:
+        self.wrappedFactory.doStart()
+
+    def doStop(self) -> None:
+        self.wrappedFactory.doStop()
+
+    def logPrefix(self) -> str:
+        return self.wrappedFactory.logPrefix()
 
 
 class ListenError(Exception):

@@ -16,6 +16,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from ..clienthello import HelloError, readClientHello
+from ..listeners import LayerFactory
 from ..tls import isChallengeHello
 from ..twistedcompat import handOver
 
@@ -25,7 +26,7 @@ _log = Logger()
 ON_DEMAND_WAIT = 30.0
 
 
-class HandshakeGateFactory(Factory):
+class HandshakeGateFactory(LayerFactory):
     """
     Wraps a TLS listener's factory (L{TLSMemoryBIOFactory}).
 
@@ -35,12 +36,10 @@ class HandshakeGateFactory(Factory):
     @param helloTimeout: how long a client has to send its hello.
     """
 
-    noisy = False
-
     def __init__(self, wrappedFactory: Factory, clock, presents: Callable[[str], bool],
                  onDemand: Callable[[str], Optional[Deferred]], helloTimeout: float,
                  wait: float = ON_DEMAND_WAIT) -> None:
-        self.wrappedFactory = wrappedFactory
+        super().__init__(wrappedFactory)
         self.clock = clock
         self.presents = presents
         self.onDemand = onDemand
@@ -49,15 +48,6 @@ class HandshakeGateFactory(Factory):
 
     def buildProtocol(self, addr) -> Protocol:
         return HandshakeGate(self, addr)
-
-    def doStart(self) -> None:
-        self.wrappedFactory.doStart()
-
-    def doStop(self) -> None:
-        self.wrappedFactory.doStop()
-
-    def logPrefix(self) -> str:
-        return self.wrappedFactory.logPrefix()
 
 
 class HandshakeGate(Protocol):

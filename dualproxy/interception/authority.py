@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 
-from ..tls import CertificatePair, TLSConfigError, certificateBuilder, loadPair, serverContext
+from ..tls import CertificatePair, TLSConfigError, certificateBuilder, loadPair, serverContext, validity
 
 CERTIFICATE_FILE = "ca.pem"
 KEY_FILE = "ca-key.pem"
@@ -191,7 +191,4 @@ class LeafMinter:
 
 
 def _notAfter(certificate: x509.Certificate) -> datetime.datetime:
-    after = getattr(certificate, "not_valid_after_utc", None)
-    if after is None:
-        after = certificate.not_valid_after.replace(tzinfo=datetime.timezone.utc)
-    return after
+    return datetime.datetime.fromtimestamp(validity(certificate)[1], datetime.timezone.utc)

@@ -13,6 +13,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from ..listeners import LayerFactory
 from ..policy.acl import ClientACL
 from ..proxyprotocol import Address, ProxyHeaderError, parse
 from ..settings.model import Network
@@ -21,7 +22,7 @@ from ..twistedcompat import handOver
 _log = Logger()
 
 
-class ProxyProtocolFactory(Factory):
+class ProxyProtocolFactory(LayerFactory):
     """
     Wraps a listener's factory (plain or TLS: the header comes before the
     TLS handshake).  A peer in C{trusted} gets a L{ProxyHeaderReader}
@@ -30,10 +31,8 @@ class ProxyProtocolFactory(Factory):
     input to the protocol it reaches.
     """
 
-    noisy = False
-
     def __init__(self, wrappedFactory: Factory, clock, trusted: Sequence[Network] = (), timeout: float = 5.0):
-        self.wrappedFactory = wrappedFactory
+        super().__init__(wrappedFactory)
         self.clock = clock
         self.trusted: Optional[ClientACL] = None
         self.timeout = timeout
@@ -56,15 +55,6 @@ class ProxyProtocolFactory(Factory):
         if self.trusted is None or host is None or not self.trusted.allows(host):
             return self.wrappedFactory.buildProtocol(addr)
         return ProxyHeaderReader(self)
-
-    def doStart(self) -> None:
-        self.wrappedFactory.doStart()
-
-    def doStop(self) -> None:
-        self.wrappedFactory.doStop()
-
-    def logPrefix(self) -> str:
-        return self.wrappedFactory.logPrefix()
 
 
 class ProxyHeaderReader(Protocol):

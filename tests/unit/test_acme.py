@@ -174,7 +174,12 @@ class ScriptedClient:
         return d
 
 
-class ServiceTests(SynchronousTestCase):
+class ServiceFixture:
+    """
+    A storage, a test CA that issues into it, a clock at the present and a
+    scripted client, for tests of L{AcmeService}.
+    """
+
     def setUp(self):
         if writePrivate is None:
             self.skipTest("the acme extra is not installed")
@@ -185,19 +190,20 @@ class ServiceTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(time.time())
         self.client = ScriptedClient()
-        self.events = []
 
+    def issued(self, name: str) -> CertificatePaths:
+        cert, key = self.authority.issue(name, [name])
+        with open(cert, "rb") as c, open(key, "rb") as k:
+            return storePair(self.storage, name, k.read(), c.read())
+
+
+class ServiceTests(ServiceFixture, SynchronousTestCase):
     def service(self, names=("example.com",)):
         settings = AcmeSettings("https://ca.test/dir", self.storage)
         service = AcmeService(settings, names, self.clock, self.client, jitter=lambda: 0.0)
         service.startService()
         self.addCleanup(service.stopService)
         return service
-
-    def issued(self, name: str) -> CertificatePaths:
-        cert, key = self.authority.issue(name, [name])
-        with open(cert, "rb") as c, open(key, "rb") as k:
-            return storePair(self.storage, name, k.read(), c.read())
 
     def test_ordersAtOnceThenAtTwoThirds(self):
         service = self.service()

@@ -7,9 +7,6 @@ on_demand settings.
 
 from __future__ import annotations
 
-import os
-import time
-
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -21,8 +18,7 @@ from dualproxy.acme.service import AcmeService, acmeDomains, mayOrder, onDemandP
 from dualproxy.config import ConfigError, fromDict
 from dualproxy.settings.model import AcmeSettings
 
-from ..certs import CertificateAuthority
-from .test_acme import ScriptedClient, writePrivate
+from .test_acme import ServiceFixture
 from .test_clienthello import clientHello
 
 
@@ -137,18 +133,7 @@ class GateTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
 
-class ServiceTests(SynchronousTestCase):
-    def setUp(self):
-        if writePrivate is None:
-            self.skipTest("the acme extra is not installed")
-        self.storage = os.path.abspath(self.mktemp())
-        authorities = os.path.abspath(self.mktemp())
-        os.makedirs(authorities)
-        self.authority = CertificateAuthority(authorities)
-        self.clock = Clock()
-        self.clock.advance(time.time())
-        self.client = ScriptedClient()
-
+class ServiceTests(ServiceFixture, SynchronousTestCase):
     def service(self, limit=100):
         settings = AcmeSettings("https://ca.test/dir", self.storage, on_demand=True, on_demand_limit=limit)
         service = AcmeService(settings, (), self.clock, self.client, jitter=lambda: 0.0,
@@ -156,13 +141,6 @@ class ServiceTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(service.stopService)
         return service
-
-    def issued(self, name):
-        from dualproxy.acme.client import storePair
-
-        cert, key = self.authority.issue(name, [name])
-        with open(cert, "rb") as c, open(key, "rb") as k:
-            return storePair(self.storage, name, k.read(), c.read())
 
     def test_ordersAMatchingNameOnce(self):
         service = self.service()
