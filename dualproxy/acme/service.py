@@ -178,7 +178,7 @@ class AcmeService(Service):
                 if not self._limitLogged:
                     self._limitLogged = True
                     _log.warn("ACME: not ordering a certificate for {name} on demand, nor for any other new name: "
-                              "tls.acme.on_demand_limit ({limit}) names have been", name=name,
+                              "the tls.acme.on_demand_limit of {limit} names is reached", name=name,
                               limit=self.settings.on_demand_limit)
                 return None
             self._orderedOnDemand += 1
