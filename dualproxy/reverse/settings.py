@@ -62,16 +62,15 @@ def _checkCoverage(settings: ReverseSettings, config: Config) -> None:
     """
     pairs = [prestart.certificatePair(f"tls.certificates[{index}]", files)
              for index, files in enumerate(config.tls.certificates)]
+    from ..acme.service import acmeDomains, mayOrder, onDemandPatterns
+
     obtained: Sequence[str] = ()
     onDemand: Sequence[str] = ()
     if config.tls.acme is not None:
-        from ..acme.service import acmeDomains, mayOrder, onDemandPatterns
-
         obtained, onDemand = acmeDomains(config), onDemandPatterns(config)
     for index, route in enumerate(settings.routes):
         name = "wildcard." + route.host[2:] if route.host.startswith("*.") else route.host
-        if route.host == "*" or route.host.split(":")[0] in obtained \
-                or (onDemand and mayOrder(onDemand, name.split(":")[0])):
+        if route.host == "*" or route.host.split(":")[0] in obtained or mayOrder(onDemand, name.split(":")[0]):
             continue
         if not any(pair.covers(name) for pair in pairs):
             raise ConfigError(f"reverse.routes[{index}].host",
